@@ -1,0 +1,61 @@
+"""Admin for accounts and models. Secrets are write-only: the form never renders them back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+
+from accounts.models import Account, ModelInfo
+from accounts.services import invalidate_routing
+
+SECRET_FIELDS = ("api_key", "oauth_access_token", "oauth_refresh_token", "cookie")
+
+
+class AccountForm(forms.ModelForm):
+    class Meta:
+        model = Account
+        fields = "__all__"
+        widgets = {name: forms.PasswordInput(render_value=False) for name in SECRET_FIELDS}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in SECRET_FIELDS:
+            field = self.fields[name]
+            field.required = False
+            is_set = bool(self.instance.pk and getattr(self.instance, name))
+            field.help_text = "Set (hidden). Leave empty to keep it." if is_set else "Not set."
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        for name in SECRET_FIELDS:
+            if not cleaned.get(name) and self.instance.pk:
+                cleaned[name] = getattr(self.instance, name)  # empty input keeps the secret
+        return cleaned
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin):
+    form = AccountForm
+    list_display = ("label", "provider", "base_url", "enabled", "state", "max_concurrency")
+    list_filter = ("provider", "enabled", "state")
+    search_fields = ("label", "email", "base_url")
+    readonly_fields = ("source", "created_at", "updated_at")
+
+    def save_model(self, request: Any, obj: Account, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        invalidate_routing()
+
+
+@admin.register(ModelInfo)
+class ModelInfoAdmin(admin.ModelAdmin):
+    list_display = ("model_id", "display_name", "provider", "context_length",
+                    "max_output_tokens", "vision", "enabled")
+    list_filter = ("provider", "vision", "enabled")
+    search_fields = ("model_id", "display_name")
+    filter_horizontal = ("accounts",)
+
+    def save_model(self, request: Any, obj: ModelInfo, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        invalidate_routing()

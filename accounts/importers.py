@@ -1,0 +1,116 @@
+"""Accounts that come from outside the admin: iflow-cli's settings file and the environment.
+
+Each import is idempotent: the account is found again by its `source` and updated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from datetime import datetime
+from pathlib import Path
+
+from django.db import transaction
+from django.utils.dateparse import parse_datetime
+
+from accounts.models import DEFAULT_BASE_URLS, Account, ModelInfo, Provider
+
+log = logging.getLogger(__name__)
+
+
+def _parse_expiry(value: object) -> datetime | None:
+    if isinstance(value, int | float) and value > 0:
+        return datetime.fromtimestamp(value / 1000 if value > 1e11 else value).astimezone()
+    if isinstance(value, str) and value:
+        return parse_datetime(value)
+    return None
+
+
+def _upsert(source: str, defaults: dict) -> tuple[Account, bool]:
+    with transaction.atomic():
+        account = Account.objects.select_for_update().filter(source=source).first()
+        created = account is None
+        if created:
+            account = Account(source=source)
+        for name, value in defaults.items():
+            setattr(account, name, value)
+        account.save()
+    return account, created
+
+
+def import_iflow_settings(directory: Path) -> Account | None:
+    """Import ~/.iflow/settings.json (and oauth_creds.json) as an iFlow account."""
+    settings_path = directory / "settings.json"
+    creds_path = directory / "oauth_creds.json"
+    data: dict = {}
+    for path in (creds_path, settings_path):  # settings.json wins where both have a field
+        if path.is_file():
+            try:
+                loaded = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                log.warning("cannot read %s: %s", path, exc)
+                continue
+            if isinstance(loaded, dict):
+                data.update(loaded)
+    api_key = data.get("apiKey") or data.get("searchApiKey") or ""
+    if not api_key:
+        return None
+    defaults = {
+        "provider": Provider.IFLOW,
+        "label": "iFlow (" + ("OAuth" if data.get("selectedAuthType") == "oauth-iflow" else "CLI")
+        + " settings)",
+        "base_url": data.get("baseUrl") or DEFAULT_BASE_URLS[Provider.IFLOW],
+        "api_key": api_key,
+    }
+    access = data.get("oauth_access_token") or data.get("access_token")
+    refresh = data.get("oauth_refresh_token") or data.get("refresh_token")
+    if access:
+        defaults["oauth_access_token"] = access
+    if refresh:
+        defaults["oauth_refresh_token"] = refresh
+    expiry = _parse_expiry(data.get("oauth_expires_at") or data.get("expiry_date"))
+    if expiry:
+        defaults["access_token_expires_at"] = expiry
+    key_expiry = _parse_expiry(data.get("api_key_expires_at"))
+    if key_expiry:
+        defaults["api_key_expires_at"] = key_expiry
+    account, created = _upsert(f"iflow-settings:{settings_path}", defaults)
+    log.info("%s iFlow account from %s", "imported" if created else "updated", settings_path)
+    return account
+
+
+def import_environment(environ: dict[str, str] | None = None) -> list[Account]:
+    """IFLOW_API_KEY / IFLOW_BASE_URL, and UPSTREAM_BASE_URL / UPSTREAM_API_KEY / UPSTREAM_MODELS
+    for any OpenAI-compatible provider (containers configure themselves this way)."""
+    env = os.environ if environ is None else environ
+    accounts = []
+    if env.get("IFLOW_API_KEY"):
+        account, _ = _upsert(
+            "env:IFLOW_API_KEY",
+            {
+                "provider": Provider.IFLOW,
+                "label": "iFlow (environment)",
+                "base_url": env.get("IFLOW_BASE_URL") or DEFAULT_BASE_URLS[Provider.IFLOW],
+                "api_key": env["IFLOW_API_KEY"],
+            },
+        )
+        accounts.append(account)
+    if env.get("UPSTREAM_BASE_URL"):
+        account, _ = _upsert(
+            "env:UPSTREAM_BASE_URL",
+            {
+                "provider": Provider.OPENAI,
+                "label": env.get("UPSTREAM_LABEL") or "OpenAI-compatible (environment)",
+                "base_url": env["UPSTREAM_BASE_URL"],
+                "api_key": env.get("UPSTREAM_API_KEY", ""),
+                "max_concurrency": 0,
+            },
+        )
+        accounts.append(account)
+        for name in [m.strip() for m in env.get("UPSTREAM_MODELS", "").split(",") if m.strip()]:
+            info, _ = ModelInfo.objects.get_or_create(
+                model_id=name, defaults={"provider": Provider.OPENAI, "display_name": name}
+            )
+            info.accounts.add(account)
+    return accounts

@@ -1,0 +1,136 @@
+"""What the proxy asks of accounts: which model is which, and which account serves it.
+
+The hot path reads an in-memory snapshot of the catalogue and accounts, rebuilt at most every
+few seconds, so a chat request costs no database round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from asgiref.sync import sync_to_async
+
+from accounts.models import Account, ModelInfo
+
+SNAPSHOT_TTL_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class AccountRef:
+    """An account as the proxy needs it, secrets decrypted."""
+
+    id: int
+    provider: str
+    label: str
+    base_url: str
+    api_key: str
+    session_id: str
+    conversation_id: str
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    id: str
+    provider: str
+    upstream_id: str
+    display_name: str
+    owned_by: str
+    created: int
+    context_length: int | None
+    max_output_tokens: int | None
+    vision: bool
+    aliases: tuple[str, ...]
+    account_ids: tuple[int, ...]
+
+
+@dataclass
+class Routing:
+    models: list[ModelRef] = field(default_factory=list)
+    by_name: dict[str, ModelRef] = field(default_factory=dict)
+    accounts: list[AccountRef] = field(default_factory=list)
+
+    def find_model(self, name: str) -> ModelRef | None:
+        return self.by_name.get(name) or self.by_name.get(name.lower())
+
+    def accounts_for(self, model: ModelRef) -> list[AccountRef]:
+        if model.account_ids:
+            return [a for a in self.accounts if a.id in model.account_ids]
+        return [a for a in self.accounts if a.provider == model.provider]
+
+    @property
+    def has_upstream(self) -> bool:
+        return bool(self.accounts)
+
+
+def load_routing() -> Routing:
+    routing = Routing()
+    for account in Account.objects.filter(enabled=True).exclude(state=Account.State.BLOCKED):
+        routing.accounts.append(
+            AccountRef(
+                id=account.pk,
+                provider=account.provider,
+                label=account.label,
+                base_url=account.base_url,
+                api_key=account.api_key,
+                session_id=account.session_id,
+                conversation_id=account.conversation_id,
+            )
+        )
+    for info in ModelInfo.objects.filter(enabled=True).prefetch_related("accounts"):
+        ref = ModelRef(
+            id=info.model_id,
+            provider=info.provider,
+            upstream_id=info.upstream_id or info.model_id,
+            display_name=info.display_name or info.model_id,
+            owned_by=info.owned_by or info.provider,
+            created=int(info.created_at.timestamp()),
+            context_length=info.context_length,
+            max_output_tokens=info.max_output_tokens,
+            vision=info.vision,
+            aliases=tuple(str(a) for a in info.aliases or ()),
+            account_ids=tuple(a.pk for a in info.accounts.all()),
+        )
+        routing.models.append(ref)
+        for name in (ref.id, *ref.aliases):
+            routing.by_name.setdefault(name, ref)
+            routing.by_name.setdefault(name.lower(), ref)
+    return routing
+
+
+class _Snapshot:
+    def __init__(self) -> None:
+        self.value: Routing | None = None
+        self.loaded_at = 0.0
+        self.lock = asyncio.Lock()
+
+    async def get(self) -> Routing:
+        if self.value is not None and time.monotonic() - self.loaded_at < SNAPSHOT_TTL_SECONDS:
+            return self.value
+        async with self.lock:
+            if self.value is None or time.monotonic() - self.loaded_at >= SNAPSHOT_TTL_SECONDS:
+                self.value = await sync_to_async(load_routing)()
+                self.loaded_at = time.monotonic()
+        return self.value
+
+    def invalidate(self) -> None:
+        self.loaded_at = 0.0
+
+
+_snapshot = _Snapshot()
+
+
+async def routing() -> Routing:
+    return await _snapshot.get()
+
+
+def invalidate_routing() -> None:
+    _snapshot.invalidate()
+
+
+def pick_account(routing: Routing, model: ModelRef) -> AccountRef | None:
+    """The first eligible account. (A pool with per-account limits comes with the accounts
+    work; this keeps the interface it will fill.)"""
+    candidates = routing.accounts_for(model)
+    return candidates[0] if candidates else None

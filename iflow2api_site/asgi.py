@@ -1,0 +1,45 @@
+"""ASGI entry point. API paths go to a Django handler without middleware: under ASGI every sync
+middleware costs two thread hops per request, and the API needs none of them (no sessions, no
+CSRF, its own auth). Everything else (admin, docs) gets the full middleware stack."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iflow2api_site.settings")
+django_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter  # noqa: E402
+from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
+
+API_PREFIXES = ("/v1/",)
+API_PATHS = frozenset({
+    "/chat/completions", "/models", "/health", "/messages", "/messages/",
+    "/messages/count_tokens", "/api/hello",
+})
+
+
+def is_api_path(path: str) -> bool:
+    return path.startswith(API_PREFIXES) or path in API_PATHS
+
+
+class ApiHandler(ASGIHandler):
+    def load_middleware(self, is_async: bool = False) -> None:
+        self._view_middleware = []
+        self._template_response_middleware = []
+        self._exception_middleware = []
+        self._middleware_chain = convert_exception_to_response(self._get_response_async)
+
+
+api_app = ApiHandler()
+
+
+async def http_app(scope, receive, send):  # type: ignore[no-untyped-def]
+    app = api_app if is_api_path(scope["path"]) else django_app
+    await app(scope, receive, send)
+
+
+application = ProtocolTypeRouter({"http": http_app})

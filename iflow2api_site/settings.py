@@ -1,0 +1,183 @@
+"""All settings, from the environment. Nothing is required: a bare start uses SQLite and
+in-process cache/channels under IFLOW2API_HOME (default ~/.iflow2api)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name, "").strip()
+    return float(value) if value else default
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def secret_file(path: Path, make: callable) -> str:  # type: ignore[valid-type]
+    """Read a generated secret, creating it (mode 0600) on first use."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(make())
+    return path.read_text().strip()
+
+
+HOME_DIR = Path(env_str("IFLOW2API_HOME") or Path.home() / ".iflow2api").expanduser()
+HOME_DIR.mkdir(parents=True, exist_ok=True)
+os.chmod(HOME_DIR, 0o700)
+
+SECRET_KEY = env_str("DJANGO_SECRET_KEY") or secret_file(
+    HOME_DIR / "secret_key", lambda: secrets.token_urlsafe(50)
+)
+DEBUG = env_bool("DJANGO_DEBUG")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "*")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "ninja",
+    "accounts",
+    "instances",
+    "proxy",
+]
+
+# The admin's middleware. The API paths are served by a handler without middleware
+# (iflow2api_site/asgi.py): under ASGI each sync middleware costs two thread hops per request.
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "iflow2api_site.urls"
+ASGI_APPLICATION = "iflow2api_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = env_bool("DATABASE_POOL", True)
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": HOME_DIR / "db.sqlite3",
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+        }
+    }
+
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_URL}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+    CELERY_BROKER_URL = REDIS_URL
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CELERY_BROKER_URL = "memory://"
+CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = HOME_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Bodies carry base64 images: accept up to 32 MiB, answer 413 beyond.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 32 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 32 * 1024 * 1024
+
+# Secrets at rest: Fernet keys, comma separated, newest first (rotation: prepend a new key).
+FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEY")
+FIELD_ENCRYPTION_KEY_FILE = HOME_DIR / "field_encryption.key"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
+}
+
+# --- the gateway ------------------------------------------------------------------------------
+IFLOW2API = {
+    # OpenAI chat: False merges reasoning_content into content; True keeps it as its own field.
+    "PRESERVE_REASONING_CONTENT": env_bool("PRESERVE_REASONING_CONTENT"),
+    # Client keys accepted by the API (comma separated); empty = no key needed (loopback only).
+    "API_KEYS": env_list("IFLOW2API_API_KEYS"),
+    # SSE keep-alive while the upstream is silent, and how long a stream may wait for the
+    # upstream's first event before our headers go out (after that, errors are in-band).
+    "KEEPALIVE_SECONDS": env_float("KEEPALIVE_SECONDS", 15.0),
+    "STREAM_PRELUDE_SECONDS": env_float("STREAM_PRELUDE_SECONDS", 1.0),
+    "UPSTREAM_CONNECT_TIMEOUT": env_float("UPSTREAM_CONNECT_TIMEOUT", 10.0),
+    # Non-streaming answers and the gap between stream events (reasoning models think long).
+    "UPSTREAM_READ_TIMEOUT": env_float("UPSTREAM_READ_TIMEOUT", 600.0),
+    "UPSTREAM_PROXY": env_str("UPSTREAM_PROXY") or None,
+    "IMPORT_IFLOW_SETTINGS": env_bool("IMPORT_IFLOW_SETTINGS", True),
+    "IFLOW_SETTINGS_DIR": Path(env_str("IFLOW_SETTINGS_DIR") or Path.home() / ".iflow"),
+    "HOST": env_str("IFLOW2API_HOST", "127.0.0.1"),
+    "PORT": int(env_str("IFLOW2API_PORT", "28000")),
+}

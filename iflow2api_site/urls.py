@@ -1,0 +1,11 @@
+from django.contrib import admin
+from django.urls import path, re_path
+
+from proxy.api import api
+from proxy.views import not_found
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", api.urls),
+    re_path(r"^v1/", not_found),
+]

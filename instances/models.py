@@ -1,0 +1,1 @@
+"""Instances, client keys and rate rules arrive with the instances work."""

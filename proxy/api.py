@@ -1,0 +1,89 @@
+"""The Ninja API: thin operations that hand the raw request to the protocol handlers.
+
+Bodies are read raw (not through schemas) because a proxy must keep every field it does not
+know and answer bad JSON in the client's own error format. Every path also works without the
+`/v1` prefix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse
+from ninja import NinjaAPI, Router
+
+from iflow2api_site import __version__
+from proxy import catalog, chat
+from proxy.errors import ApiError
+from proxy.http import ApiRequest, JsonResult, StreamResult, to_django
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[ApiRequest], Awaitable[JsonResult | StreamResult]]
+ErrorRenderer = Callable[[ApiError], JsonResult]
+
+api = NinjaAPI(
+    title="iflow2api",
+    version=__version__,
+    description="OpenAI- and Anthropic-compatible gateway. Authenticate with "
+    "`Authorization: Bearer <key>` or `x-api-key: <key>` when keys are configured.",
+    docs_url="/docs",
+    urls_namespace="api",
+)
+router = Router()
+
+
+async def run(request: HttpRequest, handler: Handler, render_error: ErrorRenderer) -> HttpResponse:
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        return to_django(render_error(ApiError(
+            413, "request body too large (the limit is 32 MiB)", "request_too_large")))
+    try:
+        result = await handler(ApiRequest.from_django(request, body))
+    except Exception:  # a bug of ours: log it, never show a traceback
+        log.exception("unhandled error in %s", request.path)
+        result = render_error(ApiError(500, "internal error in the gateway", "internal_error"))
+    return to_django(result)
+
+
+CHAT_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {
+            "type": "object",
+            "required": ["model", "messages"],
+            "properties": {
+                "model": {"type": "string", "example": "glm-5"},
+                "messages": {"type": "array", "items": {"type": "object"}},
+                "stream": {"type": "boolean"},
+                "max_tokens": {"type": "integer"},
+                "tools": {"type": "array", "items": {"type": "object"}},
+            },
+            "additionalProperties": True,
+        }}},
+    }
+}
+
+
+@router.post("/v1/chat/completions", openapi_extra=CHAT_SCHEMA, tags=["OpenAI"],
+             summary="Chat Completions (OpenAI)")
+@router.post("/chat/completions", include_in_schema=False)
+async def chat_completions(request: HttpRequest) -> HttpResponse:
+    return await run(request, chat.chat_completions, chat.openai_error)
+
+
+@router.get("/v1/models", tags=["OpenAI", "Anthropic"], summary="List models")
+@router.get("/models", include_in_schema=False)
+async def list_models(request: HttpRequest) -> HttpResponse:
+    return await run(request, catalog.list_models, chat.openai_error)
+
+
+@router.get("/health", tags=["Service"], summary="Health")
+async def health(request: HttpRequest) -> HttpResponse:
+    return await run(request, catalog.health, chat.openai_error)
+
+
+api.add_router("", router)

@@ -1,0 +1,48 @@
+"""GET /v1/models and GET /health."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from accounts.services import routing
+from iflow2api_site import __version__
+from proxy.http import ApiRequest, JsonResult
+
+
+def _iso(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def list_models(request: ApiRequest) -> JsonResult:
+    """One body for the OpenAI and Anthropic SDKs and Claude Code's model discovery."""
+    table = await routing()
+    data = []
+    for model in table.models:
+        for name in (model.id, *model.aliases):
+            data.append({
+                "id": name,
+                "object": "model",
+                "created": model.created,
+                "owned_by": model.owned_by,
+                "type": "model",
+                "display_name": model.display_name if name == model.id else name,
+                "created_at": _iso(model.created),
+            })
+    return JsonResult.of({
+        "object": "list",
+        "data": data,
+        "has_more": False,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    })
+
+
+async def health(request: ApiRequest) -> JsonResult:
+    table = await routing()
+    return JsonResult.of({
+        "status": "ok" if table.has_upstream else "degraded",
+        "upstream_configured": table.has_upstream,
+        "accounts": len(table.accounts),
+        "models": len(table.models),
+        "version": __version__,
+    })

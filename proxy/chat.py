@@ -1,0 +1,127 @@
+"""POST /v1/chat/completions (OpenAI), framework-free: ApiRequest in, result out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from proxy.errors import ApiError
+from proxy.http import ApiRequest, JsonResult, StreamResult
+from proxy.pipeline import (
+    check_client_key,
+    now,
+    options,
+    parse_json_object,
+    resolve,
+    upstream_client,
+)
+from proxy.streaming import stream_response
+from proxy.translate.openai_chat import (
+    OpenAIStreamNormalizer,
+    new_completion_id,
+    normalize_completion,
+)
+from proxy.translate.sse import COMMENT_PING, DONE, encode_data
+from proxy.upstream.types import UpstreamError
+
+ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+
+
+def openai_error(error: ApiError) -> JsonResult:
+    return JsonResult.of(error.openai_body(), error.status, error.headers())
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def validate_chat_body(body: dict[str, Any]) -> None:
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise ApiError(400, "you must provide a model parameter (a non-empty string)",
+                       "missing_required_parameter" if model is None else "invalid_type", "model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "`messages` must be a non-empty array of message objects",
+                       "missing_required_parameter" if messages is None else "invalid_type",
+                       "messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise ApiError(400, f"messages[{i}] must be an object", "invalid_type",
+                           f"messages[{i}]")
+        if message.get("role") not in ROLES:
+            raise ApiError(400, f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}",
+                           "invalid_value", f"messages[{i}].role")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise ApiError(400, f"messages[{i}].content must be a string or an array of parts",
+                           "invalid_type", f"messages[{i}].content")
+    checks = {
+        "stream": lambda v: isinstance(v, bool),
+        "max_tokens": lambda v: _is_int(v) and v > 0,
+        "max_completion_tokens": lambda v: _is_int(v) and v > 0,
+        "n": lambda v: _is_int(v) and v > 0,
+        "temperature": _is_number,
+        "top_p": _is_number,
+        "tools": lambda v: isinstance(v, list),
+        "stream_options": lambda v: isinstance(v, dict),
+    }
+    for name, ok in checks.items():
+        if body.get(name) is not None and not ok(body[name]):
+            raise ApiError(400, f"invalid value for `{name}`", "invalid_type", name)
+
+
+class OpenAIStreamSession:
+    keepalive = COMMENT_PING  # a comment: a named event would become an empty chunk
+
+    def __init__(self, normalizer: OpenAIStreamNormalizer) -> None:
+        self.normalizer = normalizer
+
+    def feed(self, chunk: dict) -> list[bytes]:
+        return [encode_data(c) for c in self.normalizer.feed(chunk)]
+
+    def close(self) -> list[bytes]:
+        return [*(encode_data(c) for c in self.normalizer.close()), DONE]
+
+    def fail(self, error: ApiError) -> list[bytes]:
+        # Policy: an in-band error, then the one and only [DONE].
+        return [encode_data(error.openai_body()), DONE]
+
+
+async def chat_completions(request: ApiRequest) -> JsonResult | StreamResult:
+    try:
+        opts = options()
+        check_client_key(request, opts)
+        body = parse_json_object(request.body)
+        validate_chat_body(body)
+        route = await resolve(body["model"].strip())
+        upstream_body = {**body, "model": route.model.upstream_id}
+        stream = bool(body.get("stream"))
+        prepared = route.prepare(upstream_body, stream=stream)
+        client = upstream_client()
+        if stream:
+            normalizer = OpenAIStreamNormalizer(
+                model=route.model.id,
+                created=now(),
+                include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
+                preserve_reasoning=opts.preserve_reasoning,
+            )
+            return await stream_response(
+                client.stream_chunks(route.provider, prepared),
+                OpenAIStreamSession(normalizer),
+                error_result=openai_error,
+                prelude_seconds=opts.prelude_seconds,
+                keepalive_seconds=opts.keepalive_seconds,
+            )
+        answer = await client.request_json(route.provider, prepared)
+        return JsonResult.of(normalize_completion(
+            answer, model=route.model.id, completion_id=new_completion_id(), created=now(),
+            preserve_reasoning=opts.preserve_reasoning,
+        ))
+    except ApiError as error:
+        return openai_error(error)
+    except UpstreamError as error:
+        return openai_error(ApiError.from_upstream(error))

@@ -1,0 +1,76 @@
+"""One error family for the API, rendered in the calling client's own format."""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from dataclasses import dataclass
+
+from proxy.upstream.types import UpstreamError
+
+OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    504: "timeout_error",
+}
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+@dataclass
+class ApiError(Exception):
+    status: int
+    message: str
+    code: str | None = None
+    param: str | None = None
+    retry_after: float | None = None
+
+    @classmethod
+    def from_upstream(cls, err: UpstreamError) -> ApiError:
+        return cls(err.status, err.message, err.code, None, err.retry_after)
+
+    def headers(self) -> list[tuple[str, str]]:
+        if self.retry_after is None:
+            return []
+        return [("retry-after", str(max(1, math.ceil(self.retry_after))))]
+
+    def openai_body(self) -> dict:
+        kind = OPENAI_TYPES.get(self.status, "api_error" if self.status >= 500 else
+                                "invalid_request_error")
+        return {"error": {"message": self.message, "type": kind, "param": self.param,
+                          "code": self.code}}
+
+    def anthropic_type(self) -> str:
+        return ANTHROPIC_TYPES.get(self.status, "api_error" if self.status >= 500 else
+                                   "invalid_request_error")
+
+    def anthropic_body(self, request_id: str | None = None) -> dict:
+        return {
+            "type": "error",
+            "error": {"type": self.anthropic_type(), "message": self.message},
+            "request_id": request_id or new_request_id(),
+        }
+
+
+def new_request_id() -> str:
+    return "req_" + uuid.uuid4().hex[:24]
+
+
+def dumps(data: object) -> bytes:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()

@@ -1,0 +1,70 @@
+"""What the API handlers take and give: plain requests and results, independent of the
+framework that carries them (Django views, or the lean ASGI path in proxy/fastpath.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+
+from proxy.errors import dumps
+
+
+@dataclass
+class ApiRequest:
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    client_ip: str = ""
+
+    @classmethod
+    def from_django(cls, request: HttpRequest, body: bytes) -> ApiRequest:
+        return cls(
+            method=request.method or "GET",
+            path=request.path,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=body,
+            client_ip=request.META.get("REMOTE_ADDR", ""),
+        )
+
+
+@dataclass
+class JsonResult:
+    status: int
+    body: bytes
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, data: object, status: int = 200,
+           headers: list[tuple[str, str]] | None = None) -> JsonResult:
+        return cls(status, dumps(data), headers or [])
+
+
+SSE_HEADERS = [
+    ("cache-control", "no-cache"),
+    ("x-accel-buffering", "no"),  # nginx: pass events through at once
+]
+
+
+@dataclass
+class StreamResult:
+    chunks: AsyncIterator[bytes]
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    status: int = 200
+
+
+def to_django(result: JsonResult | StreamResult) -> HttpResponse:
+    if isinstance(result, StreamResult):
+        response: HttpResponse = StreamingHttpResponse(
+            result.chunks, status=result.status, content_type="text/event-stream; charset=utf-8"
+        )
+        for name, value in SSE_HEADERS:
+            response[name] = value
+    else:
+        response = HttpResponse(result.body, status=result.status,
+                                content_type="application/json")
+    for name, value in result.headers:
+        response[name] = value
+    return response

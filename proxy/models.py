@@ -1,0 +1,1 @@
+"""The request log arrives with the instances work."""

@@ -1,0 +1,87 @@
+"""Real servers for end-to-end tests: `iflow2api serve` in a subprocess, as a user starts it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class GatewayServer:
+    """`iflow2api serve` on a free loopback port with its own IFLOW2API_HOME."""
+
+    def __init__(self, env: dict[str, str] | None = None, *, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.home = tempfile.mkdtemp(prefix="iflow2api-e2e-")
+        self.env = {
+            k: v for k, v in os.environ.items()
+            if k not in {"DATABASE_URL", "REDIS_URL", "IFLOW_API_KEY", "IFLOW_BASE_URL",
+                         "UPSTREAM_BASE_URL", "UPSTREAM_API_KEY", "UPSTREAM_MODELS",
+                         "IFLOW2API_API_KEYS", "DJANGO_SETTINGS_MODULE"}
+        }
+        self.env.update({
+            "IFLOW2API_HOME": self.home,
+            "IMPORT_IFLOW_SETTINGS": "0",
+            "KEEPALIVE_SECONDS": "0.5",
+            "STREAM_PRELUDE_SECONDS": "0.3",
+            "UPSTREAM_READ_TIMEOUT": "3",
+            "PYTHONUNBUFFERED": "1",
+        })
+        self.env.update(env or {})
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = Path(self.home) / "server.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 40.0) -> GatewayServer:
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "iflow2api_site.cli", "serve", "--port", str(self.port)],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.output()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server did not come up:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def __enter__(self) -> GatewayServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

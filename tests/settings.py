@@ -1,0 +1,9 @@
+"""Settings for the test process: a throw-away IFLOW2API_HOME, then the real settings."""
+
+import os
+import tempfile
+
+os.environ["IFLOW2API_HOME"] = tempfile.mkdtemp(prefix="iflow2api-test-home-")
+os.environ.setdefault("IMPORT_IFLOW_SETTINGS", "0")
+
+from iflow2api_site.settings import *  # noqa: E402,F403
