@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.core.validators import URLValidator
 from django.db import models
 from django.utils import timezone
 
@@ -39,7 +40,9 @@ class Account(models.Model):
 
     provider = models.CharField(max_length=16, choices=Provider.choices, default=Provider.IFLOW)
     label = models.CharField(max_length=100)
-    base_url = models.URLField(max_length=300)
+    base_url = models.CharField(
+        max_length=300, validators=[URLValidator(schemes=["http", "https"])]
+    )
     enabled = models.BooleanField(default=True)
 
     api_key = EncryptedTextField(blank=True)
@@ -84,8 +87,9 @@ class ModelInfo(models.Model):
         max_length=120, blank=True, help_text="Name sent upstream, if it differs from the id."
     )
     accounts = models.ManyToManyField(
-        Account, blank=True, help_text="Accounts serving this model; none means any account "
-        "of the provider."
+        Account,
+        blank=True,
+        help_text="Accounts serving this model; none means any account of the provider.",
     )
     context_length = models.PositiveIntegerField(null=True, blank=True)
     max_output_tokens = models.PositiveIntegerField(null=True, blank=True)

@@ -67,7 +67,7 @@ async def stream_response(
                     chunk = pending.result()
                 except StopAsyncIteration:
                     break
-                except Exception as exc:  # noqa: BLE001 - every failure becomes an event
+                except Exception as exc:
                     error = _as_api_error(exc)
                     out = session.fail(error)
                     if out:

@@ -6,4 +6,4 @@ import tempfile
 os.environ["IFLOW2API_HOME"] = tempfile.mkdtemp(prefix="iflow2api-test-home-")
 os.environ.setdefault("IMPORT_IFLOW_SETTINGS", "0")
 
-from iflow2api_site.settings import *  # noqa: E402,F403
+from iflow2api_site.settings import *  # noqa: F403

@@ -1,0 +1,231 @@
+"""Helpers shared by the providers' error mapping. Pure functions on bytes/dicts, stdlib only."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from proxy.upstream.types import UpstreamError
+
+# OpenAI-style error `type` for the status we answer with; the renderer may use it verbatim.
+ERROR_TYPE_BY_STATUS: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
+
+# How much of a non-JSON body we keep as the message (HTML error pages can be huge).
+MAX_TEXT_MESSAGE = 500
+
+_CONTEXT_RE = re.compile(
+    r"context[_ ]length|context window|maximum context|too many tokens|prompt is too long"
+    r"|input is too long|上下文",
+    re.IGNORECASE,
+)
+_MODEL_NOT_FOUND_RE = re.compile(
+    r"model.*(not (be )?found|does not exist|not exist|unknown|not supported)"
+    r"|(unknown|invalid) model|no such model",
+    re.IGNORECASE,
+)
+
+
+def error_type_for(status: int) -> str:
+    """The OpenAI-style error type for one of our answer statuses."""
+    if status in ERROR_TYPE_BY_STATUS:
+        return ERROR_TYPE_BY_STATUS[status]
+    return "invalid_request_error" if 400 <= status < 500 else "api_error"
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After value (delta-seconds or HTTP-date); None if absent/bad."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        # NaN/inf or negative deltas are garbage, not a reason to wait forever.
+        if seconds != seconds or seconds in (float("inf"), float("-inf")) or seconds < 0:
+            return None
+        return seconds
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    # A date already in the past means "retry now".
+    return max(0.0, when.timestamp() - time.time())
+
+
+def retry_after_from_headers(headers: dict[str, str]) -> float | None:
+    """Retry hint from response headers (lower-case names); `retry-after-ms` is more precise."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        parsed = parse_retry_after(ms)
+        if parsed is not None:
+            return parsed / 1000.0
+    return parse_retry_after(headers.get("retry-after"))
+
+
+def retry_after_from_object(obj: dict[str, Any]) -> float | None:
+    """Retry hint carried inside a JSON error object (some gateways put it there)."""
+    for key in ("retry_after", "retryAfter", "retry_after_seconds"):
+        value = obj.get(key)
+        if value is not None and not isinstance(value, bool):
+            parsed = parse_retry_after(str(value))
+            if parsed is not None:
+                return parsed
+    value = obj.get("retry_after_ms")
+    if value is not None and not isinstance(value, bool):
+        parsed = parse_retry_after(str(value))
+        if parsed is not None:
+            return parsed / 1000.0
+    return None
+
+
+def parse_json_object(body: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object, or None when it is not one."""
+    if not body:
+        return None
+    try:
+        obj = json.loads(body.decode("utf-8", errors="replace"))
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def openai_error_fields(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """`{"error": {...}}`, `{"error": "text"}` or vLLM's `{"object": "error", ...}` → its fields.
+
+    Returns {"message", "type", "code", "param", "raw"} or None when `obj` is not such an error.
+    `error: null` (sent in some normal chunks) is not an error.
+    """
+    err = obj.get("error")
+    if isinstance(err, dict) and err:
+        src = err
+    elif isinstance(err, str) and err:
+        return {"message": err, "type": None, "code": None, "param": None, "raw": obj}
+    elif obj.get("object") == "error" and "message" in obj:
+        src = obj
+    else:
+        return None
+    message = src.get("message")
+    if not isinstance(message, str):
+        message = "" if message is None else json.dumps(message, ensure_ascii=False)
+    code = src.get("code")
+    return {
+        "message": message,
+        "type": src.get("type") if isinstance(src.get("type"), str) else None,
+        "code": None if code is None else str(code),
+        "param": src.get("param"),
+        "raw": src,
+    }
+
+
+def envelope_fields(obj: dict[str, Any]) -> tuple[str, str] | None:
+    """iFlow's `{"status": "434", "msg": "...", "body": null}` → (status, msg), else None."""
+    if "status" not in obj or "msg" not in obj or "choices" in obj:
+        return None
+    status = obj.get("status")
+    if status is None or isinstance(status, bool):
+        return None
+    msg = obj.get("msg")
+    return str(status).strip(), msg if isinstance(msg, str) else ("" if msg is None else str(msg))
+
+
+def error_message_from_body(body: bytes) -> str:
+    """Best-effort message: OpenAI error message, iFlow envelope msg, else the first 500 chars."""
+    obj = parse_json_object(body)
+    if obj is not None:
+        fields = openai_error_fields(obj)
+        if fields and fields["message"]:
+            return fields["message"]
+        env = envelope_fields(obj)
+        if env and env[1]:
+            return env[1]
+        for key in ("message", "detail", "msg"):
+            value = obj.get(key)
+            if isinstance(value, str) and value:
+                return value
+    text = body.decode("utf-8", errors="replace").strip()
+    return text[:MAX_TEXT_MESSAGE]
+
+
+def looks_like_context_overflow(text: str) -> bool:
+    """Wording used by OpenAI, vLLM, DeepSeek, Kimi… for an oversized prompt."""
+    return bool(_CONTEXT_RE.search(text))
+
+
+def looks_like_model_not_found(text: str) -> bool:
+    return bool(_MODEL_NOT_FOUND_RE.search(text))
+
+
+def is_success_code(code: str) -> bool:
+    """Whether an in-body status code looks like success ("200", "0", "ok")."""
+    code = code.strip().lower()
+    if code in ("0", "ok", "success"):
+        return True
+    return code.isdigit() and len(code) == 3 and code.startswith("2")
+
+
+def _status_from_openai_code(code: str | None, etype: str | None, message: str) -> int:
+    """Status for an OpenAI-style error object that came without a meaningful HTTP status."""
+    words = f"{code or ''} {etype or ''}".lower()
+    if code and code.isdigit() and len(code) == 3 and code[0] in "45":
+        return int(code)
+    if "rate_limit" in words or "insufficient_quota" in words or "too_many" in words:
+        return 429
+    if "context_length" in words or looks_like_context_overflow(message):
+        return 400
+    if "auth" in words or "invalid_api_key" in words:
+        return 401
+    if "permission" in words:
+        return 403
+    if "not_found" in words or "model_not_found" in words:
+        return 404
+    if "invalid_request" in words:
+        return 400
+    return 502
+
+
+def error_from_openai_object(
+    obj: dict[str, Any], *, http_status: int | None = None
+) -> UpstreamError | None:
+    """Map an OpenAI-style error object (received in a 200 body or SSE payload) to UpstreamError."""
+    fields = openai_error_fields(obj)
+    if fields is None:
+        return None
+    message = fields["message"] or "upstream error"
+    code = fields["code"]
+    status = http_status or _status_from_openai_code(code, fields["type"], message)
+    if status >= 500:
+        status = 502
+    if status == 400 and (
+        code == "context_length_exceeded" or looks_like_context_overflow(message)
+    ):
+        code = "context_length_exceeded"
+    retry_after = retry_after_from_object(fields["raw"]) or retry_after_from_object(obj)
+    return UpstreamError(
+        status=status,
+        message=message,
+        code=(f"upstream_{code}" if code.isdigit() else code) if code else None,
+        retry_after=retry_after,
+        upstream_status=code if code else (str(http_status) if http_status else None),
+        account_action="cooldown" if status == 429 else None,
+        extra={"type": fields["type"] or error_type_for(status)},
+    )

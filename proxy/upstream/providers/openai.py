@@ -1,0 +1,124 @@
+"""Generic OpenAI-compatible upstream (DeepSeek, Moonshot, Zhipu, DashScope, OpenRouter, vLLM…).
+
+The canonical body already is OpenAI Chat Completions, so it goes out untouched except `stream`.
+Pure functions: no I/O, no Django.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from proxy.upstream.errors import (
+    error_from_openai_object,
+    error_message_from_body,
+    error_type_for,
+    looks_like_context_overflow,
+    looks_like_model_not_found,
+    openai_error_fields,
+    parse_json_object,
+    retry_after_from_headers,
+    retry_after_from_object,
+)
+from proxy.upstream.providers.base import join_url
+from proxy.upstream.types import PreparedRequest, UpstreamError, UpstreamTarget
+
+
+def build_headers(target: UpstreamTarget, *, accept: str) -> list[tuple[str, str]]:
+    """Content-Type, Authorization (only with a key: local servers often need none), Accept."""
+    headers: list[tuple[str, str]] = [("Content-Type", "application/json")]
+    if target.api_key:
+        headers.append(("Authorization", f"Bearer {target.api_key}"))
+    headers.append(("Accept", accept))
+    return headers
+
+
+def prepare_chat(target: UpstreamTarget, body: dict[str, Any], *, stream: bool) -> PreparedRequest:
+    """POST {base}/chat/completions; the body as given, with only `stream` set from the argument."""
+    out = dict(body)  # shallow copy is enough: only a top-level key changes
+    out["stream"] = stream
+    return PreparedRequest(
+        url=join_url(target.base_url, "chat/completions"),
+        headers=build_headers(target, accept="text/event-stream" if stream else "application/json"),
+        body=json.dumps(out, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
+    )
+
+
+def prepare_models(target: UpstreamTarget) -> PreparedRequest:
+    """GET {base}/models."""
+    headers = build_headers(target, accept="application/json")
+    headers = [(k, v) for k, v in headers if k != "Content-Type"]  # a GET has no body
+    return PreparedRequest(url=join_url(target.base_url, "models"), headers=headers, body=b"")
+
+
+def error_from_response(status: int, headers: dict[str, str], body: bytes) -> UpstreamError:
+    """A non-2xx answer: keep the upstream's message and code, map the status for our client."""
+    obj = parse_json_object(body)
+    fields = openai_error_fields(obj) if obj is not None else None
+    message = error_message_from_body(body) or f"upstream returned HTTP {status}"
+    # vLLM puts the HTTP status in `code`; only a word is a useful machine code.
+    code = fields["code"] if fields and fields["code"] and not fields["code"].isdigit() else None
+    retry_after = retry_after_from_headers(headers)
+    if retry_after is None and obj is not None:
+        retry_after = retry_after_from_object(obj)
+        if retry_after is None and fields is not None:
+            retry_after = retry_after_from_object(fields["raw"])
+
+    ours = status if 400 <= status < 500 else 502
+    action: str | None = None
+    if status == 401:
+        # A static API key cannot be refreshed: take the account out of rotation.
+        action = "disable"
+    elif status == 402:
+        action = "cooldown"  # out of balance (DeepSeek); retrying at once is pointless
+    elif status == 404 and code is None and looks_like_model_not_found(message):
+        code = "model_not_found"
+    elif status == 429:
+        action = "cooldown"
+        code = code or "rate_limit_exceeded"
+    elif status == 400 and (
+        code == "context_length_exceeded" or looks_like_context_overflow(message)
+    ):
+        code = "context_length_exceeded"
+    elif status == 413:
+        code = code or "request_too_large"
+
+    return UpstreamError(
+        status=ours,
+        message=message,
+        code=code or f"upstream_{status}",
+        retry_after=retry_after,
+        upstream_status=str(status),
+        account_action=action,
+        extra={"type": (fields["type"] if fields and fields["type"] else error_type_for(ours))},
+    )
+
+
+def error_from_payload(obj: dict[str, Any]) -> UpstreamError | None:
+    """`{"error": ...}` (or vLLM's `{"object": "error"}`) received with HTTP 200, else None."""
+    return error_from_openai_object(obj)
+
+
+class OpenAIProvider:
+    """The Provider for any OpenAI-compatible API; methods delegate to the functions above."""
+
+    name = "openai"
+
+    def prepare_chat(
+        self, target: UpstreamTarget, body: dict[str, Any], *, stream: bool
+    ) -> PreparedRequest:
+        return prepare_chat(target, body, stream=stream)
+
+    def prepare_models(self, target: UpstreamTarget) -> PreparedRequest:
+        return prepare_models(target)
+
+    def error_from_response(
+        self, status: int, headers: dict[str, str], body: bytes
+    ) -> UpstreamError:
+        return error_from_response(status, headers, body)
+
+    def error_from_payload(self, obj: dict[str, Any]) -> UpstreamError | None:
+        return error_from_payload(obj)
+
+
+PROVIDER = OpenAIProvider()

@@ -1,0 +1,206 @@
+"""Every failure of /v1/chat/completions answers in OpenAI's error shape, never a 500."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.fakes import scenarios as sc
+from tests.servers import GatewayServer, free_port
+from tests.sse import data_payloads
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+URL = "/v1/chat/completions"
+
+
+def post_raw(gateway, content: bytes | str, **kwargs):
+    return httpx.post(gateway.url + URL, content=content, timeout=30,
+                      headers={"content-type": "application/json"}, **kwargs)
+
+
+def assert_openai_error(response, status, code=None):
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str) and error["message"]
+    if code is not None:
+        assert error["code"] == code
+    return error
+
+
+@pytest.mark.parametrize(
+    ("content", "param"),
+    [
+        (b"{not json", None),
+        (b"", None),
+        (b"[1, 2]", None),
+        (json.dumps({"messages": MESSAGES}), "model"),
+        (json.dumps({"model": "glm-5"}), "messages"),
+        (json.dumps({"model": "glm-5", "messages": []}), "messages"),
+        (json.dumps({"model": 5, "messages": MESSAGES}), "model"),
+        (json.dumps({"model": "glm-5", "messages": "hi"}), "messages"),
+        (json.dumps({"model": "glm-5", "messages": ["hi"]}), "messages[0]"),
+        (json.dumps({"model": "glm-5", "messages": [{"role": "robot", "content": "x"}]}),
+         "messages[0].role"),
+        (json.dumps({"model": "glm-5", "messages": MESSAGES, "stream": "yes"}), "stream"),
+        (json.dumps({"model": "glm-5", "messages": MESSAGES, "max_tokens": -1}), "max_tokens"),
+    ],
+)
+def test_bad_requests_are_400(gateway, upstream, content, param):
+    error = assert_openai_error(post_raw(gateway, content), 400)
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+    assert upstream.chat_requests == []
+
+
+def test_unknown_model_is_404_model_not_found(gateway):
+    error = assert_openai_error(
+        post_raw(gateway, json.dumps({"model": "no-such-model", "messages": MESSAGES})), 404,
+        "model_not_found")
+    assert "no-such-model" in error["message"]
+
+
+def test_sdk_raises_not_found_for_unknown_model(gateway):
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such-model", messages=MESSAGES)
+
+
+def test_large_bodies_up_to_32_mib_are_accepted_and_beyond_is_413(gateway, upstream):
+    upstream.script(sc.text("ok"))
+    big = "x" * (6 * 1024 * 1024)
+    ok = post_raw(gateway, json.dumps({"model": "glm-5", "messages": [
+        {"role": "user", "content": big}]}))
+    assert ok.status_code == 200, ok.text
+    assert len(upstream.chat_requests[-1].body) > 6 * 1024 * 1024
+
+    too_big = b'{"model": "glm-5", "messages": [{"role": "user", "content": "' + \
+        b"y" * (33 * 1024 * 1024) + b'"}]}'
+    assert_openai_error(post_raw(gateway, too_big), 413, "request_too_large")
+
+
+def test_unknown_api_path_is_an_openai_404(gateway):
+    assert_openai_error(httpx.get(gateway.url + "/v1/nothing-here"), 404)
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "error_code"),
+    [("434", 401, None), ("438", 401, None), ("439", 401, None), ("435", 400, None),
+     ("429", 429, None), ("449", 429, None), ("8211", 429, None), ("511", 413, None),
+     ("514", 502, None), ("999", 502, None)],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_envelope_errors_map_to_status_before_the_stream(gateway, upstream, code, status,
+                                                        error_code, stream):
+    upstream.script(sc.envelope_error(code, f"upstream says {code}"))
+    response = post_raw(gateway, json.dumps({"model": "glm-5", "messages": MESSAGES,
+                                             "stream": stream}))
+    error = assert_openai_error(response, status, error_code)
+    assert error["message"] == f"upstream says {code}"  # the upstream's wording is kept
+
+
+def test_envelope_context_too_long_is_context_length_exceeded(gateway, upstream):
+    upstream.script(sc.envelope_error("511", "context too long"))
+    response = post_raw(gateway, json.dumps({"model": "glm-5", "messages": MESSAGES}))
+    assert_openai_error(response, 413, "context_length_exceeded")
+
+
+def test_upstream_http_429_keeps_retry_after(gateway, upstream):
+    upstream.script(sc.http_error(429, {"error": {"message": "slow down"}},
+                                  {"Retry-After": "7"}))
+    response = post_raw(gateway, json.dumps({"model": "glm-5", "messages": MESSAGES}))
+    assert_openai_error(response, 429)
+    assert response.headers["retry-after"] == "7"
+
+
+def test_empty_upstream_stream_is_an_error(gateway, upstream):
+    upstream.script(sc.empty_stream())
+    response = post_raw(gateway, json.dumps({"model": "glm-5", "messages": MESSAGES,
+                                             "stream": True}))
+    error = assert_openai_error(response, 502, "empty_stream")
+    assert "empty" in error["message"]
+
+
+def test_upstream_drop_mid_stream_gives_an_error_event_then_one_done(gateway, upstream):
+    upstream.script(sc.drop_after(3, sc.text("a b c d e f g h i j", chunks=10)))
+    response = post_raw(gateway, json.dumps({"model": "glm-5", "messages": MESSAGES,
+                                             "stream": True}))
+    assert response.status_code == 200
+    payloads = data_payloads(response.content)
+    assert payloads[-1] == "[DONE]" and payloads.count("[DONE]") == 1
+    error = json.loads(payloads[-2])["error"]
+    assert error["code"] == "upstream_disconnected" and error["message"]
+    assert any("choices" in json.loads(p) for p in payloads[:-2])
+
+
+def test_sdk_raises_on_mid_stream_error(gateway, upstream):
+    upstream.script(sc.drop_after(3, sc.text("a b c d e f g h i j", chunks=10)))
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0)
+    stream = client.chat.completions.create(model="glm-5", messages=MESSAGES, stream=True)
+    with pytest.raises(openai.APIError):
+        for _ in stream:
+            pass
+
+
+def test_upstream_silence_gets_keepalive_comments_and_headers_at_once(gateway, upstream):
+    upstream.script(sc.slow(sc.text("late answer"), first_delay=2.0))
+    started = time.monotonic()
+    with httpx.stream("POST", gateway.url + URL, timeout=30, json={
+            "model": "glm-5", "messages": MESSAGES, "stream": True}) as response:
+        headers_after = time.monotonic() - started
+        raw = response.read()
+    assert response.status_code == 200
+    assert headers_after < 1.5  # the upstream's first byte came after 2 s
+    text = raw.decode()
+    assert text.startswith(": ping\n\n")
+    assert text.count(": ping\n\n") >= 2
+    assert "late answer" in "".join(
+        json.loads(p)["choices"][0]["delta"].get("content", "")
+        for p in data_payloads(raw)[:-1] if json.loads(p)["choices"])
+
+
+def test_client_disconnect_cancels_the_upstream_request(gateway, upstream):
+    upstream.script(sc.slow(sc.text(" ".join(["word"] * 100)), chunk_delay=0.2))
+    with httpx.stream("POST", gateway.url + URL, timeout=30, json={
+            "model": "glm-5", "messages": MESSAGES, "stream": True}) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                break
+        closed_at = time.monotonic()
+    assert upstream.wait_for(lambda: upstream.chat_requests[-1].client_disconnected, timeout=5)
+    record = upstream.chat_requests[-1]
+    assert not record.finished
+    assert record.disconnected_at - closed_at < 2.0
+
+
+def test_upstream_timeout_is_504(gateway, upstream):
+    upstream.script(sc.hang())
+    response = post_raw(gateway, json.dumps({"model": "glm-5", "messages": MESSAGES}))
+    assert_openai_error(response, 504, "upstream_timeout")
+
+
+@pytest.fixture(scope="module")
+def unreachable_gateway():
+    env = {"IFLOW_API_KEY": "sk-x", "IFLOW_BASE_URL": f"http://127.0.0.1:{free_port()}/v1"}
+    with GatewayServer(env) as server:
+        yield server
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_upstream_refused_is_502(unreachable_gateway, stream):
+    response = post_raw(unreachable_gateway, json.dumps(
+        {"model": "glm-5", "messages": MESSAGES, "stream": stream}))
+    assert_openai_error(response, 502, "upstream_unreachable")
+
+
+def test_no_traceback_ever_reaches_the_client(gateway, upstream):
+    upstream.script(sc.raw(200, {"content-type": "text/event-stream"},
+                           [b"data:{not json}\n\n", b"data:[1,2]\n\n"]))
+    response = post_raw(gateway, json.dumps({"model": "glm-5", "messages": MESSAGES,
+                                             "stream": True}))
+    assert "Traceback" not in response.text
+    assert_openai_error(response, 502, "empty_stream")  # nothing usable came
