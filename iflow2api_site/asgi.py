@@ -18,7 +18,7 @@ from django.core.handlers.exception import convert_exception_to_response  # noqa
 API_PREFIXES = ("/v1/",)
 API_PATHS = frozenset({
     "/chat/completions", "/models", "/health", "/messages", "/messages/",
-    "/messages/count_tokens", "/api/hello",
+    "/messages/count_tokens", "/messages/count_tokens/", "/api/hello",
 })
 
 

@@ -178,6 +178,26 @@ IFLOW2API = {
     "UPSTREAM_PROXY": env_str("UPSTREAM_PROXY") or None,
     "IMPORT_IFLOW_SETTINGS": env_bool("IMPORT_IFLOW_SETTINGS", True),
     "IFLOW_SETTINGS_DIR": Path(env_str("IFLOW_SETTINGS_DIR") or Path.home() / ".iflow"),
+    # Anthropic clients: unknown names (claude-*, …) map to a real model by tier.
+    "DEFAULT_MODEL": env_str("DEFAULT_MODEL", "glm-5"),
+    "CLAUDE_TIERS": {
+        "opus": env_str("CLAUDE_OPUS_MODEL") or env_str("DEFAULT_MODEL", "glm-5"),
+        "sonnet": env_str("CLAUDE_SONNET_MODEL") or env_str("DEFAULT_MODEL", "glm-5"),
+        "haiku": env_str("CLAUDE_HAIKU_MODEL") or env_str("DEFAULT_MODEL", "glm-5"),
+    },
+    # Extra ids listed by /v1/models so Claude Code's gateway model discovery finds them.
+    "CLAUDE_MODEL_ALIASES": env_list(
+        "CLAUDE_MODEL_ALIASES",
+        "claude-opus-4-8,claude-opus-4-7,claude-opus-4-6,claude-sonnet-5,claude-sonnet-4-6,"
+        "claude-sonnet-4-5,claude-haiku-4-5",
+    ),
+    # Images for a model without vision: "route" to VISION_MODEL, or "reject" with a 400.
+    "VISION_MODEL": env_str("VISION_MODEL", "qwen-vl-max"),
+    "VISION_FALLBACK": env_str("VISION_FALLBACK", "route"),
+    "IMAGE_MAX_BYTES": int(env_float("IMAGE_MAX_BYTES", 10 * 1024 * 1024)),
+    "IMAGE_FETCH_TIMEOUT": env_float("IMAGE_FETCH_TIMEOUT", 10.0),
+    # Fetching image URLs that resolve to private/loopback/link-local addresses (SSRF guard).
+    "IMAGE_ALLOW_PRIVATE_URLS": env_bool("IMAGE_ALLOW_PRIVATE_URLS"),
     "HOST": env_str("IFLOW2API_HOST", "127.0.0.1"),
     "PORT": int(env_str("IFLOW2API_PORT", "28000")),
 }

@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI, Router
 
 from iflow2api_site import __version__
-from proxy import catalog, chat
+from proxy import catalog, chat, messages
 from proxy.errors import ApiError
 from proxy.http import ApiRequest, JsonResult, StreamResult, to_django
 
@@ -73,6 +73,51 @@ CHAT_SCHEMA = {
 @router.post("/chat/completions", include_in_schema=False)
 async def chat_completions(request: HttpRequest) -> HttpResponse:
     return await run(request, chat.chat_completions, chat.openai_error)
+
+
+MESSAGES_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {
+            "type": "object",
+            "required": ["model", "messages", "max_tokens"],
+            "properties": {
+                "model": {"type": "string", "example": "claude-sonnet-4-6"},
+                "max_tokens": {"type": "integer", "example": 1024},
+                "messages": {"type": "array", "items": {"type": "object"}},
+                "system": {"oneOf": [{"type": "string"},
+                                     {"type": "array", "items": {"type": "object"}}]},
+                "stream": {"type": "boolean"},
+                "tools": {"type": "array", "items": {"type": "object"}},
+                "thinking": {"type": "object"},
+            },
+            "additionalProperties": True,
+        }}},
+    }
+}
+
+
+@router.post("/v1/messages", openapi_extra=MESSAGES_SCHEMA, tags=["Anthropic"],
+             summary="Messages (Anthropic)")
+@router.post("/v1/messages/", include_in_schema=False)
+@router.post("/messages", include_in_schema=False)
+@router.post("/messages/", include_in_schema=False)
+async def create_message(request: HttpRequest) -> HttpResponse:
+    return await run(request, messages.messages, messages.anthropic_error)
+
+
+@router.post("/v1/messages/count_tokens", openapi_extra=MESSAGES_SCHEMA, tags=["Anthropic"],
+             summary="Count tokens (local estimate)")
+@router.post("/v1/messages/count_tokens/", include_in_schema=False)
+@router.post("/messages/count_tokens", include_in_schema=False)
+@router.post("/messages/count_tokens/", include_in_schema=False)
+async def count_tokens(request: HttpRequest) -> HttpResponse:
+    return await run(request, messages.count_tokens, messages.anthropic_error)
+
+
+@router.api_operation(["HEAD", "GET"], "/api/hello", include_in_schema=False)
+async def hello(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(status=200)
 
 
 @router.get("/v1/models", tags=["OpenAI", "Anthropic"], summary="List models")

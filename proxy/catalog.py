@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from django.conf import settings
+
 from accounts.services import routing
 from iflow2api_site import __version__
 from proxy.http import ApiRequest, JsonResult
+from proxy.pipeline import tier_model
 
 
 def _iso(timestamp: int) -> str:
@@ -27,6 +30,19 @@ async def list_models(request: ApiRequest) -> JsonResult:
                 "type": "model",
                 "display_name": model.display_name if name == model.id else name,
                 "created_at": _iso(model.created),
+            })
+    # Claude Code's gateway discovery keeps only ids containing "claude": list the tier aliases.
+    for alias in settings.IFLOW2API["CLAUDE_MODEL_ALIASES"]:
+        target = table.find_model(tier_model(alias))
+        if target is not None and table.find_model(alias) is None:
+            data.append({
+                "id": alias,
+                "object": "model",
+                "created": target.created,
+                "owned_by": "anthropic",
+                "type": "model",
+                "display_name": f"{alias} → {target.display_name}",
+                "created_at": _iso(target.created),
             })
     return JsonResult.of({
         "object": "list",

@@ -22,6 +22,7 @@ from proxy.translate.openai_chat import (
 )
 from proxy.translate.sse import COMMENT_PING, DONE, encode_data
 from proxy.upstream.types import UpstreamError
+from proxy.vision import prepare_images
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 
@@ -99,6 +100,7 @@ async def chat_completions(request: ApiRequest) -> JsonResult | StreamResult:
         validate_chat_body(body)
         route = await resolve(body["model"].strip())
         upstream_body = {**body, "model": route.model.upstream_id}
+        route = await prepare_images(route, upstream_body)
         stream = bool(body.get("stream"))
         prepared = route.prepare(upstream_body, stream=stream)
         client = upstream_client()

@@ -79,6 +79,9 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     return data
 
 
+DATA_URL_ONLY_PROVIDERS = frozenset({"iflow"})
+
+
 @dataclass(frozen=True)
 class Route:
     model: ModelRef
@@ -86,13 +89,42 @@ class Route:
     provider: Provider
     target: UpstreamTarget
 
+    @property
+    def inlines_images(self) -> bool:
+        """iFlow takes images only as data URLs: URL images are fetched and inlined."""
+        return self.provider.name in DATA_URL_ONLY_PROVIDERS
+
     def prepare(self, body: dict[str, Any], *, stream: bool) -> PreparedRequest:
         return self.provider.prepare_chat(self.target, body, stream=stream)
 
 
-async def resolve(model_name: str) -> Route:
+def tier_model(name: str) -> str:
+    """The real model a `claude-*` (or otherwise unknown) name stands for."""
+    conf = settings.IFLOW2API
+    lowered = name.lower()
+    for tier, target in conf["CLAUDE_TIERS"].items():
+        if tier in lowered:
+            return target
+    return conf["DEFAULT_MODEL"]
+
+
+def is_claude_name(name: str) -> bool:
+    lowered = name.lower()
+    return lowered.startswith("claude") or "anthropic" in lowered
+
+
+async def resolve(model_name: str, *, map_unknown: bool = False) -> Route:
+    """The route for a model name. `claude-*` names always map through the tiers; other
+    unknown names do too when `map_unknown` (Anthropic clients), else 404."""
     table = await routing()
     model = table.find_model(model_name)
+    if model is None and (map_unknown or is_claude_name(model_name)):
+        mapped = tier_model(model_name)
+        model = table.find_model(mapped)
+        if model is None:
+            raise ApiError(404, f"`{model_name}` maps to `{mapped}`, which is not in the model "
+                           "catalogue; set DEFAULT_MODEL / CLAUDE_*_MODEL to a served model",
+                           "model_not_found", "model")
     if model is None:
         raise ApiError(404, f"The model `{model_name}` does not exist or is not served here; "
                        "GET /v1/models lists the models.", "model_not_found", "model")

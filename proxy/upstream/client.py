@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from proxy.translate.sse import SSEDataParser
+from proxy.translate.vision import is_public_address
 from proxy.upstream.providers.base import Provider
 from proxy.upstream.types import PreparedRequest, UpstreamError
 
@@ -123,10 +124,72 @@ class UpstreamClient:
         if count == 0:
             raise UpstreamError(502, "upstream returned an empty stream", "empty_stream")
 
+    async def fetch_image(
+        self, url: str, *, max_bytes: int, timeout: float, allow_private: bool
+    ) -> tuple[str, bytes]:
+        """(content type, bytes) of an image URL a client sent, for upstreams that take only
+        data URLs. Refuses private, loopback and link-local addresses unless allowed, checks
+        every redirect hop the same way, and stops reading past max_bytes."""
+        client = self._client()
+        for _hop in range(4):
+            target = httpx.URL(url)
+            if target.scheme not in {"http", "https"} or not target.host:
+                raise _image_error(f"image URLs must be http(s): {url[:100]}")
+            if not allow_private:
+                await _check_public(target)
+            try:
+                request = client.build_request("GET", target, headers={"accept": "image/*"},
+                                               timeout=httpx.Timeout(timeout))
+                response = await client.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                raise _image_error(f"cannot fetch image {url[:100]}: {type(exc).__name__}") \
+                    from exc
+            try:
+                if response.is_redirect and "location" in response.headers:
+                    url = str(target.join(response.headers["location"]))
+                    continue
+                if response.status_code != 200:
+                    raise _image_error(
+                        f"fetching image {url[:100]} gave HTTP {response.status_code}")
+                content_type = response.headers.get("content-type", "").split(";")[0].strip()
+                if not content_type.startswith("image/"):
+                    raise _image_error(f"{url[:100]} is not an image ({content_type or '?'})")
+                data = bytearray()
+                async for piece in response.aiter_bytes():
+                    data += piece
+                    if len(data) > max_bytes:
+                        raise _image_error(
+                            f"image {url[:100]} is larger than {max_bytes} bytes")
+                return content_type, bytes(data)
+            except httpx.HTTPError as exc:
+                raise _image_error(f"cannot fetch image {url[:100]}: {type(exc).__name__}") \
+                    from exc
+            finally:
+                await response.aclose()
+        raise _image_error(f"too many redirects fetching image {url[:100]}")
+
     async def aclose(self) -> None:
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
+
+
+def _image_error(message: str) -> UpstreamError:
+    return UpstreamError(400, message, "invalid_image_url")
+
+
+async def _check_public(url: httpx.URL) -> None:
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(url.host, url.port or (443 if url.scheme == "https"
+                                                             else 80))
+    except OSError as exc:
+        raise _image_error(f"cannot resolve image host {url.host}") from exc
+    addresses = {info[4][0] for info in infos}
+    if not addresses or not all(is_public_address(a) for a in addresses):
+        raise _image_error(
+            f"image URL host {url.host} resolves to a private or local address; refused "
+            "(IMAGE_ALLOW_PRIVATE_URLS=true allows it)")
 
 
 def _lower_headers(headers: httpx.Headers) -> dict[str, str]:

@@ -1,0 +1,116 @@
+"""POST /v1/messages and /v1/messages/count_tokens (Anthropic), framework-free."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from proxy.errors import ApiError
+from proxy.http import ApiRequest, JsonResult, StreamResult
+from proxy.pipeline import check_client_key, options, parse_json_object, resolve, upstream_client
+from proxy.streaming import stream_response
+from proxy.translate.anthropic_request import anthropic_to_openai
+from proxy.translate.anthropic_response import openai_to_anthropic
+from proxy.translate.anthropic_stream import AnthropicStreamTranslator
+from proxy.translate.sse import encode_event
+from proxy.translate.tokens import estimate_tokens
+from proxy.translate.types import TranslateOptions, TranslationError, UpstreamResponseError
+from proxy.upstream.types import UpstreamError
+from proxy.vision import prepare_images
+
+PING = encode_event("ping", {"type": "ping"})
+
+
+def new_message_id() -> str:
+    return "msg_" + uuid.uuid4().hex[:24]
+
+
+def anthropic_error(error: ApiError, request_id: str | None = None) -> JsonResult:
+    body = error.anthropic_body(request_id)
+    return JsonResult.of(body, error.status, [*error.headers(), ("request-id", body["request_id"])])
+
+
+def _messages_body(request: ApiRequest) -> dict[str, Any]:
+    check_client_key(request, options())
+    body = parse_json_object(request.body)
+    if not isinstance(body.get("messages"), list):
+        raise ApiError(400, "messages: Field required (an array of messages)", param="messages")
+    return body
+
+
+class AnthropicStreamSession:
+    keepalive = PING
+
+    def __init__(self, translator: AnthropicStreamTranslator) -> None:
+        self.translator = translator
+
+    def feed(self, chunk: dict) -> list[bytes]:
+        return [encode_event(name, data) for name, data in self.translator.feed(chunk)]
+
+    def close(self) -> list[bytes]:
+        return [encode_event(name, data) for name, data in self.translator.close()]
+
+    def fail(self, error: ApiError) -> list[bytes]:
+        return [encode_event(name, data) for name, data in
+                self.translator.error(error.message, error.anthropic_type())]
+
+
+async def messages(request: ApiRequest) -> JsonResult | StreamResult:
+    request_id = "req_" + uuid.uuid4().hex[:24]
+    try:
+        opts = options()
+        body = _messages_body(request)
+        model_name = body.get("model")
+        if not isinstance(model_name, str) or not model_name.strip():
+            raise ApiError(400, "model: Field required (a string)", param="model")
+        route = await resolve(model_name.strip(), map_unknown=True)
+        model = route.model
+        translated = anthropic_to_openai(body, TranslateOptions(
+            upstream_model=model.upstream_id,
+            max_output_tokens=model.max_output_tokens,
+            kimi_tool_ids=model.upstream_id.lower().startswith("kimi"),
+        ))
+        upstream_body = translated.body
+        route = await prepare_images(route, upstream_body)
+        stream = bool(body.get("stream"))
+        stop_sequences = body.get("stop_sequences") if isinstance(
+            body.get("stop_sequences"), list) else None
+        prepared = route.prepare(upstream_body, stream=stream)
+        client = upstream_client()
+        message_id = new_message_id()
+        if stream:
+            translator = AnthropicStreamTranslator(
+                message_id=message_id, model=route.model.id,
+                input_tokens=estimate_tokens(body), tool_names=translated.tool_names,
+                stop_sequences=stop_sequences)
+            result = await stream_response(
+                client.stream_chunks(route.provider, prepared),
+                AnthropicStreamSession(translator),
+                error_result=lambda error: anthropic_error(error, request_id),
+                prelude_seconds=opts.prelude_seconds,
+                keepalive_seconds=opts.keepalive_seconds,
+            )
+        else:
+            answer = await client.request_json(route.provider, prepared)
+            result = JsonResult.of(openai_to_anthropic(
+                answer, message_id=message_id, model=route.model.id,
+                tool_names=translated.tool_names, stop_sequences=stop_sequences))
+        result.headers.append(("request-id", request_id))
+        return result
+    except TranslationError as exc:
+        return anthropic_error(ApiError(400, exc.message, param=exc.param), request_id)
+    except UpstreamResponseError as exc:
+        return anthropic_error(ApiError(502, str(exc), "upstream_invalid"), request_id)
+    except UpstreamError as exc:
+        return anthropic_error(ApiError.from_upstream(exc), request_id)
+    except ApiError as error:
+        return anthropic_error(error, request_id)
+
+
+async def count_tokens(request: ApiRequest) -> JsonResult:
+    """A local estimate: Claude Code's editor extension sends bursts of these at start-up."""
+    try:
+        body = _messages_body(request)
+        return JsonResult.of({"input_tokens": max(1, estimate_tokens(body))})
+    except ApiError as error:
+        return anthropic_error(error)

@@ -1,0 +1,51 @@
+"""Plain data shared by the translators: options in, results out, one error for bad client input."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class TranslationError(ValueError):
+    """The client's request cannot be translated; the caller answers 400 in the client's shape.
+
+    `param` names the offending field (e.g. "messages.2.content.0.source") when known.
+    """
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    @classmethod
+    def at(cls, param: str, problem: str) -> TranslationError:
+        """`raise TranslationError.at("messages.0.role", "expected ...")`: names the field."""
+        return cls(f"{param}: {problem}", param)
+
+
+class UpstreamResponseError(ValueError):
+    """The upstream answered 200 with something that is not a chat completion (caller: 502)."""
+
+
+@dataclass(frozen=True)
+class TranslateOptions:
+    """What the translator needs to know about the target model, built by the caller."""
+
+    upstream_model: str
+    # Clamp for max_tokens (Claude Code asks for 32000, most upstream models allow less).
+    max_output_tokens: int | None = None
+    # Used only when the client omitted max_tokens (Anthropic requires it; we are tolerant).
+    default_max_tokens: int = 4096
+    # False: images become a short text placeholder instead of image parts.
+    vision: bool = True
+    # Kimi rejects foreign tool ids in history: rewrite them all to `functions.{name}:{n}`.
+    kimi_tool_ids: bool = False
+
+
+@dataclass
+class TranslatedRequest:
+    """The upstream body plus what the response side needs to map back."""
+
+    body: dict[str, Any]
+    # Shortened upstream tool name -> original client name (only names that were shortened).
+    tool_names: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,102 @@
+"""Images in OpenAI chat bodies: finding them, checking data URLs, and which addresses an image
+URL may be fetched from. Pure: the fetching itself is the upstream client's."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+from collections.abc import Iterator
+from typing import Any
+
+from proxy.translate.types import TranslationError
+
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+
+
+def image_parts(body: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(param path, part) for every `image_url` part; the part dict may be edited in place."""
+    for i, message in enumerate(body.get("messages") or []):
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            continue
+        for j, part in enumerate(content):
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                yield f"messages[{i}].content[{j}]", part
+
+
+def image_url_of(part: dict[str, Any], param: str) -> str:
+    value = part.get("image_url")
+    url = value.get("url") if isinstance(value, dict) else value
+    if not isinstance(url, str) or not url:
+        raise TranslationError(f"{param}: image_url.url must be a non-empty string", param)
+    return url
+
+
+def set_image_url(part: dict[str, Any], url: str) -> None:
+    value = part.get("image_url")
+    part["image_url"] = {**value, "url": url} if isinstance(value, dict) else {"url": url}
+
+
+def sniff_image_type(data: bytes) -> str | None:
+    """The real format from the first bytes: a declared type is not trusted alone."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def check_image(data: bytes, declared: str | None, param: str, max_bytes: int) -> str:
+    """The media type of valid image bytes; TranslationError (→ 400) otherwise."""
+    if not data:
+        raise TranslationError(f"{param}: the image is empty", param)
+    if len(data) > max_bytes:
+        raise TranslationError(
+            f"{param}: the image is {len(data)} bytes; the limit is {max_bytes}", param)
+    actual = sniff_image_type(data)
+    if actual is None:
+        raise TranslationError(
+            f"{param}: unsupported image type {declared or 'unknown'}; "
+            "send PNG, JPEG, GIF or WebP", param)
+    return actual
+
+
+def decode_data_url(url: str, param: str, max_bytes: int) -> tuple[str, bytes]:
+    """(media type, bytes) of a base64 `data:` URL, checked."""
+    header, comma, payload = url.partition(",")
+    if not comma or not header.startswith("data:") or not header.endswith(";base64"):
+        raise TranslationError(f"{param}: image data URLs must be data:<type>;base64,<data>",
+                               param)
+    declared = header[5:-7].lower()
+    if declared not in IMAGE_TYPES:
+        raise TranslationError(
+            f"{param}: unsupported image type {declared or 'unknown'}; "
+            "send PNG, JPEG, GIF or WebP", param)
+    if len(payload) > max_bytes * 4 // 3 + 8:
+        raise TranslationError(f"{param}: the image is larger than {max_bytes} bytes", param)
+    try:
+        data = base64.b64decode(payload.strip(), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise TranslationError(f"{param}: the image is not valid base64", param) from exc
+    return check_image(data, declared, param, max_bytes), data
+
+
+def to_data_url(media_type: str, data: bytes) -> str:
+    return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
+
+
+def is_public_address(address: str) -> bool:
+    """Whether an image URL may be fetched from this address (SSRF guard)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
+                or ip.is_reserved or ip.is_unspecified)
