@@ -44,7 +44,9 @@ async def prepare_images(route: Route, body: dict[str, Any]) -> Route:
         for param, part in parts:
             url = image_url_of(part, param)
             if url.startswith("data:"):
-                decode_data_url(url, param, max_bytes)
+                media_type, data = decode_data_url(url, param, max_bytes)
+                if not url.startswith(f"data:{media_type};"):  # mislabelled: send the truth
+                    set_image_url(part, to_data_url(media_type, data))
             elif route.inlines_images:
                 content_type, data = await upstream_client().fetch_image(
                     url, max_bytes=max_bytes, timeout=conf["IMAGE_FETCH_TIMEOUT"],
