@@ -35,7 +35,7 @@ def image_server(files: dict[str, tuple[str, bytes]]) -> Iterator[str]:
     redirects. Yields the base URL."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             content_type, body = files.get(self.path, ("text/plain", b""))
             if self.path not in files:
                 self.send_response(404)
