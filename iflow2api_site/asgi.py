@@ -12,8 +12,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "iflow2api_site.settings")
 django_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
+
+from proxy.cors import CorsPolicy, cors  # noqa: E402
 
 API_PREFIXES = ("/v1/",)
 API_PATHS = frozenset({
@@ -35,11 +38,14 @@ class ApiHandler(ASGIHandler):
 
 
 api_app = ApiHandler()
+cors_policy = CorsPolicy(settings.IFLOW2API["CORS_ALLOWED_ORIGINS"])
 
 
 async def http_app(scope, receive, send):  # type: ignore[no-untyped-def]
-    app = api_app if is_api_path(scope["path"]) else django_app
-    await app(scope, receive, send)
+    if is_api_path(scope["path"]):
+        await cors(cors_policy, api_app, scope, receive, send)
+    else:
+        await django_app(scope, receive, send)
 
 
 application = ProtocolTypeRouter({"http": http_app})

@@ -198,6 +198,8 @@ IFLOW2API = {
     "IMAGE_FETCH_TIMEOUT": env_float("IMAGE_FETCH_TIMEOUT", 10.0),
     # Fetching image URLs that resolve to private/loopback/link-local addresses (SSRF guard).
     "IMAGE_ALLOW_PRIVATE_URLS": env_bool("IMAGE_ALLOW_PRIVATE_URLS"),
+    # Browser clients on other origins: "*" (no credentials) or a comma-separated list.
+    "CORS_ALLOWED_ORIGINS": env_list("CORS_ALLOWED_ORIGINS", "*"),
     "HOST": env_str("IFLOW2API_HOST", "127.0.0.1"),
     "PORT": int(env_str("IFLOW2API_PORT", "28000")),
 }
