@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
+from django.db import close_old_connections
 
 from accounts.models import Account, ModelInfo
 
@@ -65,6 +66,9 @@ class Routing:
 
 
 def load_routing() -> Routing:
+    # Runs outside Django's request cycle (the API fast path): drop a broken or expired
+    # connection here, as the request signals would.
+    close_old_connections()
     routing = Routing()
     for account in Account.objects.filter(enabled=True).exclude(state=Account.State.BLOCKED):
         routing.accounts.append(

@@ -16,6 +16,7 @@ from django.conf import settings  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
 
+from proxy import fastpath  # noqa: E402
 from proxy.cors import CorsPolicy, cors  # noqa: E402
 
 API_PREFIXES = ("/v1/",)
@@ -41,9 +42,17 @@ api_app = ApiHandler()
 cors_policy = CorsPolicy(settings.IFLOW2API["CORS_ALLOWED_ORIGINS"])
 
 
+FAST_PATH = settings.IFLOW2API["FAST_PATH"]
+
+
+async def api(scope, receive, send):  # type: ignore[no-untyped-def]
+    app = fastpath.app if FAST_PATH and fastpath.handles(scope) else api_app
+    await app(scope, receive, send)
+
+
 async def http_app(scope, receive, send):  # type: ignore[no-untyped-def]
     if is_api_path(scope["path"]):
-        await cors(cors_policy, api_app, scope, receive, send)
+        await cors(cors_policy, api, scope, receive, send)
     else:
         await django_app(scope, receive, send)
 

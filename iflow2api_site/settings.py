@@ -159,7 +159,10 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"daphne": {"level": "WARNING"}, "django.channels.server": {"level": "WARNING"}},
+    "loggers": {
+        "daphne": {"level": "WARNING"},
+        "django.channels.server": {"level": "WARNING"},
+    },
 }
 
 # --- the gateway ------------------------------------------------------------------------------
@@ -200,6 +203,8 @@ IFLOW2API = {
     "IMAGE_ALLOW_PRIVATE_URLS": env_bool("IMAGE_ALLOW_PRIVATE_URLS"),
     # Browser clients on other origins: "*" (no credentials) or a comma-separated list.
     "CORS_ALLOWED_ORIGINS": env_list("CORS_ALLOWED_ORIGINS", "*"),
+    # Serve the hot API routes on a lean ASGI path instead of Django's handler (proxy/fastpath.py).
+    "FAST_PATH": env_bool("FAST_PATH", True),
     "HOST": env_str("IFLOW2API_HOST", "127.0.0.1"),
     "PORT": int(env_str("IFLOW2API_PORT", "28000")),
 }

@@ -112,7 +112,7 @@ async def chat_completions(request: ApiRequest) -> JsonResult | StreamResult:
                 preserve_reasoning=opts.preserve_reasoning,
             )
             return await stream_response(
-                client.stream_chunks(route.provider, prepared),
+                client.stream_batches(route.provider, prepared),
                 OpenAIStreamSession(normalizer),
                 error_result=openai_error,
                 prelude_seconds=opts.prelude_seconds,

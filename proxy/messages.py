@@ -84,7 +84,7 @@ async def messages(request: ApiRequest) -> JsonResult | StreamResult:
                 input_tokens=estimate_tokens(body), tool_names=translated.tool_names,
                 stop_sequences=stop_sequences)
             result = await stream_response(
-                client.stream_chunks(route.provider, prepared),
+                client.stream_batches(route.provider, prepared),
                 AnthropicStreamSession(translator),
                 error_result=lambda error: anthropic_error(error, request_id),
                 prelude_seconds=opts.prelude_seconds,

@@ -29,12 +29,15 @@ class StreamSession(Protocol):
     def fail(self, error: ApiError) -> list[bytes]: ...
 
 
-async def _next(iterator: AsyncIterator[dict]) -> dict:
+Batches = AsyncIterator[list[dict]]
+
+
+async def _next(iterator: Batches) -> list[dict]:
     return await iterator.__anext__()
 
 
 async def stream_response(
-    chunks: AsyncIterator[dict],
+    batches: Batches,
     session: StreamSession,
     *,
     error_result: Callable[[ApiError], JsonResult],
@@ -42,11 +45,11 @@ async def stream_response(
     keepalive_seconds: float,
     on_finish: Callable[[ApiError | None], Any] | None = None,
 ) -> JsonResult | StreamResult:
-    pending: asyncio.Future[dict] = asyncio.ensure_future(_next(chunks))
+    pending: asyncio.Future[list[dict]] = asyncio.ensure_future(_next(batches))
     await asyncio.wait({pending}, timeout=prelude_seconds)
     if pending.done() and pending.exception() is not None:
         exc = pending.exception()
-        await _close(chunks)
+        await _close(batches)
         error = _as_api_error(exc)
         if on_finish:
             on_finish(error)
@@ -64,7 +67,7 @@ async def stream_response(
                     yield session.keepalive
                     continue
                 try:
-                    chunk = pending.result()
+                    batch = pending.result()
                 except StopAsyncIteration:
                     break
                 except Exception as exc:
@@ -73,26 +76,25 @@ async def stream_response(
                     if out:
                         yield b"".join(out)
                     return
-                pending = asyncio.ensure_future(_next(chunks))
-                out = session.feed(chunk)
+                pending = asyncio.ensure_future(_next(batches))
+                out = [data for chunk in batch for data in session.feed(chunk)]
                 if out:
                     yield b"".join(out)
             out = session.close()
             if out:
                 yield b"".join(out)
         finally:
-            if not pending.done():
-                pending.cancel()
-                with contextlib.suppress(BaseException):
-                    await pending
-            await _close(chunks)
+            pending.cancel()  # a no-op when done; awaiting also retrieves a finished result
+            with contextlib.suppress(BaseException):
+                await pending
+            await _close(batches)
             if on_finish:
                 on_finish(error)
 
     return StreamResult(body(), headers=list(SSE_HEADERS))
 
 
-async def _close(chunks: AsyncIterator[dict]) -> None:
+async def _close(chunks: Batches) -> None:
     aclose = getattr(chunks, "aclose", None)
     if aclose is not None:
         with contextlib.suppress(Exception):

@@ -96,9 +96,13 @@ def _turns(raw: Any) -> list[_Turn]:
         if not isinstance(message, dict):
             raise TranslationError.at(param, "expected an object")
         role = message.get("role")
-        if role not in ("user", "assistant"):
-            raise TranslationError.at(f"{param}.role", "expected 'user' or 'assistant'")
         content = message.get("content")
+        if role == "system":
+            # Claude Code (mid-conversation-system beta) sends instructions as a message; the
+            # upstream gets them as user text in place, which every chat template accepts.
+            role, content = "user", system_text(content)
+        if role not in ("user", "assistant"):
+            raise TranslationError.at(f"{param}.role", "expected 'user', 'assistant' or 'system'")
         if isinstance(content, str):
             content = [{"type": "text", "text": content}]
         if not isinstance(content, list):

@@ -374,3 +374,13 @@ def test_unknown_block_types_tolerated() -> None:
     ]
     body = messages(user(content))
     assert body["messages"][0]["content"] == "T https://s\nbody\n\nkept\n\nq"
+
+
+def test_mid_conversation_system_messages_become_user_text():
+    body = {"model": "m", "max_tokens": 10, "system": "top", "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "system", "content": [{"type": "text", "text": "Agent types: a, b"}]},
+    ]}
+    messages = anthropic_to_openai(body, TranslateOptions(upstream_model="m")).body["messages"]
+    assert [m["role"] for m in messages] == ["system", "user"]
+    assert "hi" in messages[1]["content"] and "Agent types: a, b" in messages[1]["content"]

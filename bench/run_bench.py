@@ -1,0 +1,271 @@
+"""One-command benchmark: our gateway against a fast fake upstream, and the fake directly.
+
+  python bench/run_bench.py [--quick | --duration S] [--messages] [--rss] [--json FILE]
+
+Starts bench/fake_upstream.py on CPU 0 and `python -m iflow2api_site.cli serve` on CPU 1
+(taskset), measures with wrk (if installed; else the aiohttp client) and the aiohttp client
+(TTFB) from CPU 0, prints ours / direct / ratio, and stops everything it started. Only
+127.0.0.1 is ever contacted. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import loadgen
+import procs
+import report
+import wrkrun
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+LOAD_CPU, GATEWAY_CPU = 0, 1
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per run (default 10)")
+    p.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-up")
+    p.add_argument("--repeats", type=int, default=1, help="runs per case; medians are shown")
+    p.add_argument("--messages", action="store_true", help="also Anthropic /v1/messages stream")
+    p.add_argument("--rss", action="store_true", help="500 concurrent slow streams: peak RSS")
+    p.add_argument("--streams", type=int, default=500, help="streams for --rss (default 500)")
+    p.add_argument("--hold", type=float, default=5.0, help="seconds per slow stream (--rss)")
+    p.add_argument("--no-wrk", action="store_true", help="use the aiohttp client even with wrk")
+    p.add_argument("--json", metavar="FILE", help="write all results as JSON")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, database)")
+    a = p.parse_args()
+    if a.quick:
+        a.duration = 3.0
+    a.warmup = 1.0 if a.quick else 2.0
+    a.repeats = max(1, min(a.repeats, 10))
+    a.streams = max(1, min(a.streams, 5000))
+    return a
+
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out = dict(runs[-1])
+    for key, val in runs[0].items():
+        if isinstance(val, int | float) and key not in ("ok", "errors"):
+            vals = [r[key] for r in runs if r.get(key) is not None]
+            out[key] = round(statistics.median(vals), 3) if vals else None
+    out["ok"] = sum(r["ok"] for r in runs)
+    out["errors"] = sum(r["errors"] for r in runs)
+    kinds: dict[str, int] = {}
+    for r in runs:
+        for k, n in r["error_kinds"].items():
+            kinds[k] = kinds.get(k, 0) + n
+    out["error_kinds"], out["runs"] = kinds, len(runs)
+    return out
+
+
+def measure(base: str, kind: str, conc: int, duration: float, tool: str, meter: procs.CpuMeter,
+            ) -> dict[str, Any]:
+    meter.start()
+    if tool == "wrk":
+        result = wrkrun.run(base, kind, conc, duration, LOAD_CPU)
+    else:
+        result = loadgen.new_loop_run(lambda: loadgen.load(base, kind, conc, duration)).summary()
+    result["cpu_pct"] = meter.stop()
+    result["tool"] = tool
+    return result
+
+
+def run_cases(args: argparse.Namespace, targets: dict[str, tuple[str, procs.CpuMeter]],
+              messages: bool) -> dict[str, Any]:
+    tool = "wrk" if wrkrun.available() and not args.no_wrk else "aiohttp"
+    plan: list[tuple[str, int, str]] = [("chat", 1, tool), ("chat", 50, tool),
+                                        ("chat_stream", 50, tool),
+                                        ("chat_stream", 1, "aiohttp"),
+                                        ("chat_stream", 50, "aiohttp")]
+    if messages:
+        plan += [("messages_stream", 50, tool), ("messages_stream", 1, "aiohttp"),
+                 ("messages_stream", 50, "aiohttp")]
+    for kind in ("chat", "chat_stream") + (("messages_stream",) if messages else ()):
+        for name, (base, _) in targets.items():
+            if kind.startswith("messages") and name == "direct":
+                continue
+            loadgen.new_loop_run(lambda b=base, k=kind: loadgen.load(b, k, 10, args.warmup))
+    cases: dict[str, Any] = {}
+    for kind, conc, how in plan:
+        key = f"{kind}@{conc}" + ("/ttfb" if how == "aiohttp" and kind != "chat" else "")
+        if key in cases:
+            continue  # aiohttp already measured both req/s and TTFB for this case
+        runs: dict[str, list[dict[str, Any]]] = {}
+        for _ in range(args.repeats):
+            for name, (base, meter) in targets.items():
+                if kind.startswith("messages") and name == "direct":
+                    continue
+                r = measure(base, kind, conc, args.duration, how, meter)
+                runs.setdefault(name, []).append(r)
+                print(f"  {time.strftime('%H:%M:%S')} {name:6} {kind:16} c={conc:<3} {how:7} "
+                      f"{r['rps']:>9,.0f} req/s  "
+                      f"p50 {r['p50_ms']} ms  ttfb p50 {r['ttfb_p50_ms']} ms  "
+                      f"errors {r['errors']}  cpu {r['cpu_pct']}%", flush=True)
+        cases[key] = {name: median_of(rs) for name, rs in runs.items()}
+        if how == "aiohttp" and kind != "chat" and f"{kind}@{conc}" not in cases:
+            cases[f"{kind}@{conc}"] = cases[key]
+    return cases
+
+
+def probe_messages(gw: str) -> str | None:
+    """None when /v1/messages streams properly, else why it is n/a."""
+    body = json.dumps(loadgen.body_for("messages_stream")).encode()
+    try:
+        status, data = procs.http_post(gw + "/v1/messages", body, timeout=15)
+    except OSError as exc:
+        return f"/v1/messages n/a: {exc!r}"
+    if status == 200 and b"event: message_stop" in data:
+        return None
+    return f"/v1/messages n/a: HTTP {status} {data[:120].decode('utf-8', 'replace')!r}"
+
+
+def rss_test(args: argparse.Namespace, fake: str, targets: dict[str, tuple[str, int]],
+             ) -> dict[str, Any]:
+    gap_ms = args.hold * 1000 / 20
+    procs.http_post(f"{fake}/__config?chunks=20&chunk_delay_ms={gap_ms}", b"")
+    out: dict[str, Any] = {"n": args.streams, "gap_ms": gap_ms}
+    try:
+        for name, (base, pid) in targets.items():
+            idle = procs.rss_kib(procs.tree(pid))
+            peak = [idle]
+
+            def sample(pid: int = pid, peak: list[int] = peak) -> None:
+                peak[0] = max(peak[0], procs.rss_kib(procs.tree(pid)))
+
+            limit = args.hold * 3 + 25
+            run = loadgen.new_loop_run(lambda b=base, s=sample, t=limit: loadgen.hold(
+                b, "chat_stream", args.streams, t, s))
+            r = run.summary()
+            r.update(idle_rss_mb=round(idle / 1024, 1), peak_rss_mb=round(peak[0] / 1024, 1))
+            out[name] = r
+            print(f"  {time.strftime('%H:%M:%S')} {name:6} {args.streams} slow streams: "
+                  f"{r['ok']} OK, "
+                  f"{r['streaming_peak']} at once, peak RSS {r['peak_rss_mb']} MB, "
+                  f"errors {r['errors']}", flush=True)
+    finally:
+        procs.http_post(f"{fake}/__config?chunks=20&chunk_delay_ms=0", b"")
+    return out
+
+
+def gateway_env(home: str, fake_port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("IFLOW", "UPSTREAM_", "DJANGO_", "ANTHROPIC_", "OPENAI_"))}
+    env.update(IFLOW2API_HOME=home, IMPORT_IFLOW_SETTINGS="0", PYTHONUNBUFFERED="1",
+               UPSTREAM_BASE_URL=f"http://127.0.0.1:{fake_port}/v1", UPSTREAM_API_KEY="sk-bench",
+               UPSTREAM_MODELS="bench-model")
+    return env
+
+
+def log_problems(log: Path, limit: int = 60) -> list[str]:
+    """Distinct WARNING/ERROR/traceback records of the gateway log, each with its count."""
+    if not log.exists():
+        return []
+    stamp = re.compile(r"^\d{4}-\d\d-\d\d[ T][\d:,.]+ ")
+    records: list[list[str]] = []
+    for line in log.read_text("utf-8", "replace").splitlines()[:500_000]:
+        if stamp.match(line) or not records:
+            records.append([line])
+        else:
+            records[-1].append(line)
+    seen: dict[str, list[str]] = {}
+    counts: dict[str, int] = {}
+    bad = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback")
+    for rec in records:
+        if not any(bad.search(ln) for ln in rec):
+            continue
+        key = stamp.sub("", rec[0]) + " | " + rec[-1]
+        seen.setdefault(key, rec[:16])
+        counts[key] = counts.get(key, 0) + 1
+    out: list[str] = []
+    for key, rec in seen.items():
+        out.append(f"[{counts[key]}x] " + rec[0])
+        out.extend("      " + ln for ln in rec[1:])
+    return out[:limit]
+
+
+def on_signal(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so that the finally block stops every child
+
+
+def main() -> int:
+    args = parse_args()
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):  # SIGINT: even if inherited
+        signal.signal(sig, on_signal)                             # as ignored (background job)
+    pinned = procs.TASKSET is not None and (os.cpu_count() or 1) >= 2
+    if pinned:
+        os.sched_setaffinity(0, {LOAD_CPU})  # the aiohttp client runs in this process
+    else:
+        print("note: taskset missing or fewer than 2 CPUs: running unpinned", flush=True)
+    home = tempfile.mkdtemp(prefix="iflow2api-bench-")
+    gw_log = Path(home) / "gateway.log"
+    results: dict[str, Any] = {"meta": {"duration_s": args.duration, "repeats": args.repeats,
+                                        "pinned": pinned, "wrk": bool(wrkrun.available()
+                                                                      and not args.no_wrk)}}
+    code, gw_proc = 1, None
+    try:
+        fake_port, gw_port = procs.free_port(), procs.free_port()
+        fake, gw = f"http://127.0.0.1:{fake_port}", f"http://127.0.0.1:{gw_port}"
+        fake_proc = procs.start([sys.executable, str(BENCH / "fake_upstream.py"), "--port",
+                                 str(fake_port)], LOAD_CPU if pinned else None,
+                                Path(home) / "fake.log")
+        procs.wait_http(f"{fake}/v1/models", fake_proc, 15)
+        gw_proc = procs.start([sys.executable, "-m", "iflow2api_site.cli", "serve", "--port",
+                               str(gw_port)], GATEWAY_CPU if pinned else None, gw_log,
+                              env=gateway_env(home, fake_port), cwd=str(REPO))
+        took = procs.wait_http(f"{gw}/health", gw_proc, 90)
+        print(f"fake upstream {fake} (pid {fake_proc.pid}), gateway {gw} (pid {gw_proc.pid}, "
+              f"healthy after {took:.1f} s), temp dir {home}", flush=True)
+        messages_na = probe_messages(gw) if args.messages else None
+        if messages_na:
+            print(f"  {messages_na}", flush=True)
+        targets = {"ours": (gw, procs.CpuMeter(gw_proc.pid)),
+                   "direct": (fake, procs.CpuMeter(fake_proc.pid))}
+        cases = run_cases(args, targets, args.messages and not messages_na)
+        rss = rss_test(args, fake, {"ours": (gw, gw_proc.pid), "direct": (fake, fake_proc.pid)}
+                       ) if args.rss else None
+        if gw_proc.poll() is not None:
+            print(f"!! the gateway exited with {gw_proc.returncode} during the run")
+        text, data = report.summary(cases, args.messages, messages_na, rss)
+        print("\n" + report.table(cases, args.messages, messages_na, rss) + "\n")
+        errs = report.error_lines(cases)
+        if errs:
+            print("errors:\n" + "\n".join(errs) + "\n")
+        print(text)
+        results.update(cases=cases, rss=rss, summary=data, messages_na=messages_na)
+        code = 0
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        code = 130
+    except Exception as exc:
+        print(f"\nbench failed: {exc!r}", file=sys.stderr)
+    finally:
+        procs.stop_all()
+        problems = log_problems(gw_log)
+        if problems:
+            print(f"\ngateway log ({gw_log}): distinct warnings/errors, with counts:")
+            print("\n".join("  " + ln for ln in problems))
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+            print(f"results written to {args.json}")
+        if args.keep or problems or code:
+            print(f"temp dir kept: {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

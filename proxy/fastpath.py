@@ -1,0 +1,137 @@
+"""A lean ASGI path for the hot API routes.
+
+Django's ASGI handler costs several thread hops per request (request signals, closing the
+response) on top of routing and middleware; at proxy rates that dominates. The handlers in
+chat.py, messages.py and catalog.py are framework-free, so the hot routes are served here
+directly: read the body, call the handler, send the result, cancel it when the client goes
+away. Everything else — and every route when FAST_PATH is off — goes through Django and Ninja,
+which also document these routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from proxy import catalog, chat, messages
+from proxy.errors import ApiError
+from proxy.http import SSE_HEADERS, ApiRequest, JsonResult, StreamResult
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[ApiRequest], Awaitable[JsonResult | StreamResult]]
+Renderer = Callable[[ApiError], JsonResult]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+MAX_BODY = 32 * 1024 * 1024
+
+
+def _routes() -> dict[tuple[str, str], tuple[Handler, Renderer]]:
+    openai = chat.openai_error
+    anthropic = messages.anthropic_error
+    table: dict[tuple[str, str], tuple[Handler, Renderer]] = {}
+    for prefix in ("/v1", ""):
+        table["POST", f"{prefix}/chat/completions"] = (chat.chat_completions, openai)
+        table["GET", f"{prefix}/models"] = (catalog.list_models, openai)
+        for slash in ("", "/"):
+            table["POST", f"{prefix}/messages{slash}"] = (messages.messages, anthropic)
+            table["POST", f"{prefix}/messages/count_tokens{slash}"] = (
+                messages.count_tokens, anthropic)
+    table["GET", "/health"] = (catalog.health, openai)
+    return table
+
+
+ROUTES = _routes()
+JSON_HEADERS = [(b"content-type", b"application/json")]
+SSE_START_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"),
+                     *((k.encode(), v.encode()) for k, v in SSE_HEADERS)]
+
+
+def handles(scope: dict[str, Any]) -> bool:
+    return (scope["method"], scope["path"]) in ROUTES
+
+
+async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    handler, render_error = ROUTES[scope["method"], scope["path"]]
+    body = await _read_body(scope, receive)
+    if body is None:
+        return  # the client left while sending
+    if isinstance(body, ApiError):
+        await _send_json(send, render_error(body))
+        return
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    client = scope.get("client") or ("", 0)
+    request = ApiRequest(scope["method"], scope["path"], headers, body, client[0])
+    try:
+        result = await handler(request)
+    except Exception:  # a bug of ours: log it, never show a traceback
+        log.exception("unhandled error in %s", scope["path"])
+        result = render_error(ApiError(500, "internal error in the gateway", "internal_error"))
+    if isinstance(result, JsonResult):
+        await _send_json(send, result)
+    else:
+        await _send_stream(send, receive, result)
+
+
+async def _read_body(scope: dict[str, Any], receive: Receive) -> bytes | ApiError | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY:
+            return ApiError(413, "request body too large (the limit is 32 MiB)",
+                            "request_too_large")
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            return ApiError(413, "request body too large (the limit is 32 MiB)",
+                            "request_too_large")
+        parts.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(parts)
+
+
+def _encode_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+
+
+async def _send_json(send: Send, result: JsonResult) -> None:
+    await send({"type": "http.response.start", "status": result.status,
+                "headers": [*JSON_HEADERS, (b"content-length", str(len(result.body)).encode()),
+                            *_encode_headers(result.headers)]})
+    await send({"type": "http.response.body", "body": result.body})
+
+
+async def _send_stream(send: Send, receive: Receive, result: StreamResult) -> None:
+    """Relays the stream; a disconnect cancels it at once (closing the upstream request)."""
+
+    async def relay() -> None:
+        extra = [h for h in result.headers if h not in SSE_HEADERS]
+        await send({"type": "http.response.start", "status": result.status,
+                    "headers": [*SSE_START_HEADERS, *_encode_headers(extra)]})
+        async with contextlib.aclosing(result.chunks) as chunks:
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def watch_disconnect() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    relay_task = asyncio.ensure_future(relay())
+    watch_task = asyncio.ensure_future(watch_disconnect())
+    try:
+        await asyncio.wait({relay_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (relay_task, watch_task):
+            task.cancel()
+        for task in (relay_task, watch_task):
+            with contextlib.suppress(BaseException):
+                await task
