@@ -13,6 +13,7 @@ django_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
 
@@ -50,9 +51,17 @@ async def api(scope, receive, send):  # type: ignore[no-untyped-def]
     await app(scope, receive, send)
 
 
+# The admin's and the API docs' assets, from the installed apps (no collectstatic needed).
+static_app = ASGIStaticFilesHandler(django_app)
+STATIC_PREFIX = "/" + settings.STATIC_URL.lstrip("/")
+
+
 async def http_app(scope, receive, send):  # type: ignore[no-untyped-def]
-    if is_api_path(scope["path"]):
+    path = scope["path"]
+    if is_api_path(path):
         await cors(cors_policy, api, scope, receive, send)
+    elif path.startswith(STATIC_PREFIX):
+        await static_app(scope, receive, send)
     else:
         await django_app(scope, receive, send)
 
