@@ -33,6 +33,9 @@ ANTHROPIC_TYPES = {
 }
 
 
+DEFAULT_RETRY_AFTER = 5.0
+
+
 @dataclass
 class ApiError(Exception):
     status: int
@@ -46,9 +49,12 @@ class ApiError(Exception):
         return cls(err.status, err.message, err.code, None, err.retry_after)
 
     def headers(self) -> list[tuple[str, str]]:
-        if self.retry_after is None:
+        retry_after = self.retry_after
+        if retry_after is None and self.status == 429:
+            retry_after = DEFAULT_RETRY_AFTER  # SDKs honour it; without one they guess
+        if retry_after is None:
             return []
-        return [("retry-after", str(max(1, math.ceil(self.retry_after))))]
+        return [("retry-after", str(max(1, math.ceil(retry_after))))]
 
     def openai_body(self) -> dict:
         kind = OPENAI_TYPES.get(self.status, "api_error" if self.status >= 500 else

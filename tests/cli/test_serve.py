@@ -8,7 +8,9 @@ import subprocess
 import sys
 import tempfile
 
+import anthropic
 import httpx
+import pytest
 
 from tests.servers import ROOT, GatewayServer
 
@@ -79,3 +81,25 @@ def test_client_keys_are_required_when_configured(fake_iflow):
         assert bearer.status_code == 200, bearer.text
         x_api_key = httpx.post(url, json=body, headers={"x-api-key": "sk-client-one"})
         assert x_api_key.status_code == 200
+
+        message = {"model": "claude-sonnet-4-6", "max_tokens": 10, "messages": body["messages"]}
+        with_key = anthropic.Anthropic(base_url=server.url, api_key="sk-client-one",
+                                       max_retries=0)
+        assert with_key.messages.create(**message).content[0].type == "text"
+        with_token = anthropic.Anthropic(base_url=server.url, auth_token="sk-client-two",
+                                         api_key=None, max_retries=0)
+        assert with_token.messages.create(**message).content[0].type == "text"
+        with pytest.raises(anthropic.AuthenticationError) as caught:
+            anthropic.Anthropic(base_url=server.url, api_key="sk-wrong",
+                                max_retries=0).messages.create(**message)
+        assert caught.value.body["error"]["type"] == "authentication_error"
+
+
+def test_a_wrong_upstream_key_is_a_401_for_the_client(fake_iflow):
+    env = {"IFLOW_API_KEY": "sk-not-the-fakes-key", "IFLOW_BASE_URL": fake_iflow.base_url}
+    body = {"model": "glm-5", "messages": [{"role": "user", "content": "hi"}]}
+    with GatewayServer(env) as server:
+        response = httpx.post(server.url + "/v1/chat/completions", json=body)
+        assert response.status_code == 401
+        assert response.json()["error"]["type"] == "authentication_error"
+        assert fake_iflow.requests[-1].auth_error  # the fake refused it with its 434 envelope

@@ -150,6 +150,7 @@ def test_stream_errors_before_the_first_byte_are_http_errors(gateway, upstream):
     response = post(gateway, {"model": "glm-5", "max_tokens": 10, "messages": USER,
                               "stream": True})
     assert response.status_code == 429
+    assert int(response.headers["retry-after"]) >= 1
     assert response.json()["error"] == {
         "type": "rate_limit_error", "message": "Please limit to single concurrent usage"}
 
