@@ -24,7 +24,7 @@ OPTS = TranslateOptions(upstream_model="up-model")
         ({"messages": []}, "messages"),
         ({"messages": "hi"}, "messages"),
         ({"messages": [None]}, "messages.0"),
-        ({"messages": [{"role": "system", "content": "x"}]}, "messages.0.role"),
+        ({"messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
         ({"messages": [{"role": "user"}]}, "messages.0.content"),
         ({"messages": [{"role": "user", "content": 5}]}, "messages.0.content"),
         ({"messages": [user([None])]}, "messages.0.content.0"),
