@@ -20,9 +20,9 @@ from proxy.translate.openai_chat import (
     new_completion_id,
     normalize_completion,
 )
-from proxy.translate.sse import COMMENT_PING, DONE, encode_data
 from proxy.upstream.types import UpstreamError
 from proxy.vision import prepare_images
+from proxy.wire import SSE_COMMENT_PING, SSE_DONE, sse_data
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 
@@ -76,20 +76,20 @@ def validate_chat_body(body: dict[str, Any]) -> None:
 
 
 class OpenAIStreamSession:
-    keepalive = COMMENT_PING  # a comment: a named event would become an empty chunk
+    keepalive = SSE_COMMENT_PING  # a comment: a named event would become an empty chunk
 
     def __init__(self, normalizer: OpenAIStreamNormalizer) -> None:
         self.normalizer = normalizer
 
     def feed(self, chunk: dict) -> list[bytes]:
-        return [encode_data(c) for c in self.normalizer.feed(chunk)]
+        return [sse_data(c) for c in self.normalizer.feed(chunk)]
 
     def close(self) -> list[bytes]:
-        return [*(encode_data(c) for c in self.normalizer.close()), DONE]
+        return [*(sse_data(c) for c in self.normalizer.close()), SSE_DONE]
 
     def fail(self, error: ApiError) -> list[bytes]:
         # Policy: an in-band error, then the one and only [DONE].
-        return [encode_data(error.openai_body()), DONE]
+        return [sse_data(error.openai_body()), SSE_DONE]
 
 
 async def chat_completions(request: ApiRequest) -> JsonResult | StreamResult:

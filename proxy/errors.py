@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import uuid
 from dataclasses import dataclass
@@ -78,5 +77,3 @@ def new_request_id() -> str:
     return "req_" + uuid.uuid4().hex[:24]
 
 
-def dumps(data: object) -> bytes:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
-from proxy.errors import dumps
+from proxy.wire import dumps
 
 
 @dataclass

@@ -12,13 +12,13 @@ from proxy.streaming import stream_response
 from proxy.translate.anthropic_request import anthropic_to_openai
 from proxy.translate.anthropic_response import openai_to_anthropic
 from proxy.translate.anthropic_stream import AnthropicStreamTranslator
-from proxy.translate.sse import encode_event
 from proxy.translate.tokens import estimate_tokens
 from proxy.translate.types import TranslateOptions, TranslationError, UpstreamResponseError
 from proxy.upstream.types import UpstreamError
 from proxy.vision import prepare_images
+from proxy.wire import sse_event
 
-PING = encode_event("ping", {"type": "ping"})
+PING = sse_event("ping", {"type": "ping"})
 
 
 def new_message_id() -> str:
@@ -45,13 +45,13 @@ class AnthropicStreamSession:
         self.translator = translator
 
     def feed(self, chunk: dict) -> list[bytes]:
-        return [encode_event(name, data) for name, data in self.translator.feed(chunk)]
+        return [sse_event(name, data) for name, data in self.translator.feed(chunk)]
 
     def close(self) -> list[bytes]:
-        return [encode_event(name, data) for name, data in self.translator.close()]
+        return [sse_event(name, data) for name, data in self.translator.close()]
 
     def fail(self, error: ApiError) -> list[bytes]:
-        return [encode_event(name, data) for name, data in
+        return [sse_event(name, data) for name, data in
                 self.translator.error(error.message, error.anthropic_type())]
 
 

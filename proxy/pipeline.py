@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import json
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -18,6 +17,7 @@ from proxy.upstream.client import UpstreamClient
 from proxy.upstream.providers import get_provider
 from proxy.upstream.providers.base import Provider
 from proxy.upstream.types import PreparedRequest, UpstreamTarget
+from proxy.wire import loads
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise ApiError(400, "the request body is empty; send a JSON object", "invalid_json")
     try:
-        data = json.loads(body)
+        data = loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the request body is not valid JSON: {exc}", "invalid_json") from exc
     if not isinstance(data, dict):

@@ -1,31 +1,10 @@
-"""Server-sent events: splitting an upstream byte stream into `data` payloads, and encoding ours.
+"""Server-sent events: splitting an upstream byte stream into `data` payloads.
 
 Upstreams differ: iFlow writes `data:{...}` with no space, some servers use CRLF, chunks split
 lines anywhere. The parser keeps its partial line between `feed` calls, one instance per stream.
 """
 
 from __future__ import annotations
-
-import json
-from typing import Any
-
-
-def _dumps(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-
-
-def encode_data(data: Any) -> bytes:
-    """One data-only event (OpenAI chunks)."""
-    return f"data: {_dumps(data)}\n\n".encode()
-
-
-def encode_event(name: str, data: Any) -> bytes:
-    """One named event (Anthropic): `event:` line, `data:` line, blank line."""
-    return f"event: {name}\ndata: {_dumps(data)}\n\n".encode()
-
-
-DONE = b"data: [DONE]\n\n"
-COMMENT_PING = b": ping\n\n"
 
 
 class SSEDataParser:

@@ -9,7 +9,6 @@ swappable transport.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -21,6 +20,7 @@ from proxy.translate.sse import SSEDataParser
 from proxy.translate.vision import is_public_address
 from proxy.upstream.providers.base import Provider
 from proxy.upstream.types import PreparedRequest, UpstreamError
+from proxy.wire import loads
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def _lower_headers(headers: Any) -> dict[str, str]:
 
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
-        payload = json.loads(body)
+        payload = loads(body)
     except ValueError as exc:
         raise UpstreamError(502, "upstream sent invalid JSON", "upstream_invalid_json") from exc
     if not isinstance(payload, dict):
@@ -222,7 +222,7 @@ def _parse_data(provider: Provider, data: str) -> list[dict[str, Any] | None]:
     if data == "[DONE]":
         return [None]
     try:
-        values = [json.loads(data)]
+        values = [loads(data)]
     except ValueError:
         values = []
         for line in data.splitlines():
@@ -231,7 +231,7 @@ def _parse_data(provider: Provider, data: str) -> list[dict[str, Any] | None]:
                 values.append(None)
                 continue
             try:
-                values.append(json.loads(line))
+                values.append(loads(line))
             except ValueError:
                 log.warning("skipping an unparsable upstream event (%d bytes)", len(line))
     out: list[dict[str, Any] | None] = []

@@ -115,7 +115,9 @@ def test_valid_signature_non_stream(fake: FakeUpstream, client: httpx.Client) ->
     )
     rec = fake.last
     assert rec is not None
-    assert rec.auth_error is None and rec.finished and not rec.client_disconnected
+    # `finished` is set by the server thread just after the last write: the client may be first.
+    assert fake.wait_for(lambda: rec.finished, timeout=2)
+    assert rec.auth_error is None and not rec.client_disconnected
     assert rec.json == CHAT
     assert rec.header("USER-AGENT") == "iFlow-Cli"
     names = [n.lower() for n in rec.header_names]
@@ -455,7 +457,8 @@ def test_fifty_parallel_streams() -> None:
         bodies = asyncio.run(go())
         assert time.monotonic() - started < 5
         assert all(b.endswith("data:[DONE]\n\n") for b in bodies)
-        assert len(fake.requests) == 50 and all(r.finished for r in fake.requests)
+        assert len(fake.requests) == 50
+        assert fake.wait_for(lambda: all(r.finished for r in fake.requests), timeout=2)
         assert fake.max_in_flight > 10
         assert fake.errors == []
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from proxy.translate.anthropic_stream import AnthropicStreamTranslator
-from proxy.translate.sse import encode_event
+from proxy.wire import sse_event as encode_event
 from tests.translate.golden import FIXTURES, assert_golden, load
 from tests.translate.grammar import check_anthropic_stream
 
