@@ -52,6 +52,17 @@ class Account(models.Model):
     access_token_expires_at = models.DateTimeField(null=True, blank=True)
     api_key_expires_at = models.DateTimeField(null=True, blank=True)
     email = models.CharField(max_length=200, blank=True)
+    phone = models.CharField(max_length=40, blank=True)
+    api_key_name = models.CharField(
+        max_length=100, blank=True, help_text="Name of the key on platform.iflow.cn (cookie login)"
+    )
+
+    # Refresh bookkeeping. `refreshing_until` is a lease: one refresher at a time, across
+    # processes (a lost race kills a single-use refresh token).
+    refreshing_until = models.DateTimeField(null=True, blank=True)
+    last_refreshed_at = models.DateTimeField(null=True, blank=True)
+    refresh_failures = models.PositiveIntegerField(default=0)
+    next_refresh_attempt_at = models.DateTimeField(null=True, blank=True)
 
     state = models.CharField(max_length=16, choices=State.choices, default=State.ACTIVE)
     cooldown_until = models.DateTimeField(null=True, blank=True)
@@ -105,3 +116,26 @@ class ModelInfo(models.Model):
 
     def __str__(self) -> str:
         return self.model_id
+
+
+class OAuthLogin(models.Model):
+    """A login started from the admin or the command line; its `state` is single-use."""
+
+    state = models.CharField(max_length=100, unique=True)
+    redirect_uri = models.CharField(max_length=500)
+    account = models.ForeignKey(
+        Account,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        help_text="The account to log in again; empty for a new account.",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "OAuth login"
+
+    def __str__(self) -> str:
+        return f"login {self.state[:8]}… ({'used' if self.used_at else 'pending'})"

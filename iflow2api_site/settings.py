@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "ninja",
+    "django_celery_beat",
     "accounts",
     "instances",
     "proxy",
@@ -205,6 +206,21 @@ IFLOW2API = {
     "CORS_ALLOWED_ORIGINS": env_list("CORS_ALLOWED_ORIGINS", "*"),
     # Serve the hot API routes on a lean ASGI path instead of Django's handler (proxy/fastpath.py).
     "FAST_PATH": env_bool("FAST_PATH", True),
+    # --- accounts: logins, refresh, pool ---
+    # Where browsers reach this server (OAuth callback); defaults to the serve address.
+    "PUBLIC_BASE_URL": env_str("PUBLIC_BASE_URL"),
+    "IFLOW_OAUTH_BASE_URL": env_str("IFLOW_OAUTH_BASE_URL", "https://iflow.cn"),
+    "IFLOW_PLATFORM_BASE_URL": env_str("IFLOW_PLATFORM_BASE_URL", "https://platform.iflow.cn"),
+    "IFLOW_OAUTH_CLIENT_ID": env_str("IFLOW_OAUTH_CLIENT_ID", "10009311001"),
+    "IFLOW_OAUTH_CLIENT_SECRET": env_str(
+        "IFLOW_OAUTH_CLIENT_SECRET", "4Z3YjXycVsQvyGF1etiNlIBB4RsqSDtW"),  # iflow-cli's public client
+    "REFRESH_OAUTH_BEFORE_HOURS": env_float("REFRESH_OAUTH_BEFORE_HOURS", 24.0),
+    "REFRESH_COOKIE_BEFORE_HOURS": env_float("REFRESH_COOKIE_BEFORE_HOURS", 48.0),
+    "REFRESH_CHECK_SECONDS": env_float("REFRESH_CHECK_SECONDS", 300.0),
+    "POOL_QUEUE_TIMEOUT": env_float("POOL_QUEUE_TIMEOUT", 30.0),
+    "POOL_QUEUE_MAX": int(env_float("POOL_QUEUE_MAX", 200)),
+    "RATE_LIMIT_COOLDOWN_SECONDS": env_float("RATE_LIMIT_COOLDOWN_SECONDS", 60.0),
+    "AUTH_COOLDOWN_SECONDS": env_float("AUTH_COOLDOWN_SECONDS", 300.0),
     "HOST": env_str("IFLOW2API_HOST", "127.0.0.1"),
     "PORT": int(env_str("IFLOW2API_PORT", "28000")),
 }
