@@ -212,8 +212,9 @@ IFLOW2API = {
     "IFLOW_OAUTH_BASE_URL": env_str("IFLOW_OAUTH_BASE_URL", "https://iflow.cn"),
     "IFLOW_PLATFORM_BASE_URL": env_str("IFLOW_PLATFORM_BASE_URL", "https://platform.iflow.cn"),
     "IFLOW_OAUTH_CLIENT_ID": env_str("IFLOW_OAUTH_CLIENT_ID", "10009311001"),
+    # iflow-cli's public OAuth client (not a secret of ours: it ships in the CLI).
     "IFLOW_OAUTH_CLIENT_SECRET": env_str(
-        "IFLOW_OAUTH_CLIENT_SECRET", "4Z3YjXycVsQvyGF1etiNlIBB4RsqSDtW"),  # iflow-cli's public client
+        "IFLOW_OAUTH_CLIENT_SECRET", "4Z3YjXycVsQvyGF1etiNlIBB4RsqSDtW"),
     "REFRESH_OAUTH_BEFORE_HOURS": env_float("REFRESH_OAUTH_BEFORE_HOURS", 24.0),
     "REFRESH_COOKIE_BEFORE_HOURS": env_float("REFRESH_COOKIE_BEFORE_HOURS", 48.0),
     "REFRESH_CHECK_SECONDS": env_float("REFRESH_CHECK_SECONDS", 300.0),
