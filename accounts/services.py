@@ -29,6 +29,8 @@ class AccountRef:
     api_key: str
     session_id: str
     conversation_id: str
+    max_concurrency: int = 0  # 0: no limit
+    cooldown_until: float | None = None  # epoch seconds
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,8 @@ def load_routing() -> Routing:
     # connection here, as the request signals would.
     close_old_connections()
     routing = Routing()
-    for account in Account.objects.filter(enabled=True).exclude(state=Account.State.BLOCKED):
+    unusable = [Account.State.BLOCKED, Account.State.NEEDS_LOGIN]
+    for account in Account.objects.filter(enabled=True).exclude(state__in=unusable):
         routing.accounts.append(
             AccountRef(
                 id=account.pk,
@@ -80,6 +83,9 @@ def load_routing() -> Routing:
                 api_key=account.api_key,
                 session_id=account.session_id,
                 conversation_id=account.conversation_id,
+                max_concurrency=account.max_concurrency,
+                cooldown_until=account.cooldown_until.timestamp()
+                if account.cooldown_until else None,
             )
         )
     for info in ModelInfo.objects.filter(enabled=True).prefetch_related("accounts"):
@@ -133,8 +139,10 @@ def invalidate_routing() -> None:
     _snapshot.invalidate()
 
 
-def pick_account(routing: Routing, model: ModelRef) -> AccountRef | None:
-    """The first eligible account. (A pool with per-account limits comes with the accounts
-    work; this keeps the interface it will fill.)"""
-    candidates = routing.accounts_for(model)
-    return candidates[0] if candidates else None
+
+
+def request_refresh(account_id: int) -> None:
+    """The upstream refused this account's key as expired: refresh it now (in the background)."""
+    from accounts.refresh import request_refresh_now  # imported late: it brings the OAuth client
+
+    request_refresh_now(account_id)

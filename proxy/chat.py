@@ -7,21 +7,21 @@ from typing import Any
 from proxy.errors import ApiError
 from proxy.http import ApiRequest, JsonResult, StreamResult
 from proxy.pipeline import (
+    Route,
     check_client_key,
     now,
     options,
     parse_json_object,
-    resolve,
-    upstream_client,
+    resolve_model,
 )
-from proxy.streaming import stream_response
+from proxy.relay import relay
 from proxy.translate.openai_chat import (
     OpenAIStreamNormalizer,
     new_completion_id,
     normalize_completion,
 )
 from proxy.upstream.types import UpstreamError
-from proxy.vision import prepare_images
+from proxy.vision import model_for_images
 from proxy.wire import SSE_COMMENT_PING, SSE_DONE, sse_data
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
@@ -98,31 +98,26 @@ async def chat_completions(request: ApiRequest) -> JsonResult | StreamResult:
         check_client_key(request, opts)
         body = parse_json_object(request.body)
         validate_chat_body(body)
-        route = await resolve(body["model"].strip())
-        upstream_body = {**body, "model": route.model.upstream_id}
-        route = await prepare_images(route, upstream_body)
-        stream = bool(body.get("stream"))
-        prepared = route.prepare(upstream_body, stream=stream)
-        client = upstream_client()
-        if stream:
-            normalizer = OpenAIStreamNormalizer(
+        model = await resolve_model(body["model"].strip())
+        upstream_body = {**body, "model": model.upstream_id}
+        model = await model_for_images(model, upstream_body)
+        created = now()
+
+        def session(route: Route) -> OpenAIStreamSession:
+            return OpenAIStreamSession(OpenAIStreamNormalizer(
                 model=route.model.id,
-                created=now(),
+                created=created,
                 include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
                 preserve_reasoning=opts.preserve_reasoning,
-            )
-            return await stream_response(
-                client.stream_batches(route.provider, prepared),
-                OpenAIStreamSession(normalizer),
-                error_result=openai_error,
-                prelude_seconds=opts.prelude_seconds,
-                keepalive_seconds=opts.keepalive_seconds,
-            )
-        answer = await client.request_json(route.provider, prepared)
-        return JsonResult.of(normalize_completion(
-            answer, model=route.model.id, completion_id=new_completion_id(), created=now(),
-            preserve_reasoning=opts.preserve_reasoning,
-        ))
+            ))
+
+        def answer(route: Route, completion: dict) -> JsonResult:
+            return JsonResult.of(normalize_completion(
+                completion, model=route.model.id, completion_id=new_completion_id(),
+                created=created, preserve_reasoning=opts.preserve_reasoning))
+
+        return await relay(model, upstream_body, opts, stream=bool(body.get("stream")),
+                           session=session, answer=answer)
     except ApiError as error:
         return openai_error(error)
     except UpstreamError as error:

@@ -135,3 +135,5 @@ async def _send_stream(send: Send, receive: Receive, result: StreamResult) -> No
         for task in (relay_task, watch_task):
             with contextlib.suppress(BaseException):
                 await task
+        if result.cleanup is not None:
+            await result.cleanup()

@@ -3,7 +3,7 @@ framework that carries them (Django views, or the lean ASGI path in proxy/fastpa
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -53,6 +53,9 @@ class StreamResult:
     chunks: AsyncIterator[bytes]
     headers: list[tuple[str, str]] = field(default_factory=list)
     status: int = 200
+    # Idempotent; the server calls it when the response ends however it ends, also when the
+    # client left before the first chunk (a generator never started runs no `finally`).
+    cleanup: Callable[[], Awaitable[None]] | None = None
 
 
 def to_django(result: JsonResult | StreamResult) -> HttpResponse:

@@ -7,15 +7,15 @@ from typing import Any
 
 from proxy.errors import ApiError
 from proxy.http import ApiRequest, JsonResult, StreamResult
-from proxy.pipeline import check_client_key, options, parse_json_object, resolve, upstream_client
-from proxy.streaming import stream_response
+from proxy.pipeline import Route, check_client_key, options, parse_json_object, resolve_model
+from proxy.relay import relay
 from proxy.translate.anthropic_request import anthropic_to_openai
 from proxy.translate.anthropic_response import openai_to_anthropic
 from proxy.translate.anthropic_stream import AnthropicStreamTranslator
 from proxy.translate.tokens import estimate_tokens
 from proxy.translate.types import TranslateOptions, TranslationError, UpstreamResponseError
 from proxy.upstream.types import UpstreamError
-from proxy.vision import prepare_images
+from proxy.vision import model_for_images
 from proxy.wire import sse_event
 
 PING = sse_event("ping", {"type": "ping"})
@@ -63,38 +63,31 @@ async def messages(request: ApiRequest) -> JsonResult | StreamResult:
         model_name = body.get("model")
         if not isinstance(model_name, str) or not model_name.strip():
             raise ApiError(400, "model: Field required (a string)", param="model")
-        route = await resolve(model_name.strip(), map_unknown=True)
-        model = route.model
+        model = await resolve_model(model_name.strip(), map_unknown=True)
         translated = anthropic_to_openai(body, TranslateOptions(
             upstream_model=model.upstream_id,
             max_output_tokens=model.max_output_tokens,
             kimi_tool_ids=model.upstream_id.lower().startswith("kimi"),
         ))
         upstream_body = translated.body
-        route = await prepare_images(route, upstream_body)
-        stream = bool(body.get("stream"))
+        model = await model_for_images(model, upstream_body)
         stop_sequences = body.get("stop_sequences") if isinstance(
             body.get("stop_sequences"), list) else None
-        prepared = route.prepare(upstream_body, stream=stream)
-        client = upstream_client()
         message_id = new_message_id()
-        if stream:
-            translator = AnthropicStreamTranslator(
+
+        def session(route: Route) -> AnthropicStreamSession:
+            return AnthropicStreamSession(AnthropicStreamTranslator(
                 message_id=message_id, model=route.model.id,
                 input_tokens=estimate_tokens(body), tool_names=translated.tool_names,
-                stop_sequences=stop_sequences)
-            result = await stream_response(
-                client.stream_batches(route.provider, prepared),
-                AnthropicStreamSession(translator),
-                error_result=lambda error: anthropic_error(error, request_id),
-                prelude_seconds=opts.prelude_seconds,
-                keepalive_seconds=opts.keepalive_seconds,
-            )
-        else:
-            answer = await client.request_json(route.provider, prepared)
-            result = JsonResult.of(openai_to_anthropic(
-                answer, message_id=message_id, model=route.model.id,
+                stop_sequences=stop_sequences))
+
+        def answer(route: Route, completion: dict) -> JsonResult:
+            return JsonResult.of(openai_to_anthropic(
+                completion, message_id=message_id, model=route.model.id,
                 tool_names=translated.tool_names, stop_sequences=stop_sequences))
+
+        result = await relay(model, upstream_body, opts, stream=bool(body.get("stream")),
+                             session=session, answer=answer)
         result.headers.append(("request-id", request_id))
         return result
     except TranslationError as exc:

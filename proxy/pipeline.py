@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from accounts.services import AccountRef, ModelRef, pick_account, routing
+from accounts.pool import Lease, NoAccount, PoolExhausted, pool
+from accounts.services import AccountRef, ModelRef, request_refresh, routing
 from proxy.errors import ApiError
 from proxy.http import ApiRequest
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.providers import get_provider
 from proxy.upstream.providers.base import Provider
-from proxy.upstream.types import PreparedRequest, UpstreamTarget
+from proxy.upstream.types import PreparedRequest, UpstreamError, UpstreamTarget
 from proxy.wire import loads
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -113,8 +118,8 @@ def is_claude_name(name: str) -> bool:
     return lowered.startswith("claude") or "anthropic" in lowered
 
 
-async def resolve(model_name: str, *, map_unknown: bool = False) -> Route:
-    """The route for a model name. `claude-*` names always map through the tiers; other
+async def resolve_model(model_name: str, *, map_unknown: bool = False) -> ModelRef:
+    """The catalogue model for a name. `claude-*` names always map through the tiers; other
     unknown names do too when `map_unknown` (Anthropic clients), else 404."""
     table = await routing()
     model = table.find_model(model_name)
@@ -128,10 +133,10 @@ async def resolve(model_name: str, *, map_unknown: bool = False) -> Route:
     if model is None:
         raise ApiError(404, f"The model `{model_name}` does not exist or is not served here; "
                        "GET /v1/models lists the models.", "model_not_found", "model")
-    account = pick_account(table, model)
-    if account is None:
-        raise ApiError(503, f"no upstream account is configured for `{model.id}`: add one in the "
-                       "admin, or set IFLOW_API_KEY or UPSTREAM_BASE_URL", "no_upstream")
+    return model
+
+
+def route_for(model: ModelRef, account: AccountRef) -> Route:
     target = UpstreamTarget(
         provider=account.provider,
         base_url=account.base_url,
@@ -142,6 +147,68 @@ async def resolve(model_name: str, *, map_unknown: bool = False) -> Route:
         proxy_url=settings.IFLOW2API["UPSTREAM_PROXY"],
     )
     return Route(model, account, get_provider(account.provider), target)
+
+
+# Failures that another account may not share: try the next one before answering.
+FAILOVER_STATUSES = frozenset({401, 429, 502, 503, 504})
+MAX_ATTEMPTS = 3
+
+Attempt = Callable[[Route, Lease], Awaitable[T]]
+
+
+async def with_account(model: ModelRef, attempt: Attempt[T]) -> T:
+    """Runs `attempt` on a pooled account, failing over to another account when it fails
+    before anything reached the client. The attempt owns its lease once it returns (a stream
+    releases it when it ends); on failure it is released here."""
+    table = await routing()
+    accounts = table.accounts_for(model)
+    if not accounts:
+        raise ApiError(503, f"no usable upstream account for `{model.id}`: add one in the "
+                       "admin, or set IFLOW_API_KEY or UPSTREAM_BASE_URL (accounts that are "
+                       "blocked or need a login do not count)", "no_upstream")
+    conf = settings.IFLOW2API
+    failed: UpstreamError | None = None
+    tried: set[int] = set()
+    for _ in range(min(len(accounts), MAX_ATTEMPTS)):
+        candidates = [a for a in accounts if a.id not in tried]
+        try:
+            lease = await pool().acquire(candidates, timeout=conf["POOL_QUEUE_TIMEOUT"])
+        except (PoolExhausted, NoAccount) as exc:
+            if failed is not None:
+                raise failed from None
+            if isinstance(exc, NoAccount):
+                raise ApiError(503, f"no usable upstream account for `{model.id}`",
+                               "no_upstream") from None
+            raise ApiError(429, exc.message, "rate_limit_exceeded",
+                           retry_after=exc.retry_after) from None
+        try:
+            return await attempt(route_for(model, lease.account), lease)
+        except UpstreamError as err:
+            await pool().release(lease)
+            await account_failed(lease.account, err)
+            if err.status not in FAILOVER_STATUSES and err.account_action is None:
+                raise
+            failed = err
+            tried.add(lease.account.id)
+        except BaseException:
+            await pool().release(lease)
+            raise
+    assert failed is not None
+    raise failed
+
+
+async def account_failed(account: AccountRef, err: UpstreamError) -> None:
+    """What an upstream failure means for the account that got it."""
+    conf = settings.IFLOW2API
+    reason = f"{err.status} {err.message}"[:500]
+    if err.account_action == "disable":
+        await pool().block(account, f"upstream refused the key: {reason}")
+    elif err.account_action == "refresh":
+        await pool().cool_down(account, conf["AUTH_COOLDOWN_SECONDS"], reason)
+        await sync_to_async(request_refresh)(account.id)
+    elif err.account_action == "cooldown" or err.status == 429:
+        await pool().cool_down(
+            account, err.retry_after or conf["RATE_LIMIT_COOLDOWN_SECONDS"], reason)
 
 
 def now() -> int:

@@ -1,22 +1,26 @@
 """The SSE response driver shared by both APIs.
 
-It waits briefly for the upstream's first event so that early failures become a proper HTTP
-error; past that it commits to a 200 stream, flushes the headers with a keep-alive (Daphne sends
-headers only with the first body chunk), keeps the connection alive while the upstream is silent,
-turns later failures into an in-band error event, and closes the upstream request as soon as our
-client goes away (the framework cancels this generator).
+`open_stream` waits briefly for the upstream's first event so that early failures surface as
+an UpstreamError (the caller answers with a proper HTTP error, or fails over to another
+account). `stream_body` then commits to a 200 stream: it flushes the headers with a keep-alive
+when the first event is late (Daphne sends headers only with the first body chunk), keeps the
+connection alive while the upstream is silent, turns later failures into an in-band error
+event, and closes the upstream request as soon as our client goes away (the server cancels
+the generator).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from proxy.errors import ApiError
-from proxy.http import SSE_HEADERS, JsonResult, StreamResult
+from proxy.http import SSE_HEADERS, StreamResult
 from proxy.upstream.types import UpstreamError
+
+Batches = AsyncIterator[list[dict]]
 
 
 class StreamSession(Protocol):
@@ -29,35 +33,52 @@ class StreamSession(Protocol):
     def fail(self, error: ApiError) -> list[bytes]: ...
 
 
-Batches = AsyncIterator[list[dict]]
-
-
 async def _next(iterator: Batches) -> list[dict]:
     return await iterator.__anext__()
 
 
-async def stream_response(
-    batches: Batches,
-    session: StreamSession,
-    *,
-    error_result: Callable[[ApiError], JsonResult],
-    prelude_seconds: float,
-    keepalive_seconds: float,
-    on_finish: Callable[[ApiError | None], Any] | None = None,
-) -> JsonResult | StreamResult:
+async def open_stream(batches: Batches, *, prelude_seconds: float) -> asyncio.Future[list[dict]]:
+    """The pending first batch; raises UpstreamError if the upstream failed within the
+    prelude (the upstream request is closed then)."""
     pending: asyncio.Future[list[dict]] = asyncio.ensure_future(_next(batches))
     await asyncio.wait({pending}, timeout=prelude_seconds)
     if pending.done() and pending.exception() is not None:
         exc = pending.exception()
         await _close(batches)
-        error = _as_api_error(exc)
-        if on_finish:
-            on_finish(error)
-        return error_result(error)
+        if isinstance(exc, UpstreamError):
+            raise exc
+        if isinstance(exc, StopAsyncIteration):
+            raise UpstreamError(502, "upstream returned an empty stream", "empty_stream")
+        raise UpstreamError(502, f"upstream stream failed: {type(exc).__name__}",
+                            "upstream_error")
+    return pending
+
+
+def stream_body(
+    batches: Batches,
+    pending: asyncio.Future[list[dict]],
+    session: StreamSession,
+    *,
+    keepalive_seconds: float,
+    on_finish: Callable[[ApiError | None], Awaitable[Any]] | None = None,
+) -> StreamResult:
+    error: ApiError | None = None
+    finished = False
+
+    async def cleanup() -> None:
+        nonlocal finished
+        if finished:
+            return
+        finished = True
+        pending.cancel()  # a no-op when done; awaiting also retrieves a finished result
+        with contextlib.suppress(BaseException):
+            await pending
+        await _close(batches)
+        if on_finish is not None:
+            await on_finish(error)
 
     async def body() -> AsyncIterator[bytes]:
-        nonlocal pending
-        error: ApiError | None = None
+        nonlocal pending, error
         try:
             if not pending.done():
                 yield session.keepalive
@@ -70,7 +91,7 @@ async def stream_response(
                     batch = pending.result()
                 except StopAsyncIteration:
                     break
-                except Exception as exc:
+                except Exception as exc:  # every failure becomes an in-band event
                     error = _as_api_error(exc)
                     out = session.fail(error)
                     if out:
@@ -84,18 +105,13 @@ async def stream_response(
             if out:
                 yield b"".join(out)
         finally:
-            pending.cancel()  # a no-op when done; awaiting also retrieves a finished result
-            with contextlib.suppress(BaseException):
-                await pending
-            await _close(batches)
-            if on_finish:
-                on_finish(error)
+            await cleanup()
 
-    return StreamResult(body(), headers=list(SSE_HEADERS))
+    return StreamResult(body(), headers=list(SSE_HEADERS), cleanup=cleanup)
 
 
-async def _close(chunks: Batches) -> None:
-    aclose = getattr(chunks, "aclose", None)
+async def _close(batches: Batches) -> None:
+    aclose = getattr(batches, "aclose", None)
     if aclose is not None:
         with contextlib.suppress(Exception):
             await aclose()

@@ -7,8 +7,9 @@ from typing import Any
 
 from django.conf import settings
 
+from accounts.services import ModelRef
 from proxy.errors import ApiError
-from proxy.pipeline import Route, resolve, upstream_client
+from proxy.pipeline import Route, resolve_model, upstream_client
 from proxy.translate.types import TranslationError
 from proxy.translate.vision import (
     check_image,
@@ -21,40 +22,55 @@ from proxy.translate.vision import (
 from proxy.upstream.types import UpstreamError
 
 
-async def prepare_images(route: Route, body: dict[str, Any]) -> Route:
-    """Checks and rewrites the image parts of `body` (an OpenAI chat body we own) in place;
-    returns the route to use, which differs when the images need a vision model."""
+async def model_for_images(model: ModelRef, body: dict[str, Any]) -> ModelRef:
+    """Checks the data-URL images of `body` (an OpenAI chat body we own; mislabelled ones are
+    relabelled in place) and returns the model to use: the vision model when `model` cannot
+    see and the body has images."""
     parts = list(image_parts(body))
     if not parts:
-        return route
+        return model
     conf = settings.IFLOW2API
-    if not route.model.vision:
-        if conf["VISION_FALLBACK"] == "reject":
-            raise ApiError(400, f"the model `{route.model.id}` does not accept images; send them "
-                           "to a vision model", "model_not_vision", "model")
-        vision_route = await resolve(conf["VISION_MODEL"])
-        body["model"] = vision_route.model.upstream_id
-        limit = vision_route.model.max_output_tokens
-        for key in ("max_tokens", "max_completion_tokens"):
-            if limit and isinstance(body.get(key), int) and body[key] > limit:
-                body[key] = limit
-        route = vision_route
-    max_bytes = conf["IMAGE_MAX_BYTES"]
     try:
         for param, part in parts:
             url = image_url_of(part, param)
             if url.startswith("data:"):
-                media_type, data = decode_data_url(url, param, max_bytes)
+                media_type, data = decode_data_url(url, param, conf["IMAGE_MAX_BYTES"])
                 if not url.startswith(f"data:{media_type};"):  # mislabelled: send the truth
                     set_image_url(part, to_data_url(media_type, data))
-            elif route.inlines_images:
-                content_type, data = await upstream_client().fetch_image(
-                    url, max_bytes=max_bytes, timeout=conf["IMAGE_FETCH_TIMEOUT"],
-                    allow_private=conf["IMAGE_ALLOW_PRIVATE_URLS"])
-                set_image_url(part, to_data_url(check_image(data, content_type, param,
-                                                            max_bytes), data))
+    except TranslationError as exc:
+        raise ApiError(400, exc.message, "invalid_image", exc.param) from exc
+    if model.vision:
+        return model
+    if conf["VISION_FALLBACK"] == "reject":
+        raise ApiError(400, f"the model `{model.id}` does not accept images; send them to a "
+                       "vision model", "model_not_vision", "model")
+    vision = await resolve_model(conf["VISION_MODEL"])
+    body["model"] = vision.upstream_id
+    for key in ("max_tokens", "max_completion_tokens"):
+        limit = vision.max_output_tokens
+        if limit and isinstance(body.get(key), int) and body[key] > limit:
+            body[key] = limit
+    return vision
+
+
+async def inline_remote_images(route: Route, body: dict[str, Any]) -> None:
+    """iFlow takes only data URLs: fetch URL images (SSRF-guarded) and inline them. After the
+    first account's attempt nothing is left to fetch, so a failover costs nothing here."""
+    if not route.inlines_images:
+        return
+    conf = settings.IFLOW2API
+    max_bytes = conf["IMAGE_MAX_BYTES"]
+    try:
+        for param, part in image_parts(body):
+            url = image_url_of(part, param)
+            if url.startswith("data:"):
+                continue
+            content_type, data = await upstream_client().fetch_image(
+                url, max_bytes=max_bytes, timeout=conf["IMAGE_FETCH_TIMEOUT"],
+                allow_private=conf["IMAGE_ALLOW_PRIVATE_URLS"])
+            set_image_url(part, to_data_url(check_image(data, content_type, param, max_bytes),
+                                            data))
     except TranslationError as exc:
         raise ApiError(400, exc.message, "invalid_image", exc.param) from exc
     except UpstreamError as exc:
         raise ApiError(exc.status, exc.message, exc.code) from exc
-    return route

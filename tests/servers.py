@@ -39,6 +39,10 @@ class GatewayServer:
             "KEEPALIVE_SECONDS": "0.5",
             "STREAM_PRELUDE_SECONDS": "0.3",
             "UPSTREAM_READ_TIMEOUT": "3",
+            # Shared test servers play many rate-limit and auth errors in a row: the account
+            # must not sit out a cooldown after each (pool tests set their own values).
+            "RATE_LIMIT_COOLDOWN_SECONDS": "0",
+            "AUTH_COOLDOWN_SECONDS": "0",
             "PYTHONUNBUFFERED": "1",
         })
         self.env.update(env or {})
@@ -67,6 +71,16 @@ class GatewayServer:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"server did not come up:\n{self.output()}")
+
+    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Runs an `iflow2api` command against this server's home and database."""
+        return subprocess.run(
+            [sys.executable, "-m", "iflow2api_site.cli", *args], cwd=ROOT, env=self.env,
+            input=stdin, capture_output=True, text=True, timeout=120, check=True)
+
+    def shell(self, code: str) -> str:
+        """Runs Python in `iflow2api shell` (Django set up) and returns its output."""
+        return self.cli("shell", "-c", code).stdout
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

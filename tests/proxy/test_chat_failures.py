@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 
+from tests.conftest import FAKE_KEY
 from tests.fakes import scenarios as sc
 from tests.servers import GatewayServer, free_port
 from tests.sse import data_payloads
@@ -89,7 +90,7 @@ def test_unknown_api_path_is_an_openai_404(gateway):
 
 @pytest.mark.parametrize(
     ("code", "status", "error_code"),
-    [("434", 401, None), ("438", 401, None), ("439", 401, None), ("435", 400, None),
+    [("439", 401, None), ("435", 400, None),
      ("429", 429, None), ("449", 429, None), ("8211", 429, None), ("511", 413, None),
      ("514", 502, None), ("999", 502, None)],
 )
@@ -103,18 +104,42 @@ def test_envelope_errors_map_to_status_before_the_stream(gateway, upstream, code
     assert error["message"] == f"upstream says {code}"  # the upstream's wording is kept
 
 
+@pytest.mark.parametrize("code", ["434", "438"])
+def test_blocked_key_envelopes_are_401_and_take_the_account_out(fake_iflow, upstream, code):
+    env = {"IFLOW_API_KEY": FAKE_KEY, "IFLOW_BASE_URL": fake_iflow.base_url}
+    with GatewayServer(env) as server:
+        upstream.script(sc.envelope_error(code, "Access to the current AK has been blocked"))
+        first = post_raw(server, json.dumps({"model": "glm-5", "messages": MESSAGES,
+                                             "stream": True}))
+        error = assert_openai_error(first, 401)
+        assert error["message"] == "Access to the current AK has been blocked"
+        # The only account is out of rotation now, with a reason an admin can read.
+        second = post_raw(server, json.dumps({"model": "glm-5", "messages": MESSAGES}))
+        assert_openai_error(second, 503, "no_upstream")
+        assert len(upstream.chat_requests) == 1
+        health = httpx.get(server.url + "/health").json()
+        assert health["upstream_configured"] is False
+
+
 def test_envelope_context_too_long_is_context_length_exceeded(gateway, upstream):
     upstream.script(sc.envelope_error("511", "context too long"))
     response = post_raw(gateway, json.dumps({"model": "glm-5", "messages": MESSAGES}))
     assert_openai_error(response, 413, "context_length_exceeded")
 
 
-def test_upstream_http_429_keeps_retry_after(gateway, upstream):
-    upstream.script(sc.http_error(429, {"error": {"message": "slow down"}},
-                                  {"Retry-After": "7"}))
-    response = post_raw(gateway, json.dumps({"model": "glm-5", "messages": MESSAGES}))
-    assert_openai_error(response, 429)
-    assert response.headers["retry-after"] == "7"
+def test_upstream_http_429_keeps_retry_after_and_cools_the_account(fake_iflow, upstream):
+    env = {"IFLOW_API_KEY": FAKE_KEY, "IFLOW_BASE_URL": fake_iflow.base_url}
+    with GatewayServer(env) as server:
+        upstream.script(sc.http_error(429, {"error": {"message": "slow down"}},
+                                      {"Retry-After": "7"}))
+        response = post_raw(server, json.dumps({"model": "glm-5", "messages": MESSAGES}))
+        assert_openai_error(response, 429)
+        assert response.headers["retry-after"] == "7"
+        # The account sits out its cooldown: the next request is not sent upstream.
+        again = post_raw(server, json.dumps({"model": "glm-5", "messages": MESSAGES}))
+        assert_openai_error(again, 429, "rate_limit_exceeded")
+        assert 1 <= int(again.headers["retry-after"]) <= 7
+        assert len(upstream.chat_requests) == 1
 
 
 def test_empty_upstream_stream_is_an_error(gateway, upstream):

@@ -130,7 +130,7 @@ def test_thinking_round_trip_keeps_reasoning_on_the_tool_turn(client, upstream):
 
 
 @pytest.mark.parametrize(("code", "exception", "status"), [
-    ("434", anthropic.AuthenticationError, 401),
+    ("439", anthropic.AuthenticationError, 401),
     ("429", anthropic.RateLimitError, 429),
     ("435", anthropic.BadRequestError, 400),
     ("514", anthropic.InternalServerError, 502),

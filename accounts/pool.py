@@ -1,0 +1,250 @@
+"""The account pool: which account serves the next request, how many requests each may carry
+at once, and which accounts sit out a cooldown.
+
+Slots are counted in Redis when REDIS_URL is set (so the per-account limit holds across every
+web process), in this process otherwise. A Redis slot is a lease with an expiry that its holder
+renews, so a crashed process cannot keep an account busy for long. Cooldowns and blocks are
+written to the database, where every process's routing snapshot picks them up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.utils import timezone
+
+from accounts.models import Account
+from accounts.services import AccountRef, invalidate_routing
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 120.0
+RENEW_EVERY = 40.0
+POLL_SECONDS = 0.05
+
+# ZREMRANGEBYSCORE drops expired leases; a slot is taken only while fewer than `limit` remain.
+ACQUIRE_SCRIPT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  return 1
+end
+return 0
+"""
+
+
+class PoolExhausted(Exception):
+    """No account could take the request in time (→ 429 with Retry-After)."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class NoAccount(Exception):
+    """No usable account at all (blocked, needing a login, or none configured)."""
+
+
+@dataclass
+class Lease:
+    account: AccountRef
+    token: str
+    counted: bool
+    renewer: asyncio.Task | None = None
+    released: bool = False
+
+
+class LocalSlots:
+    def __init__(self) -> None:
+        self.in_flight: dict[int, int] = {}
+
+    async def try_take(self, account: AccountRef, token: str) -> bool:
+        used = self.in_flight.get(account.id, 0)
+        if used >= account.max_concurrency:
+            return False
+        self.in_flight[account.id] = used + 1
+        return True
+
+    async def give_back(self, account: AccountRef, token: str) -> None:
+        self.in_flight[account.id] = max(0, self.in_flight.get(account.id, 0) - 1)
+
+    async def renew(self, account: AccountRef, token: str) -> None:
+        return None
+
+    async def busy(self, account: AccountRef) -> int:
+        return self.in_flight.get(account.id, 0)
+
+
+class RedisSlots:
+    def __init__(self, url: str) -> None:
+        import redis.asyncio as redis
+
+        self.url = url
+        self._clients: dict[asyncio.AbstractEventLoop, redis.Redis] = {}
+        self._redis = redis
+
+    def _client(self):  # type: ignore[no-untyped-def]
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = self._redis.Redis.from_url(self.url)
+        return client
+
+    @staticmethod
+    def _key(account: AccountRef) -> str:
+        return f"iflow2api:pool:{account.id}"
+
+    async def try_take(self, account: AccountRef, token: str) -> bool:
+        now = time.time()
+        taken = await self._client().eval(
+            ACQUIRE_SCRIPT, 1, self._key(account), now, account.max_concurrency,
+            now + LEASE_SECONDS, token, int(LEASE_SECONDS * 2))
+        return bool(taken)
+
+    async def give_back(self, account: AccountRef, token: str) -> None:
+        await self._client().zrem(self._key(account), token)
+
+    async def renew(self, account: AccountRef, token: str) -> None:
+        await self._client().zadd(self._key(account), {token: time.time() + LEASE_SECONDS},
+                                  xx=True)
+
+    async def busy(self, account: AccountRef) -> int:
+        client = self._client()
+        await client.zremrangebyscore(self._key(account), "-inf", time.time())
+        return int(await client.zcard(self._key(account)))
+
+
+class AccountPool:
+    def __init__(self, slots: LocalSlots | RedisSlots) -> None:
+        self.slots = slots
+        self.waiting = 0
+        self._turn = itertools.count()
+        self._waiters: set[asyncio.Future[None]] = set()
+
+    def eligible(self, accounts: list[AccountRef]) -> tuple[list[AccountRef], float]:
+        """Accounts usable now, and the shortest cooldown left among the others."""
+        now = time.time()
+        usable, waits = [], []
+        for account in accounts:
+            left = (account.cooldown_until or 0.0) - now
+            if left > 0:
+                waits.append(left)
+            else:
+                usable.append(account)
+        return usable, min(waits, default=0.0)
+
+    async def acquire(self, accounts: list[AccountRef], *, timeout: float) -> Lease:
+        """A slot on the least busy usable account (round robin among equals), waiting up to
+        `timeout` in a bounded queue when every usable account is full."""
+        if not accounts:
+            raise NoAccount("no usable account")
+        deadline = time.monotonic() + timeout
+        queued = False
+        try:
+            while True:
+                usable, cooldown = self.eligible(accounts)
+                if not usable:
+                    raise PoolExhausted("every account for this model is cooling down "
+                                        "after rate limits", max(cooldown, 1.0))
+                lease = await self._try(usable)
+                if lease is not None:
+                    return lease
+                if not queued:
+                    if self.waiting >= settings.IFLOW2API["POOL_QUEUE_MAX"]:
+                        raise PoolExhausted("too many requests are waiting for an account", 5.0)
+                    self.waiting += 1
+                    queued = True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise PoolExhausted(
+                        "all accounts for this model are busy (per-account concurrency limit); "
+                        "try again shortly", 2.0)
+                waiter = asyncio.get_running_loop().create_future()
+                self._waiters.add(waiter)
+                try:
+                    # Local releases wake us at once; other processes' releases by polling.
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(waiter, min(left, self._poll()))
+                finally:
+                    self._waiters.discard(waiter)
+        finally:
+            if queued:
+                self.waiting -= 1
+
+    def _poll(self) -> float:
+        return POLL_SECONDS if isinstance(self.slots, RedisSlots) else 1.0
+
+    async def _try(self, usable: list[AccountRef]) -> Lease | None:
+        turn = next(self._turn)
+        order = usable[turn % len(usable):] + usable[:turn % len(usable)]
+        loads = [(await self.slots.busy(a) if a.max_concurrency else 0, i, a)
+                 for i, a in enumerate(order)]
+        for _, _, account in sorted(loads, key=lambda item: (item[0], item[1])):
+            token = uuid.uuid4().hex
+            if not account.max_concurrency:
+                return Lease(account, token, counted=False)
+            if await self.slots.try_take(account, token):
+                lease = Lease(account, token, counted=True)
+                if isinstance(self.slots, RedisSlots):
+                    lease.renewer = asyncio.ensure_future(self._renew(lease))
+                return lease
+        return None
+
+    async def _renew(self, lease: Lease) -> None:
+        while True:
+            await asyncio.sleep(RENEW_EVERY)
+            with contextlib.suppress(Exception):
+                await self.slots.renew(lease.account, lease.token)
+
+    async def release(self, lease: Lease) -> None:
+        """Gives the slot back; releasing twice is harmless."""
+        if lease.released:
+            return
+        lease.released = True
+        if lease.renewer is not None:
+            lease.renewer.cancel()
+        if lease.counted:
+            try:
+                await self.slots.give_back(lease.account, lease.token)
+            except Exception:  # Redis away: the lease expires on its own
+                log.warning("could not release a pool slot of account %s", lease.account.id)
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # Cooldowns and blocks live in the database: this process's routing snapshot is rebuilt
+    # at once (invalidated), the others' within seconds, and an admin's reset takes effect.
+    async def cool_down(self, account: AccountRef, seconds: float, reason: str) -> None:
+        await sync_to_async(_store_state)(account.id, Account.State.COOLING, reason,
+                                          timezone.now() + timedelta(seconds=seconds))
+
+    async def block(self, account: AccountRef, reason: str) -> None:
+        await sync_to_async(_store_state)(account.id, Account.State.BLOCKED, reason, None)
+
+
+def _store_state(account_id: int, state: str, reason: str, until: object) -> None:
+    Account.objects.filter(pk=account_id).update(state=state, last_error=reason[:1000],
+                                                 cooldown_until=until)
+    invalidate_routing()
+
+
+_pool: AccountPool | None = None
+
+
+def pool() -> AccountPool:
+    global _pool
+    if _pool is None:
+        url = settings.REDIS_URL
+        _pool = AccountPool(RedisSlots(url) if url else LocalSlots())
+    return _pool

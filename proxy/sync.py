@@ -1,0 +1,347 @@
+"""Talking to an account's upstream outside a client request: the model list sync behind
+`iflow2api syncmodels` and the admin's "Sync models", and the admin's "Test account" probe.
+
+Async, like every upstream call (UpstreamClient); the database work runs in sync_to_async.
+From sync code (a command, an admin action) call them through asgiref's `async_to_sync`, which
+keeps the database work on the calling thread. Nothing here returns or logs a secret: upstream
+messages are cut short and any of the account's secrets in them is masked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import transaction
+
+from accounts.models import Account, ModelInfo, Provider
+from accounts.services import invalidate_routing
+from proxy.upstream.client import UpstreamClient
+from proxy.upstream.providers import UnknownProviderError, get_provider
+from proxy.upstream.types import UpstreamError, UpstreamTarget
+
+log = logging.getLogger(__name__)
+
+SECRET_FIELDS = ("api_key", "oauth_access_token", "oauth_refresh_token", "cookie")
+PROBE_READ_TIMEOUT = 60.0  # an admin page waits for the probe: not UPSTREAM_READ_TIMEOUT's 600 s
+MAX_MESSAGE = 300
+MODEL_ID_MAX = ModelInfo._meta.get_field("model_id").max_length
+DISPLAY_MAX = ModelInfo._meta.get_field("display_name").max_length
+OWNED_BY_MAX = ModelInfo._meta.get_field("owned_by").max_length
+
+
+# ----------------------------------------------------------------------------- plumbing
+
+
+def target_for(account: Account) -> UpstreamTarget:
+    """Where and as whom to call the account's upstream (as the request path does)."""
+    return UpstreamTarget(
+        provider=account.provider,
+        base_url=account.base_url,
+        api_key=account.api_key,
+        session_id=account.session_id,
+        conversation_id=account.conversation_id,
+        account_id=account.pk,
+        proxy_url=settings.IFLOW2API["UPSTREAM_PROXY"],
+    )
+
+
+def _secrets(account: Account) -> tuple[str, ...]:
+    return tuple(s for s in (getattr(account, n) for n in SECRET_FIELDS) if s)
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """`text` cut to MAX_MESSAGE characters with every secret (or a piece of one) masked."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    text = text[:MAX_MESSAGE]
+    for secret in secrets:  # a secret cut by the truncation leaves its start behind
+        for size in range(min(len(secret) - 1, len(text)), 7, -1):
+            if text.endswith(secret[:size]):
+                text = text[: -size] + "***"
+                break
+    return text
+
+
+def describe(error: Exception, secrets: tuple[str, ...]) -> str:
+    if isinstance(error, UpstreamError):
+        text = f"HTTP {error.status} {error.code or 'upstream_error'}: {error.message}"
+    else:
+        text = f"{type(error).__name__}: {error}"
+    return redact(text, secrets)
+
+
+@contextlib.asynccontextmanager
+async def _client(
+    client: UpstreamClient | None, read_timeout: float | None = None
+) -> AsyncIterator[UpstreamClient]:
+    """The given client, or one of our own for this call (closed afterwards: its connections
+    belong to this event loop)."""
+    if client is not None:
+        yield client
+        return
+    conf = settings.IFLOW2API
+    own = UpstreamClient(
+        connect_timeout=conf["UPSTREAM_CONNECT_TIMEOUT"],
+        read_timeout=min(conf["UPSTREAM_READ_TIMEOUT"], read_timeout or float("inf")),
+        proxy=conf["UPSTREAM_PROXY"],
+    )
+    try:
+        yield own
+    finally:
+        await own.aclose()
+
+
+async def _list_models(client: UpstreamClient, account: Account) -> list[dict[str, Any]]:
+    """GET {base}/models: the entries with a string id, in the upstream's order."""
+    provider = get_provider(account.provider)
+    payload = await client.request_json(
+        provider, provider.prepare_models(target_for(account)), "GET")
+    data = payload.get("data")
+    if not isinstance(data, list):
+        raise UpstreamError(502, "the upstream's /models answer has no `data` list",
+                            "upstream_invalid_models")
+    return [e for e in data if isinstance(e, dict) and isinstance(e.get("id"), str) and e["id"]]
+
+
+# ----------------------------------------------------------------------------- model sync
+
+
+@dataclass
+class AccountSync:
+    account_id: int
+    label: str
+    listed: list[str] = field(default_factory=list)  # ids the upstream lists
+    created: list[str] = field(default_factory=list)  # new catalogue models, linked
+    linked: list[str] = field(default_factory=list)  # existing models now linked to it
+    updated: list[str] = field(default_factory=list)  # blank owned_by / display_name filled in
+    kept: list[str] = field(default_factory=list)  # left alone, with the reason
+    missing: list[str] = field(default_factory=list)  # linked here, no longer listed upstream
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def summary(self) -> str:
+        head = f"account {self.account_id} “{self.label}”"
+        if self.error:
+            return f"{head}: failed: {self.error}"
+        parts = [f"{len(self.listed)} models listed"]
+        for name, ids in (("created", self.created), ("linked", self.linked),
+                          ("updated", self.updated), ("left alone", self.kept),
+                          ("no longer listed upstream (left as they are)", self.missing)):
+            if ids:
+                parts.append(f"{name}: {', '.join(ids)}")
+        return f"{head}: " + "; ".join(parts)
+
+
+@dataclass
+class SyncReport:
+    accounts: list[AccountSync] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # selected accounts that cannot be synced
+
+    def count(self, name: str) -> int:
+        return sum(len(getattr(a, name)) for a in self.accounts)
+
+    @property
+    def failed(self) -> list[AccountSync]:
+        return [a for a in self.accounts if a.error]
+
+    def summary(self) -> str:
+        n = len(self.accounts)
+        return (
+            f"Synced {n - len(self.failed)} of {n} OpenAI-compatible account"
+            f"{'' if n == 1 else 's'}: {self.count('created')} models created, "
+            f"{self.count('linked')} linked, {self.count('updated')} updated, "
+            f"{self.count('missing')} no longer listed upstream (left as they are), "
+            f"{len(self.failed)} failed."
+        )
+
+
+def _accounts_to_sync(account_ids: list[int] | None) -> tuple[list[Account], list[str]]:
+    qs = Account.objects.order_by("pk")
+    if account_ids is None:
+        return list(qs.filter(provider=Provider.OPENAI, enabled=True)), []
+    found = {a.pk: a for a in qs.filter(pk__in=account_ids)}
+    accounts, skipped = [], []
+    for pk in dict.fromkeys(account_ids):
+        account = found.get(pk)
+        if account is None:
+            skipped.append(f"account {pk}: no such account")
+        elif account.provider != Provider.OPENAI:
+            skipped.append(f"account {pk} “{account.label}”: {account.get_provider_display()} "
+                           "accounts have no dependable model list; edit the catalogue instead")
+        else:
+            accounts.append(account)
+    return accounts, skipped
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _store_listing(account: Account, entries: list[dict[str, Any]], item: AccountSync,
+                   providers_with_accounts: set[str]) -> None:
+    listing: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        listing.setdefault(entry["id"], entry)
+    item.listed = list(listing)
+    existing = {m.model_id: m for m in
+                ModelInfo.objects.filter(model_id__in=listing).prefetch_related("accounts")}
+    for model_id, entry in listing.items():
+        owned_by = str(entry.get("owned_by") or "")[:OWNED_BY_MAX]
+        display = str(entry.get("display_name") or entry.get("name") or model_id)[:DISPLAY_MAX]
+        info = existing.get(model_id)
+        if info is None:
+            if len(model_id) > MODEL_ID_MAX:
+                item.kept.append(f"{model_id[:40]}… (id longer than {MODEL_ID_MAX})")
+                continue
+            info = ModelInfo.objects.create(
+                model_id=model_id, display_name=display, provider=Provider.OPENAI,
+                owned_by=owned_by,
+                context_length=_int_or_none(entry.get("context_length"))
+                or _int_or_none(entry.get("max_model_len")),
+            )
+            info.accounts.add(account)
+            item.created.append(model_id)
+            continue
+        changed = [name for name, value in (("owned_by", owned_by), ("display_name", display))
+                   if value and not getattr(info, name)]
+        for name in changed:
+            setattr(info, name, owned_by if name == "owned_by" else display)
+        if changed:
+            info.save(update_fields=changed)
+            item.updated.append(model_id)
+        linked = {a.pk for a in info.accounts.all()}
+        if account.pk in linked:
+            continue
+        if linked or info.provider not in providers_with_accounts:
+            # Linked models are served by their accounts whatever their provider: one more.
+            # An unlinked model whose provider has no account serves nobody: take it.
+            info.accounts.add(account)
+            item.linked.append(model_id)
+        elif info.provider != Provider.OPENAI:
+            # Linking would take it away from the other provider's accounts (a linked model is
+            # served only by its accounts): that is the admin's call.
+            item.kept.append(f"{model_id} (served by the {info.get_provider_display()} "
+                             "accounts; link it in the admin to share it)")
+        # else: unlinked and OpenAI-compatible: every such account serves it already.
+    item.missing = list(
+        ModelInfo.objects.filter(accounts=account).exclude(model_id__in=listing)
+        .order_by("model_id").values_list("model_id", flat=True))
+
+
+def _store(accounts: list[Account], listings: list[list[dict[str, Any]] | BaseException],
+           report: SyncReport) -> None:
+    with transaction.atomic():
+        providers_with_accounts = set(Account.objects.values_list("provider", flat=True))
+        for account, listing in zip(accounts, listings, strict=True):
+            item = AccountSync(account.pk, account.label)
+            report.accounts.append(item)
+            if isinstance(listing, BaseException):
+                item.error = describe(listing, _secrets(account))
+                log.warning("model sync of account %s failed: %s", account.pk, item.error)
+                continue
+            _store_listing(account, listing, item, providers_with_accounts)
+    if any(a.created or a.linked or a.updated for a in report.accounts):
+        invalidate_routing()
+
+
+async def sync_models(
+    account_ids: list[int] | None = None, *, client: UpstreamClient | None = None
+) -> SyncReport:
+    """List the models of every enabled OpenAI-compatible account (or of the given accounts)
+    and bring the catalogue up to date: new models are created and linked to the account that
+    lists them; models that disappeared upstream are only reported."""
+    report = SyncReport()
+    accounts, report.skipped = await sync_to_async(_accounts_to_sync)(account_ids)
+    async with _client(client) as upstream:
+        listings = await asyncio.gather(
+            *(_list_models(upstream, a) for a in accounts), return_exceptions=True)
+    for listing in listings:
+        if isinstance(listing, BaseException) and not isinstance(
+                listing, UpstreamError | UnknownProviderError):
+            raise listing
+    await sync_to_async(_store)(accounts, listings, report)
+    return report
+
+
+# ----------------------------------------------------------------------------- probe
+
+
+@dataclass
+class ProbeResult:
+    account_id: int
+    label: str
+    ok: bool
+    model: str = ""
+    latency_ms: int | None = None
+    message: str = ""
+
+    def summary(self) -> str:
+        head = f"account {self.account_id} “{self.label}”"
+        if self.ok:
+            return f"{head}: OK, {self.model} answered in {self.latency_ms} ms"
+        via = f" ({self.model})" if self.model else ""
+        return f"{head}{via}: {self.message}"
+
+
+def _probe_subject(account_id: int) -> tuple[Account | None, str]:
+    """The account and the catalogue model to ask (the default model when it serves it)."""
+    account = Account.objects.filter(pk=account_id).first()
+    if account is None:
+        return None, ""
+    served = list(ModelInfo.objects.filter(enabled=True, accounts=account).order_by("model_id"))
+    if not served:
+        served = list(ModelInfo.objects.filter(
+            enabled=True, provider=account.provider, accounts__isnull=True).order_by("model_id"))
+    default = settings.IFLOW2API["DEFAULT_MODEL"]
+    served.sort(key=lambda m: m.model_id != default)
+    return account, (served[0].upstream_id or served[0].model_id) if served else ""
+
+
+async def probe_account(account_id: int, *, client: UpstreamClient | None = None) -> ProbeResult:
+    """A tiny non-streaming chat completion ("ping", max_tokens 1) on the account."""
+    account, model = await sync_to_async(_probe_subject)(account_id)
+    if account is None:
+        return ProbeResult(account_id, "?", False, message="no such account")
+    result = ProbeResult(account.pk, account.label, False, model)
+    secrets = _secrets(account)
+    async with _client(client, PROBE_READ_TIMEOUT) as upstream:
+        try:
+            provider = get_provider(account.provider)
+            if not model and account.provider == Provider.OPENAI:
+                listed = await _list_models(upstream, account)
+                model = result.model = listed[0]["id"] if listed else ""
+            if not model:
+                result.message = ("no model to ask: link a model to this account in the catalogue"
+                                  " (or run Sync models)")
+                return result
+            body = {"model": model, "messages": [{"role": "user", "content": "ping"}],
+                    "max_tokens": 1}
+            started = time.perf_counter()
+            await upstream.request_json(
+                provider, provider.prepare_chat(target_for(account), body, stream=False))
+            result.latency_ms = round((time.perf_counter() - started) * 1000)
+            result.ok = True
+        except (UpstreamError, UnknownProviderError) as exc:
+            result.message = describe(exc, secrets)
+    log.info("probe of account %s: %s", account.pk,
+             "ok" if result.ok else result.message)
+    return result
+
+
+async def probe_accounts(
+    account_ids: list[int], *, client: UpstreamClient | None = None
+) -> list[ProbeResult]:
+    async with _client(client, PROBE_READ_TIMEOUT) as upstream:
+        return list(await asyncio.gather(
+            *(probe_account(pk, client=upstream) for pk in account_ids)))
