@@ -8,7 +8,7 @@ know and answer bad JSON in the client's own error format. Every path also works
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
@@ -46,7 +46,19 @@ async def run(request: HttpRequest, handler: Handler, render_error: ErrorRendere
     except Exception:  # a bug of ours: log it, never show a traceback
         log.exception("unhandled error in %s", request.path)
         result = render_error(ApiError(500, "internal error in the gateway", "internal_error"))
+    if isinstance(result, StreamResult) and result.cleanup is not None:
+        result.chunks = _cleaning_up(result)
     return to_django(result)
+
+
+async def _cleaning_up(result: StreamResult) -> AsyncIterator[bytes]:
+    # (A response Django never starts to send is not covered here; the fast path covers it.)
+    try:
+        async for chunk in result.chunks:
+            yield chunk
+    finally:
+        assert result.cleanup is not None
+        await result.cleanup()
 
 
 CHAT_SCHEMA = {
