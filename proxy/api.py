@@ -47,18 +47,18 @@ async def run(request: HttpRequest, handler: Handler, render_error: ErrorRendere
         log.exception("unhandled error in %s", request.path)
         result = render_error(ApiError(500, "internal error in the gateway", "internal_error"))
     if isinstance(result, StreamResult) and result.cleanup is not None:
-        result.chunks = _cleaning_up(result)
+        result.chunks = _cleaning_up(result.chunks, result.cleanup)
     return to_django(result)
 
 
-async def _cleaning_up(result: StreamResult) -> AsyncIterator[bytes]:
+async def _cleaning_up(chunks: AsyncIterator[bytes],
+                       cleanup: Callable[[], Awaitable[None]]) -> AsyncIterator[bytes]:
     # (A response Django never starts to send is not covered here; the fast path covers it.)
     try:
-        async for chunk in result.chunks:
+        async for chunk in chunks:
             yield chunk
     finally:
-        assert result.cleanup is not None
-        await result.cleanup()
+        await cleanup()
 
 
 CHAT_SCHEMA = {
