@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import logging
 import time
@@ -91,6 +92,11 @@ class RedisSlots:
         import redis.asyncio as redis
 
         self.url = url
+        # Account ids are per database: deployments (and test databases) sharing one Redis
+        # must not share slots.
+        database = settings.DATABASES["default"]
+        identity = f"{database.get('HOST', '')}:{database.get('PORT', '')}/{database['NAME']}"
+        self.namespace = "iflow2api:" + hashlib.sha1(identity.encode()).hexdigest()[:10]
         self._clients: dict[asyncio.AbstractEventLoop, redis.Redis] = {}
         self._redis = redis
 
@@ -101,9 +107,8 @@ class RedisSlots:
             client = self._clients[loop] = self._redis.Redis.from_url(self.url)
         return client
 
-    @staticmethod
-    def _key(account: AccountRef) -> str:
-        return f"iflow2api:pool:{account.id}"
+    def _key(self, account: AccountRef) -> str:
+        return f"{self.namespace}:pool:{account.id}"
 
     async def try_take(self, account: AccountRef, token: str) -> bool:
         now = time.time()
