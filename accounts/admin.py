@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.utils import timezone
 
 from accounts.models import Account, ModelInfo
 from accounts.services import invalidate_routing
@@ -42,10 +43,38 @@ class AccountAdmin(admin.ModelAdmin):
     list_filter = ("provider", "enabled", "state")
     search_fields = ("label", "email", "base_url")
     readonly_fields = ("source", "created_at", "updated_at")
+    # Login links (accounts/views.py): "Log in with iFlow", "Add with BXAuth cookie", re-login.
+    change_list_template = "accounts/account_change_list.html"
+    change_form_template = "accounts/account_change_form.html"
 
     def save_model(self, request: Any, obj: Account, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
         invalidate_routing()
+
+    # --- actions. proxy/admin.py appends "Test account" and "Sync models" (they call the
+    # upstream, which accounts may not import). "Refresh now" (accounts/refresh.py) goes here.
+    actions = ["enable_accounts", "disable_accounts", "reset_cooldown"]
+
+    def _changed(self, request: Any, count: int, what: str) -> None:
+        invalidate_routing()
+        self.message_user(request, f"{what} {count} account{'' if count == 1 else 's'}.",
+                          messages.SUCCESS)
+
+    @admin.action(description="Enable selected accounts")
+    def enable_accounts(self, request: Any, queryset: Any) -> None:
+        self._changed(request, queryset.update(enabled=True, updated_at=timezone.now()),
+                      "Enabled")
+
+    @admin.action(description="Disable selected accounts")
+    def disable_accounts(self, request: Any, queryset: Any) -> None:
+        self._changed(request, queryset.update(enabled=False, updated_at=timezone.now()),
+                      "Disabled")
+
+    @admin.action(description="Reset cooldown (state active, clear the last error)")
+    def reset_cooldown(self, request: Any, queryset: Any) -> None:
+        count = queryset.update(state=Account.State.ACTIVE, cooldown_until=None, last_error="",
+                                updated_at=timezone.now())
+        self._changed(request, count, "Reset the cooldown of")
 
 
 @admin.register(ModelInfo)

@@ -27,6 +27,15 @@ def _parse_expiry(value: object) -> datetime | None:
     return None
 
 
+def _file_is_newer(account: Account, file_expiry: datetime | None) -> bool:
+    """Whether the settings file holds fresher credentials than the account."""
+    if account.last_refreshed_at is None:
+        return True  # never refreshed here: the file is the only source
+    if file_expiry is None or account.access_token_expires_at is None:
+        return False
+    return file_expiry > account.access_token_expires_at
+
+
 def _upsert(source: str, defaults: dict) -> tuple[Account, bool]:
     with transaction.atomic():
         account = Account.objects.select_for_update().filter(source=source).first()
@@ -75,7 +84,15 @@ def import_iflow_settings(directory: Path) -> Account | None:
     key_expiry = _parse_expiry(data.get("api_key_expires_at"))
     if key_expiry:
         defaults["api_key_expires_at"] = key_expiry
-    account, created = _upsert(f"iflow-settings:{settings_path}", defaults)
+    source = f"iflow-settings:{settings_path}"
+    existing = Account.objects.filter(source=source).first()
+    if existing is not None and not _file_is_newer(existing, expiry):
+        # Our refresh already replaced these single-use tokens (and the key fetched with
+        # them): writing the file's older ones back would kill the account.
+        for name in ("api_key", "oauth_access_token", "oauth_refresh_token",
+                     "access_token_expires_at", "api_key_expires_at"):
+            defaults.pop(name, None)
+    account, created = _upsert(source, defaults)
     log.info("%s iFlow account from %s", "imported" if created else "updated", settings_path)
     return account
 

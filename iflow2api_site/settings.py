@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -36,10 +38,19 @@ def secret_file(path: Path, make: callable) -> str:  # type: ignore[valid-type]
     """Read a generated secret, creating it (mode 0600) on first use."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(make())
-    return path.read_text().strip()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it a moment ago
+            pass
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(make())
+    for _ in range(50):  # the other process may still be writing it
+        value = path.read_text().strip()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise RuntimeError(f"{path} is empty")
 
 
 HOME_DIR = Path(env_str("IFLOW2API_HOME") or Path.home() / ".iflow2api").expanduser()
@@ -63,6 +74,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "ninja",
     "django_celery_beat",
+    "axes",
     "accounts",
     "instances",
     "proxy",
@@ -78,6 +90,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last (admin login lockout; settings at the end)
 ]
 
 ROOT_URLCONF = "iflow2api_site.urls"
@@ -225,3 +238,46 @@ IFLOW2API = {
     "HOST": env_str("IFLOW2API_HOST", "127.0.0.1"),
     "PORT": int(env_str("IFLOW2API_PORT", "28000")),
 }
+
+
+# --- admin hardening: login lockout (django-axes), cookies, HTTPS ------------------------------
+# Lockout after repeated failed admin logins, keyed by username + client IP. Unlock early with
+# `iflow2api axes_reset_username <name>` or in the admin (Axes › Access attempts).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses locked-out logins
+    *globals().get("AUTHENTICATION_BACKENDS", ["django.contrib.auth.backends.ModelBackend"]),
+]
+AXES_FAILURE_LIMIT = int(env_float("AXES_FAILURE_LIMIT", 5))
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("AXES_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+LOGGING["loggers"]["axes"] = {"level": "WARNING"}  # failures and lockouts, not every login
+
+# Behind a TLS-terminating reverse proxy (nginx, Caddy, a PaaS router): trust its
+# X-Forwarded-Proto for request.is_secure(), and its X-Forwarded-For (last hop) as the client IP
+# for the lockout. Only set it when the proxy overwrites these headers.
+BEHIND_PROXY = env_bool("BEHIND_PROXY")
+if BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+    def forwarded_client_ip(request):  # type: ignore[no-untyped-def]
+        hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+        hops = [h for h in hops if h]
+        return hops[-1] if hops else request.META.get("REMOTE_ADDR")
+
+    AXES_CLIENT_IP_CALLABLE = forwarded_client_ip
+
+# SECURE_COOKIES=true when the admin is reached over HTTPS: session and CSRF cookies are sent
+# over HTTPS only (the admin login stops working over plain HTTP).
+SECURE_COOKIES = env_bool("SECURE_COOKIES")
+SESSION_COOKIE_SECURE = SECURE_COOKIES
+CSRF_COOKIE_SECURE = SECURE_COOKIES
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT")
+# HSTS is off unless asked for: once a browser has it, plain HTTP stays refused for that long.
+SECURE_HSTS_SECONDS = int(env_float("SECURE_HSTS_SECONDS", 0))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS")
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD")

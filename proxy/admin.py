@@ -37,3 +37,6 @@ def sync_account_models(modeladmin: AccountAdmin, request: Any, queryset: Any) -
 
 
 AccountAdmin.actions = [*AccountAdmin.actions, test_account, sync_account_models]
+
+
+from proxy import admin_requestlog  # noqa: E402, F401  (the request log admin)

@@ -117,7 +117,8 @@ async def chat_completions(request: ApiRequest) -> JsonResult | StreamResult:
                 created=created, preserve_reasoning=opts.preserve_reasoning))
 
         return await relay(model, upstream_body, opts, stream=bool(body.get("stream")),
-                           session=session, answer=answer)
+                           session=session, answer=answer, api="openai",
+                           requested_model=body["model"])
     except ApiError as error:
         return openai_error(error)
     except UpstreamError as error:

@@ -87,7 +87,8 @@ async def messages(request: ApiRequest) -> JsonResult | StreamResult:
                 tool_names=translated.tool_names, stop_sequences=stop_sequences))
 
         result = await relay(model, upstream_body, opts, stream=bool(body.get("stream")),
-                             session=session, answer=answer)
+                             session=session, answer=answer, api="anthropic",
+                             requested_model=model_name)
         result.headers.append(("request-id", request_id))
         return result
     except TranslationError as exc:

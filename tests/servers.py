@@ -95,7 +95,7 @@ class GatewayServer:
                 self.process.wait(5)
 
     def __enter__(self) -> GatewayServer:
-        return self.start()
+        return self if self.process is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

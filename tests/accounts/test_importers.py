@@ -87,3 +87,27 @@ def test_models_are_seeded_with_the_iflow_list():
     glm5 = ModelInfo.objects.get(model_id="glm-5")
     assert (glm5.context_length, glm5.max_output_tokens) == (200000, 128000)
     assert ModelInfo.objects.get(model_id="qwen-vl-max").vision
+
+
+def test_reimport_does_not_overwrite_tokens_we_refreshed(tmp_path):
+    from django.utils import timezone
+
+    write_settings(tmp_path, apiKey="sk-file")
+    (tmp_path / "oauth_creds.json").write_text(json.dumps({
+        "access_token": "at-old", "refresh_token": "rt-spent", "expiry_date": 1893456000000}))
+    account = import_iflow_settings(tmp_path)
+    # our refresh replaced the single-use refresh token and the key
+    account.oauth_refresh_token = "rt-new"
+    account.api_key = "sk-new"
+    account.access_token_expires_at = timezone.now().replace(year=2031)
+    account.last_refreshed_at = timezone.now()
+    account.save()
+    import_iflow_settings(tmp_path)
+    account.refresh_from_db()
+    assert (account.oauth_refresh_token, account.api_key) == ("rt-new", "sk-new")
+    # a file with a newer token (iflow-cli logged in again) still wins
+    (tmp_path / "oauth_creds.json").write_text(json.dumps({
+        "access_token": "at-cli", "refresh_token": "rt-cli", "expiry_date": 1988150400000}))
+    import_iflow_settings(tmp_path)
+    account.refresh_from_db()
+    assert account.oauth_refresh_token == "rt-cli"

@@ -65,7 +65,8 @@ def test_one_request_at_a_time_per_account_under_load(fake):
         results = list(workers.map(lambda _: post(server, {**BODY, "stream": True}), range(8)))
     assert all(r.status_code == 200 for r in results), [r.text for r in results]
     assert len(fake.chat_requests) == 8
-    assert fake.max_in_flight_by_key == {KEYS[0]: 1, KEYS[1]: 1}  # both used, never two at once
+    peaks = {k: v for k, v in fake.max_in_flight_by_key.items() if v}
+    assert peaks == {KEYS[0]: 1, KEYS[1]: 1}  # both used, never two at once
 
 
 def test_a_full_pool_queues_then_answers_429_in_each_clients_format(fake):
@@ -135,4 +136,4 @@ def test_the_limit_holds_across_two_processes_sharing_redis(fake):
             second.stop()
     assert all(r.status_code == 200 for r in results), [r.text for r in results]
     assert len(fake.chat_requests) == 6
-    assert fake.max_in_flight_by_key == {KEYS[0]: 1}
+    assert {k: v for k, v in fake.max_in_flight_by_key.items() if v} == {KEYS[0]: 1}

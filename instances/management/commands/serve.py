@@ -12,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from accounts.checks import ensure_secrets_readable
 from accounts.importers import import_environment, import_iflow_settings
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class Command(BaseCommand):
             )
         if not options["no_migrate"]:
             call_command("migrate", interactive=False, verbosity=0)
+        ensure_secrets_readable()  # a wrong FIELD_ENCRYPTION_KEY stops here, before serving
         self._import_accounts()
         self._check_port(host, port)
         self._admin_hint()
@@ -74,6 +76,10 @@ class Command(BaseCommand):
                 "Press Ctrl+C to stop."
             )
             self.stdout.flush()
+            if not settings.REDIS_URL:  # with Redis, Celery beat and a worker refresh tokens
+                from accounts.scheduler import start as start_refresh_scheduler
+
+                start_refresh_scheduler()  # an asyncio task on Daphne's loop
 
         Server(
             application=application,

@@ -1,0 +1,53 @@
+"""`iflow2api addaccount`: add an upstream account from a base URL and an API key.
+
+Prints the new account's id on stdout (for scripts) and a summary on stderr; the key is never
+printed (`--api-key -` reads it from stdin, which keeps it out of the shell history).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from accounts.logins import LoginError, add_api_key_account, mask_secret
+from accounts.management.commands.iflow_login import read_secret
+from accounts.models import Provider
+
+
+class Command(BaseCommand):
+    help = "Add an upstream account (OpenAI-compatible or iFlow) with an API key."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--provider", choices=Provider.values, default=Provider.OPENAI,
+                            help="openai (any OpenAI-compatible API, default) or iflow")
+        parser.add_argument("--label", required=True, help="a name for the admin")
+        parser.add_argument("--base-url", default="",
+                            help="e.g. https://api.deepseek.com/v1 (default: the provider's)")
+        parser.add_argument("--api-key", default="",
+                            help="the key; `-` reads it from stdin; omit for a server without "
+                                 "keys")
+        parser.add_argument("--models", default="",
+                            help="comma-separated model ids this account serves (added to the "
+                                 "catalogue when missing)")
+        parser.add_argument("--no-migrate", action="store_true", help="skip `migrate`")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if not options["no_migrate"]:
+            call_command("migrate", interactive=False, verbosity=0)
+        api_key = options["api_key"]
+        if api_key == "-":
+            api_key = read_secret("API key: ")
+        models = [m.strip() for m in options["models"].split(",") if m.strip()]
+        try:
+            account = add_api_key_account(options["provider"], options["label"],
+                                          options["base_url"], api_key, models)
+        except LoginError as exc:
+            raise CommandError(exc.message) from exc
+        key = mask_secret(account.api_key) if account.api_key else "none"
+        extra = f", models {', '.join(models)}" if models else ""
+        self.stderr.write(
+            f"Added {account.get_provider_display()} account #{account.pk} “{account.label}” "
+            f"({account.base_url}, key {key}{extra})")
+        self.stdout.write(str(account.pk))

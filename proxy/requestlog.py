@@ -1,0 +1,348 @@
+"""The request log: one RequestLog row per API request, written off the hot path.
+
+Where to call it (for the owner of the request path):
+- `proxy/relay.py` records every request that reaches `relay()` through `RelayTrace`
+  (below): non-streaming answers after `answer()`, streams in the `finish` callback of
+  `stream_body` (in-band error or None), errors before the stream with their status. Pass
+  `api="openai"|"anthropic"` and `requested_model=<the client's model string>` to `relay()`
+  from chat.py / messages.py; without them the api is guessed from the `answer` callable and
+  the requested model is the catalogue id.
+- Requests refused before `relay()` (bad JSON, unknown model, wrong client key) are not
+  logged yet: in the `except ApiError` branches of `chat_completions()` / `messages()` call
+  `log_request(RequestRecord(started_at=..., api=..., requested_model=..., status=error.status,
+  error=clean_error(error.message), latency_ms=...))`.
+
+`log_request()` only puts the record on an asyncio queue (bounded: when full the record is
+dropped and counted). A task on the server's loop hands batches (100 rows, or whatever arrived
+within 0.5 s) to one writer thread that bulk-creates them. What is still queued at exit is
+written by an atexit hook, best effort.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from django.db import close_old_connections
+from django.utils import timezone
+
+from proxy.errors import ApiError
+from proxy.upstream.types import UpstreamError
+
+if TYPE_CHECKING:
+    from proxy.pipeline import Route
+    from proxy.streaming import StreamSession
+
+log = logging.getLogger(__name__)
+
+QUEUE_MAX = 10_000
+BATCH_SIZE = 100
+FLUSH_SECONDS = 0.5
+ERROR_MAX = 500
+
+
+@dataclass
+class RequestRecord:
+    started_at: datetime
+    api: str  # "openai" | "anthropic"
+    model: str = ""  # the model actually used (after tier mapping and vision routing)
+    requested_model: str = ""
+    account_id: int | None = None
+    stream: bool = False
+    status: int = 200
+    latency_ms: int = 0
+    ttft_ms: int | None = None  # streams: until the first content, reasoning or tool call
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    error: str = ""  # pass it through clean_error()
+    instance: str = "default"
+    key_label: str = ""
+
+
+@dataclass
+class Stats:
+    written: int = 0
+    dropped: int = 0  # queue full
+    failed: int = 0  # the database refused a batch
+
+
+stats = Stats()
+
+# --- secrets never reach the log ----------------------------------------------------------------
+
+SECRET_PATTERNS = [
+    re.compile(r"(?i)\b(bearer|basic)\s+[\w.~+/=-]+"),
+    re.compile(r"\bsk-[\w-]{4,}"),
+    re.compile(r"(?i)\b(api[_-]?key|access[_-]?token|token|secret|password|cookie)"
+               r"(\"?\s*[:=]\s*\"?)[^\s\"',;}]+"),
+    re.compile(r"[\w+=-]{40,}"),  # long opaque strings: keys, tokens
+]
+
+
+def clean_error(text: str | None, secrets: Iterable[str] = ()) -> str:
+    """One line, at most 500 characters, with keys and tokens masked."""
+    text = " ".join(str(text or "").split())
+    for secret in secrets:
+        if secret and len(secret) >= 6:
+            text = text.replace(secret, "[redacted]")
+    text = SECRET_PATTERNS[0].sub(r"\1 [redacted]", text)
+    text = SECRET_PATTERNS[1].sub("sk-[redacted]", text)
+    text = SECRET_PATTERNS[2].sub(r"\1\2[redacted]", text)
+    text = SECRET_PATTERNS[3].sub("[redacted]", text)
+    return text if len(text) <= ERROR_MAX else text[: ERROR_MAX - 1] + "…"
+
+
+# --- the queue and its writer -------------------------------------------------------------------
+
+
+@cache
+def _executor() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="requestlog")
+
+
+def write_rows(records: list[RequestRecord]) -> None:
+    """Bulk-creates rows (in the writer thread, or at exit). Accounts deleted in the meantime
+    are logged as none."""
+    from accounts.models import Account
+    from proxy.models import RequestLog
+
+    close_old_connections()
+    try:
+        ids = {r.account_id for r in records if r.account_id is not None}
+        known = set(Account.objects.filter(pk__in=ids).values_list("pk", flat=True))
+        RequestLog.objects.bulk_create([
+            RequestLog(
+                started_at=r.started_at, instance=r.instance[:64], key_label=r.key_label[:100],
+                account_id=r.account_id if r.account_id in known else None,
+                model=r.model[:200], requested_model=r.requested_model[:200], api=r.api,
+                stream=r.stream, status=r.status, latency_ms=max(0, r.latency_ms),
+                ttft_ms=r.ttft_ms, tokens_in=r.tokens_in, tokens_out=r.tokens_out,
+                error=r.error[:ERROR_MAX],
+            )
+            for r in records
+        ])
+        stats.written += len(records)
+    except Exception:
+        stats.failed += len(records)
+        log.exception("request log: could not write %d rows", len(records))
+    finally:
+        close_old_connections()
+
+
+class _Writer:
+    """The queue of one event loop and the task that drains it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[RequestRecord] = asyncio.Queue(QUEUE_MAX)
+        self.wake = asyncio.Event()
+        self.collecting: list[RequestRecord] = []  # taken off the queue, not yet handed over
+        self.task = loop.create_task(self.run(), name="requestlog-writer")
+
+    def put(self, record: RequestRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except asyncio.QueueFull:
+            stats.dropped += 1
+            if stats.dropped % 1000 == 1:
+                log.warning("request log queue full: %d records dropped so far", stats.dropped)
+            return
+        if self.queue.qsize() >= BATCH_SIZE:
+            self.wake.set()
+
+    async def run(self) -> None:
+        while True:
+            self.collecting = [await self.queue.get()]
+            if self.queue.qsize() < BATCH_SIZE - 1:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), FLUSH_SECONDS)
+            self.wake.clear()
+            while len(self.collecting) < BATCH_SIZE and not self.queue.empty():
+                self.collecting.append(self.queue.get_nowait())
+            batch, self.collecting = self.collecting, []
+            try:
+                await self.loop.run_in_executor(_executor(), write_rows, batch)
+            finally:
+                for _ in batch:
+                    self.queue.task_done()
+
+    def take_all(self) -> list[RequestRecord]:
+        records, self.collecting = self.collecting, []
+        while not self.queue.empty():
+            records.append(self.queue.get_nowait())
+        return records
+
+
+_writer: _Writer | None = None
+
+
+def _writer_for(loop: asyncio.AbstractEventLoop) -> _Writer:
+    global _writer
+    if _writer is None or _writer.loop is not loop:
+        old, _writer = _writer, _Writer(loop)
+        if old is not None:  # another loop (tests): carry its leftovers over
+            old.task.cancel()
+            for record in old.take_all():
+                _writer.put(record)
+    return _writer
+
+
+def log_request(record: RequestRecord) -> None:
+    """Queues a row. Never blocks the loop, never raises. Off the loop (sync code) it writes
+    at once."""
+    try:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            _writer_for(loop).put(record)
+        elif _writer is not None and _writer.loop.is_running():
+            _writer.loop.call_soon_threadsafe(_writer.put, record)
+        else:
+            write_rows([record])
+    except Exception:
+        log.exception("request log: record lost")
+
+
+async def flush() -> None:
+    """Waits until everything queued on this loop is written (tests, shutdown hooks)."""
+    if _writer is not None and _writer.loop is asyncio.get_running_loop():
+        _writer.wake.set()
+        await _writer.queue.join()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    if _writer is not None:
+        records = _writer.take_all()
+        if records:
+            write_rows(records)
+
+
+# --- what relay() records -----------------------------------------------------------------------
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _has_token(chunk: dict) -> bool:
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if isinstance(delta, dict) and any(
+                delta.get(k) for k in ("content", "reasoning_content", "reasoning", "tool_calls")):
+            return True
+    return False
+
+
+@dataclass
+class RelayTrace:
+    """The outcome of one relay() call: the route of its last attempt, timings, usage."""
+
+    model: str
+    api: str
+    requested_model: str
+    stream: bool
+    started_at: datetime = field(default_factory=timezone.now)
+    start: float = field(default_factory=time.monotonic)
+    account_id: int | None = None
+    secrets: tuple[str, ...] = ()
+    first_token: float | None = None
+    usage: dict | None = None
+    closed: bool = False
+    logged: bool = False
+
+    def attempt(self, route: Route) -> None:
+        self.model = route.model.id
+        self.account_id = route.account.id
+        self.secrets = (route.account.api_key,)
+
+    def observe(self, session: StreamSession) -> StreamSession:
+        return _ObservedSession(session, self)
+
+    def answered(self, completion: dict) -> None:
+        usage = completion.get("usage") if isinstance(completion, dict) else None
+        self.usage = usage if isinstance(usage, dict) else None
+        self.finish(200)
+
+    def stream_finished(self, error: ApiError | None) -> None:
+        if error is not None:
+            self.finish(error.status, error.message)
+        elif self.closed:
+            self.finish(200)
+        else:
+            self.finish(499, "the client closed the connection before the end of the stream")
+
+    @contextlib.contextmanager
+    def failures(self) -> Iterator[None]:
+        """Records an exception leaving relay() with the status the client gets."""
+        try:
+            yield
+        except asyncio.CancelledError:
+            self.finish(499, "the client closed the connection")
+            raise
+        except (ApiError, UpstreamError) as exc:
+            self.finish(exc.status, exc.message)
+            raise
+        except Exception as exc:
+            from proxy.translate.types import UpstreamResponseError
+
+            invalid = isinstance(exc, UpstreamResponseError)
+            self.finish(502 if invalid else 500, str(exc) if invalid else type(exc).__name__)
+            raise
+
+    def finish(self, status: int, error: str = "") -> None:
+        if self.logged:
+            return
+        self.logged = True
+        try:
+            usage = self.usage or {}
+            ttft = None
+            if self.stream and self.first_token is not None:
+                ttft = round((self.first_token - self.start) * 1000)
+            log_request(RequestRecord(
+                started_at=self.started_at, api=self.api, model=self.model,
+                requested_model=self.requested_model, account_id=self.account_id,
+                stream=self.stream, status=status,
+                latency_ms=round((time.monotonic() - self.start) * 1000), ttft_ms=ttft,
+                tokens_in=_count(usage.get("prompt_tokens")),
+                tokens_out=_count(usage.get("completion_tokens")),
+                error=clean_error(error, self.secrets),
+            ))
+        except Exception:
+            log.exception("request log: record lost")
+
+
+class _ObservedSession:
+    """A StreamSession that notes the upstream usage and the first token for the trace."""
+
+    def __init__(self, inner: StreamSession, trace: RelayTrace) -> None:
+        self.inner = inner
+        self.trace = trace
+        self.keepalive = inner.keepalive
+
+    def feed(self, chunk: dict) -> list[bytes]:
+        if isinstance(chunk.get("usage"), dict):
+            self.trace.usage = chunk["usage"]
+        if self.trace.first_token is None and _has_token(chunk):
+            self.trace.first_token = time.monotonic()
+        return self.inner.feed(chunk)
+
+    def close(self) -> list[bytes]:
+        out = self.inner.close()
+        self.trace.closed = True
+        return out
+
+    def fail(self, error: ApiError) -> list[bytes]:
+        return self.inner.fail(error)

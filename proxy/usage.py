@@ -1,0 +1,163 @@
+"""The usage page (staff with view access to the request log): requests or tokens per day,
+model, account and client key over the last 7 or 30 days, as server-rendered SVG bars."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.db.models import Avg, Count, F, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+
+from proxy.models import RequestLog
+
+RANGES = (7, 30)
+METRICS = {"requests": "Requests", "tokens": "Tokens (in + out)"}
+TOP = 15
+ERRORS = ~Q(status__range=(200, 299))
+CHART_WIDTH = 720
+CHART_HEIGHT = 180
+LABEL_SPACE = 18
+BASELINE = CHART_HEIGHT - LABEL_SPACE
+
+
+@dataclass
+class Bar:
+    label: str
+    requests: int
+    errors: int
+    tokens_in: int
+    tokens_out: int
+    value: int = 0
+    share: float = 0.0  # of the largest value, 0–100
+    error_share: float = 0.0
+    # the per-day column chart
+    x: float = 0.0
+    width: float = 0.0
+    height: float = 0.0
+    error_height: float = 0.0
+    show_label: bool = True
+
+    @property
+    def tokens(self) -> int:
+        return self.tokens_in + self.tokens_out
+
+    @property
+    def top(self) -> float:
+        return round(BASELINE - self.height, 2)
+
+    @property
+    def error_top(self) -> float:
+        return round(BASELINE - self.error_height, 2)
+
+    @property
+    def center(self) -> float:
+        return self.x + self.width / 2
+
+    @property
+    def value_text(self) -> str:
+        return f"{self.value:,}"
+
+    @property
+    def errors_text(self) -> str:
+        return f"{self.errors:,}"
+
+    @property
+    def summary(self) -> str:
+        return (f"{self.label}: {self.requests:,} requests, {self.errors:,} errors, "
+                f"{self.tokens_in:,} tokens in, {self.tokens_out:,} tokens out")
+
+
+def _stats(rows: QuerySet) -> QuerySet:
+    return rows.annotate(requests=Count("id"), errors=Count("id", filter=ERRORS),
+                         input=Sum("tokens_in", default=0),
+                         output=Sum("tokens_out", default=0))
+
+
+def _bar(label: str, row: dict[str, Any]) -> Bar:
+    return Bar(label, row["requests"], row["errors"], row["input"] or 0, row["output"] or 0)
+
+
+def _scale(bars: list[Bar], metric: str) -> list[Bar]:
+    for bar in bars:
+        bar.value = bar.requests if metric == "requests" else bar.tokens
+    top = max((bar.value for bar in bars), default=0) or 1
+    for bar in bars:
+        bar.share = round(100 * bar.value / top, 2)
+        if metric == "requests":
+            bar.error_share = round(100 * bar.errors / top, 2)
+    return bars
+
+
+def _grouped(rows: QuerySet, field: str, metric: str, blank: str) -> list[Bar]:
+    order = "-requests" if metric == "requests" else "-tokens"
+    grouped = (_stats(rows.values(field))
+               .annotate(tokens=F("input") + F("output"))
+               .order_by(order, field)[:TOP])
+    return _scale([_bar(str(row[field] or blank), row) for row in grouped], metric)
+
+
+def _per_day(rows: QuerySet, first: dt.date, days: int, metric: str) -> list[Bar]:
+    tz = timezone.get_current_timezone()
+    found = {row["day"]: row for row in _stats(
+        rows.annotate(day=TruncDate("started_at", tzinfo=tz)).values("day")).order_by("day")}
+    empty = {"requests": 0, "errors": 0, "input": 0, "output": 0}
+    bars = _scale([_bar(f"{day:%m-%d}", found.get(day, empty)) for day in
+                   (first + dt.timedelta(days=i) for i in range(days))], metric)
+    slot = CHART_WIDTH / days
+    every = 1 if days <= 10 else 5
+    usable = BASELINE - 14  # room for the value above the highest bar
+    for i, bar in enumerate(bars):
+        bar.x, bar.width = round(i * slot + slot * 0.15, 2), round(slot * 0.7, 2)
+        bar.height = round(usable * bar.share / 100, 2)
+        bar.error_height = round(usable * bar.error_share / 100, 2)
+        bar.show_label = i % every == 0 or i == days - 1
+    return bars
+
+
+def _number(value: float | None, unit: str = "") -> str:
+    return "–" if value is None else f"{round(value):,}{unit}"
+
+
+def usage(request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm("proxy.view_requestlog"):
+        raise PermissionDenied
+    days = int(request.GET["days"]) if request.GET.get("days") in {"7", "30"} else RANGES[0]
+    metric = request.GET.get("metric") if request.GET.get("metric") in METRICS else "requests"
+    first = timezone.localdate() - dt.timedelta(days=days - 1)
+    since = timezone.make_aware(dt.datetime.combine(first, dt.time.min))
+    rows = RequestLog.objects.filter(started_at__gte=since)
+    totals = rows.aggregate(requests=Count("id"), errors=Count("id", filter=ERRORS),
+                            input=Sum("tokens_in", default=0),
+                            output=Sum("tokens_out", default=0),
+                            latency=Avg("latency_ms"), ttft=Avg("ttft_ms"))
+    context = {
+        **admin.site.each_context(request),
+        "title": "Usage",
+        "opts": RequestLog._meta,
+        "days": days,
+        "ranges": RANGES,
+        "metric": metric,
+        "metrics": METRICS,
+        "metric_name": METRICS[metric],
+        "since": first,
+        "since_start": since,
+        "totals": {name: _number(value, " ms" if name in {"latency", "ttft"} else "")
+                   for name, value in totals.items()},
+        "chart_width": CHART_WIDTH,
+        "chart_height": CHART_HEIGHT,
+        "baseline": BASELINE,
+        "per_day": _per_day(rows, first, days, metric),
+        "charts": [
+            ("Per model", _grouped(rows, "model", metric, "(none)")),
+            ("Per account", _grouped(rows, "account__label", metric, "(no account)")),
+            ("Per client key", _grouped(rows, "key_label", metric, "(no key)")),
+        ],
+    }
+    return render(request, "proxy/usage.html", context)
