@@ -9,6 +9,7 @@ from django.contrib import admin, messages
 from django.utils import timezone
 
 from accounts.models import Account, ModelInfo
+from accounts.refresh import refresh_account
 from accounts.services import invalidate_routing
 
 SECRET_FIELDS = ("api_key", "oauth_access_token", "oauth_refresh_token", "cookie")
@@ -52,8 +53,17 @@ class AccountAdmin(admin.ModelAdmin):
         invalidate_routing()
 
     # --- actions. proxy/admin.py appends "Test account" and "Sync models" (they call the
-    # upstream, which accounts may not import). "Refresh now" (accounts/refresh.py) goes here.
-    actions = ["enable_accounts", "disable_accounts", "reset_cooldown"]
+    # upstream, which accounts may not import).
+    actions = ["refresh_now", "enable_accounts", "disable_accounts", "reset_cooldown"]
+
+    @admin.action(description="Refresh now (OAuth token or cookie key)")
+    def refresh_now(self, request: Any, queryset: Any) -> None:
+        for account in queryset:
+            result = refresh_account(account.pk, force=True)
+            level = messages.SUCCESS if result.ok else messages.WARNING
+            detail = f": {result.message}" if result.message else ""
+            self.message_user(request, f"{account.label}: {result.status}{detail}", level)
+        invalidate_routing()
 
     def _changed(self, request: Any, count: int, what: str) -> None:
         invalidate_routing()

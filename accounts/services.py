@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
+from django.utils import timezone
 
 from accounts.models import Account, ModelInfo
 
@@ -71,6 +72,9 @@ def load_routing() -> Routing:
     # Runs outside Django's request cycle (the API fast path): drop a broken or expired
     # connection here, as the request signals would.
     close_old_connections()
+    # A cooldown ends by itself: show the account as active again once it is over.
+    Account.objects.filter(state=Account.State.COOLING, cooldown_until__lt=timezone.now()).update(
+        state=Account.State.ACTIVE, cooldown_until=None)
     routing = Routing()
     unusable = [Account.State.BLOCKED, Account.State.NEEDS_LOGIN]
     for account in Account.objects.filter(enabled=True).exclude(state__in=unusable):

@@ -391,3 +391,16 @@ def test_request_refresh_now_returns_at_once_cools_down_then_refreshes(
     fake.refresh_delay = 0.0
     again = refresh.request_refresh_now(account.pk).result(timeout=15)
     assert again.status == refresh.NOT_DUE and fake.calls("refresh") == 1
+
+
+def test_admin_refresh_now_action(fake, fake_settings, admin_client):
+    account = oauth_account(fake, timedelta(days=10))  # not due: the action forces it
+    before = fake.calls("refresh")
+    response = admin_client.post("/admin/accounts/account/", {
+        "action": "refresh_now", "index": 0, "_selected_action": [account.pk]}, follow=True)
+    shown = [str(m) for m in response.context["messages"]]
+    assert fake.calls("refresh") == before + 1
+    assert any("refreshed" in m for m in shown), shown
+    account.refresh_from_db()
+    assert account.api_key == fake.user.api_key
+    assert account.api_key not in response.content.decode()
