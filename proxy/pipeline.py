@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from accounts.models import Account
 from accounts.pool import Lease, NoAccount, PoolExhausted, pool
 from accounts.services import AccountRef, ModelRef, request_refresh, routing
 from proxy.errors import ApiError
@@ -136,8 +137,9 @@ async def resolve_model(model_name: str, *, map_unknown: bool = False) -> ModelR
     return model
 
 
-def route_for(model: ModelRef, account: AccountRef) -> Route:
-    target = UpstreamTarget(
+def target_for(account: AccountRef | Account) -> UpstreamTarget:
+    """Where and as whom to call an account's upstream (a routing snapshot's or a model's)."""
+    return UpstreamTarget(
         provider=account.provider,
         base_url=account.base_url,
         api_key=account.api_key,
@@ -146,7 +148,10 @@ def route_for(model: ModelRef, account: AccountRef) -> Route:
         account_id=account.id,
         proxy_url=settings.IFLOW2API["UPSTREAM_PROXY"],
     )
-    return Route(model, account, get_provider(account.provider), target)
+
+
+def route_for(model: ModelRef, account: AccountRef) -> Route:
+    return Route(model, account, get_provider(account.provider), target_for(account))
 
 
 # Failures that another account may not share: try the next one before answering.

@@ -23,9 +23,10 @@ from django.db import transaction
 
 from accounts.models import Account, ModelInfo, Provider
 from accounts.services import invalidate_routing
+from proxy.pipeline import target_for
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.providers import UnknownProviderError, get_provider
-from proxy.upstream.types import UpstreamError, UpstreamTarget
+from proxy.upstream.types import UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +39,6 @@ OWNED_BY_MAX = ModelInfo._meta.get_field("owned_by").max_length
 
 
 # ----------------------------------------------------------------------------- plumbing
-
-
-def target_for(account: Account) -> UpstreamTarget:
-    """Where and as whom to call the account's upstream (as the request path does)."""
-    return UpstreamTarget(
-        provider=account.provider,
-        base_url=account.base_url,
-        api_key=account.api_key,
-        session_id=account.session_id,
-        conversation_id=account.conversation_id,
-        account_id=account.pk,
-        proxy_url=settings.IFLOW2API["UPSTREAM_PROXY"],
-    )
 
 
 def _secrets(account: Account) -> tuple[str, ...]:
