@@ -235,6 +235,8 @@ IFLOW2API = {
     "POOL_QUEUE_MAX": int(env_float("POOL_QUEUE_MAX", 200)),
     "RATE_LIMIT_COOLDOWN_SECONDS": env_float("RATE_LIMIT_COOLDOWN_SECONDS", 60.0),
     "AUTH_COOLDOWN_SECONDS": env_float("AUTH_COOLDOWN_SECONDS", 300.0),
+    # SIGTERM: requests in flight may finish for this long, then open streams get an error.
+    "SHUTDOWN_GRACE_SECONDS": env_float("SHUTDOWN_GRACE_SECONDS", 30.0),
     "HOST": env_str("IFLOW2API_HOST", "127.0.0.1"),
     "PORT": int(env_str("IFLOW2API_PORT", "28000")),
 }

@@ -19,6 +19,7 @@ from typing import Any
 from proxy import catalog, chat, messages
 from proxy.errors import ApiError
 from proxy.http import SSE_HEADERS, ApiRequest, JsonResult, StreamResult
+from proxy.lifecycle import lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,17 @@ def handles(scope: dict[str, Any]) -> bool:
 
 async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
     handler, render_error = ROUTES[scope["method"], scope["path"]]
+    if lifecycle.draining:
+        error = ApiError(503, "the server is shutting down; retry the request",
+                         "server_shutting_down", retry_after=1)
+        await _send_json(send, render_error(error))
+        return
+    with lifecycle.track():
+        await _serve(scope, receive, send, handler, render_error)
+
+
+async def _serve(scope: dict[str, Any], receive: Receive, send: Send, handler: Handler,
+                 render_error: Renderer) -> None:
     body = await _read_body(scope, receive)
     if body is None:
         return  # the client left while sending

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from proxy.errors import ApiError
 from proxy.http import SSE_HEADERS, StreamResult
+from proxy.lifecycle import lifecycle
 from proxy.upstream.types import UpstreamError
 
 Batches = AsyncIterator[list[dict]]
@@ -64,12 +65,14 @@ def stream_body(
 ) -> StreamResult:
     error: ApiError | None = None
     finished = False
+    stop = lifecycle.stop_signal()
 
     async def cleanup() -> None:
         nonlocal finished
         if finished:
             return
         finished = True
+        stop.cancel()
         pending.cancel()  # a no-op when done; awaiting also retrieves a finished result
         with contextlib.suppress(BaseException):
             await pending
@@ -83,7 +86,13 @@ def stream_body(
             if not pending.done():
                 yield session.keepalive
             while True:
-                done, _ = await asyncio.wait({pending}, timeout=keepalive_seconds)
+                done, _ = await asyncio.wait({pending, stop}, timeout=keepalive_seconds,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if stop.done() and not stop.cancelled():
+                    error = ApiError(503, "the server is shutting down; retry the request",
+                                     "server_shutting_down")
+                    yield b"".join(session.fail(error))
+                    return
                 if not done:
                     yield session.keepalive
                     continue

@@ -60,9 +60,9 @@ class Command(BaseCommand):
         self._admin_hint()
 
         from daphne.endpoints import build_endpoint_description_strings
-        from daphne.server import Server
 
         from iflow2api_site.asgi import application
+        from iflow2api_site.server import DrainingServer
 
         base = f"http://{url_host(host)}:{port}"
 
@@ -76,19 +76,21 @@ class Command(BaseCommand):
                 "Press Ctrl+C to stop."
             )
             self.stdout.flush()
+            server.install_signal_handlers(settings.IFLOW2API["SHUTDOWN_GRACE_SECONDS"])
             if not settings.REDIS_URL:  # with Redis, Celery beat and a worker refresh tokens
                 from accounts.scheduler import start as start_refresh_scheduler
 
                 start_refresh_scheduler()  # an asyncio task on Daphne's loop
 
-        Server(
+        server = DrainingServer(
             application=application,
             endpoints=build_endpoint_description_strings(host=host, port=port),
-            signal_handlers=True,
+            signal_handlers=False,  # ours: SIGTERM drains instead of cutting streams
             verbosity=0,
             ready_callable=ready,
             application_close_timeout=10,
-        ).run()
+        )
+        server.run()
 
     def _import_accounts(self) -> None:
         conf = settings.IFLOW2API
