@@ -11,7 +11,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils.dateparse import parse_datetime
 
 from accounts.models import DEFAULT_BASE_URLS, Account, ModelInfo, Provider
@@ -37,6 +37,13 @@ def _file_is_newer(account: Account, file_expiry: datetime | None) -> bool:
 
 
 def _upsert(source: str, defaults: dict) -> tuple[Account, bool]:
+    try:
+        return _upsert_once(source, defaults)
+    except IntegrityError:  # another process created it a moment ago: update that one
+        return _upsert_once(source, defaults)
+
+
+def _upsert_once(source: str, defaults: dict) -> tuple[Account, bool]:
     with transaction.atomic():
         account = Account.objects.select_for_update().filter(source=source).first()
         created = account is None

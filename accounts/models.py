@@ -83,6 +83,11 @@ class Account(models.Model):
 
     class Meta:
         ordering = ["id"]
+        constraints = [
+            # Replicas importing the same source at once must end with one account.
+            models.UniqueConstraint(fields=["source"], condition=~models.Q(source=""),
+                                    name="account_unique_source"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.label} ({self.get_provider_display()})"

@@ -156,7 +156,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = HOME_DIR / "static"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# Project-wide static overrides, present in a checkout (apps ship their own static files).
+STATICFILES_DIRS = [path for path in [BASE_DIR / "static"] if path.is_dir()]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Bodies carry base64 images: accept up to 32 MiB, answer 413 beyond.

@@ -8,8 +8,9 @@ from django.conf import settings
 
 from accounts.services import routing
 from iflow2api_site import __version__
+from proxy.errors import ApiError
 from proxy.http import ApiRequest, JsonResult
-from proxy.pipeline import tier_model
+from proxy.pipeline import check_client_key, options, tier_model
 
 
 def _iso(timestamp: int) -> str:
@@ -18,6 +19,10 @@ def _iso(timestamp: int) -> str:
 
 async def list_models(request: ApiRequest) -> JsonResult:
     """One body for the OpenAI and Anthropic SDKs and Claude Code's model discovery."""
+    try:
+        check_client_key(request, options())
+    except ApiError as error:
+        return JsonResult.of(error.openai_body(), error.status, error.headers())
     table = await routing()
     data = []
     for model in table.models:

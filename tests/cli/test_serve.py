@@ -81,6 +81,10 @@ def test_client_keys_are_required_when_configured(fake_iflow):
         assert bearer.status_code == 200, bearer.text
         x_api_key = httpx.post(url, json=body, headers={"x-api-key": "sk-client-one"})
         assert x_api_key.status_code == 200
+        assert httpx.get(server.url + "/v1/models").status_code == 401
+        assert httpx.get(server.url + "/v1/models",
+                         headers={"x-api-key": "sk-client-one"}).status_code == 200
+        assert httpx.get(server.url + "/health").status_code == 200  # probes need no key
 
         message = {"model": "claude-sonnet-4-6", "max_tokens": 10, "messages": body["messages"]}
         with_key = anthropic.Anthropic(base_url=server.url, api_key="sk-client-one",
