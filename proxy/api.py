@@ -7,7 +7,6 @@ know and answer bad JSON in the client's own error format. Every path also works
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from django.core.exceptions import RequestDataTooBig
@@ -17,9 +16,14 @@ from ninja import NinjaAPI, Router
 from iflow2api_site import __version__
 from proxy import catalog, chat, messages
 from proxy.errors import ApiError
-from proxy.http import ApiRequest, JsonResult, StreamResult, to_django
-
-log = logging.getLogger(__name__)
+from proxy.http import (
+    ApiRequest,
+    JsonResult,
+    StreamResult,
+    body_too_large,
+    call_handler,
+    to_django,
+)
 
 Handler = Callable[[ApiRequest], Awaitable[JsonResult | StreamResult]]
 ErrorRenderer = Callable[[ApiError], JsonResult]
@@ -39,13 +43,8 @@ async def run(request: HttpRequest, handler: Handler, render_error: ErrorRendere
     try:
         body = request.body
     except RequestDataTooBig:
-        return to_django(render_error(ApiError(
-            413, "request body too large (the limit is 32 MiB)", "request_too_large")))
-    try:
-        result = await handler(ApiRequest.from_django(request, body))
-    except Exception:  # a bug of ours: log it, never show a traceback
-        log.exception("unhandled error in %s", request.path)
-        result = render_error(ApiError(500, "internal error in the gateway", "internal_error"))
+        return to_django(render_error(body_too_large()))
+    result = await call_handler(handler, ApiRequest.from_django(request, body), render_error)
     if isinstance(result, StreamResult) and result.cleanup is not None:
         result.chunks = _cleaning_up(result.chunks, result.cleanup)
     return to_django(result)

@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from proxy import catalog, chat, messages
 from proxy.errors import ApiError
-from proxy.http import SSE_HEADERS, ApiRequest, JsonResult, StreamResult
+from proxy.http import (
+    SSE_HEADERS,
+    ApiRequest,
+    JsonResult,
+    StreamResult,
+    body_too_large,
+    call_handler,
+)
 from proxy.lifecycle import lifecycle
-
-log = logging.getLogger(__name__)
 
 Handler = Callable[[ApiRequest], Awaitable[JsonResult | StreamResult]]
 Renderer = Callable[[ApiError], JsonResult]
@@ -78,11 +82,7 @@ async def _serve(scope: dict[str, Any], receive: Receive, send: Send, handler: H
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     client = scope.get("client") or ("", 0)
     request = ApiRequest(scope["method"], scope["path"], headers, body, client[0])
-    try:
-        result = await handler(request)
-    except Exception:  # a bug of ours: log it, never show a traceback
-        log.exception("unhandled error in %s", scope["path"])
-        result = render_error(ApiError(500, "internal error in the gateway", "internal_error"))
+    result = await call_handler(handler, request, render_error)
     if isinstance(result, JsonResult):
         await _send_json(send, result)
     else:
@@ -92,8 +92,7 @@ async def _serve(scope: dict[str, Any], receive: Receive, send: Send, handler: H
 async def _read_body(scope: dict[str, Any], receive: Receive) -> bytes | ApiError | None:
     for name, value in scope["headers"]:
         if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY:
-            return ApiError(413, "request body too large (the limit is 32 MiB)",
-                            "request_too_large")
+            return body_too_large()
     parts: list[bytes] = []
     size = 0
     while True:
@@ -103,8 +102,7 @@ async def _read_body(scope: dict[str, Any], receive: Receive) -> bytes | ApiErro
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY:
-            return ApiError(413, "request body too large (the limit is 32 MiB)",
-                            "request_too_large")
+            return body_too_large()
         parts.append(chunk)
         if not message.get("more_body"):
             return b"".join(parts)

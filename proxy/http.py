@@ -3,12 +3,16 @@ framework that carries them (Django views, or the lean ASGI path in proxy/fastpa
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
+from proxy.errors import ApiError
 from proxy.wire import dumps
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,3 +75,21 @@ def to_django(result: JsonResult | StreamResult) -> HttpResponse:
     for name, value in result.headers:
         response[name] = value
     return response
+
+
+def body_too_large() -> ApiError:
+    return ApiError(413, "request body too large (the limit is 32 MiB)", "request_too_large")
+
+
+async def call_handler(
+    handler: Callable[[ApiRequest], Awaitable[JsonResult | StreamResult]],
+    request: ApiRequest,
+    render_error: Callable[[ApiError], JsonResult],
+) -> JsonResult | StreamResult:
+    """Runs an API handler; a bug of ours is logged and answered 500 in the client's format,
+    never with a traceback."""
+    try:
+        return await handler(request)
+    except Exception:
+        log.exception("unhandled error in %s", request.path)
+        return render_error(ApiError(500, "internal error in the gateway", "internal_error"))
