@@ -367,22 +367,25 @@ def cool_down_for_auth(account_id: int, now: datetime | None = None) -> None:
     _routing_changed()
 
 
-def request_refresh_now(account_id: int) -> Future[RefreshResult | None]:
+def request_refresh_now(account_id: int, *,
+                        cool_down: bool = True) -> Future[RefreshResult | None]:
     """The chat endpoint answered 401/439 for this account: cool it down and refresh it at once.
 
     Returns at once (safe to call from async code: it does no I/O in the caller's thread). In a
     background thread it sets state COOLING / cooldown_until, then enqueues
     `refresh_account_task(force=True)` for the Celery worker when REDIS_URL is set (falling back
     to refreshing in that thread if the broker is unreachable), or refreshes in that thread
-    otherwise. The lease keeps it single-flight with the scheduled refreshes.
+    otherwise. The lease keeps it single-flight with the scheduled refreshes. `cool_down=False`:
+    the caller has cooled the account down already.
     """
     from accounts import scheduler
 
-    return scheduler.submit(_refresh_now, account_id)
+    return scheduler.submit(_refresh_now, account_id, cool_down)
 
 
-def _refresh_now(account_id: int) -> RefreshResult | None:
-    cool_down_for_auth(account_id)
+def _refresh_now(account_id: int, cool_down: bool = True) -> RefreshResult | None:
+    if cool_down:
+        cool_down_for_auth(account_id)
     if settings.REDIS_URL:
         try:
             from accounts.tasks import refresh_account_task

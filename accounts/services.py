@@ -146,7 +146,8 @@ def invalidate_routing() -> None:
 
 
 def request_refresh(account_id: int) -> None:
-    """The upstream refused this account's key as expired: refresh it now (in the background)."""
+    """The upstream refused this account's key as expired: refresh it now (in the background).
+    The pool has cooled it down already."""
     from accounts.refresh import request_refresh_now  # imported late: it brings the OAuth client
 
-    request_refresh_now(account_id)
+    request_refresh_now(account_id, cool_down=False)

@@ -17,8 +17,10 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
 
+from iflow2api_site.logs import with_request_id  # noqa: E402
+from instances.routing import websocket_app  # noqa: E402
 from proxy import fastpath  # noqa: E402
-from proxy.cors import CorsPolicy, cors  # noqa: E402
+from proxy.cors import cors, cors_policy_for  # noqa: E402
 
 API_PREFIXES = ("/v1/",)
 API_PATHS = frozenset({
@@ -40,7 +42,6 @@ class ApiHandler(ASGIHandler):
 
 
 api_app = ApiHandler()
-cors_policy = CorsPolicy(settings.IFLOW2API["CORS_ALLOWED_ORIGINS"])
 
 
 FAST_PATH = settings.IFLOW2API["FAST_PATH"]
@@ -59,11 +60,12 @@ STATIC_PREFIX = "/" + settings.STATIC_URL.lstrip("/")
 async def http_app(scope, receive, send):  # type: ignore[no-untyped-def]
     path = scope["path"]
     if is_api_path(path):
-        await cors(cors_policy, api, scope, receive, send)
+        await cors(await cors_policy_for(scope), api, scope, receive, send)
     elif path.startswith(STATIC_PREFIX):
         await static_app(scope, receive, send)
     else:
         await django_app(scope, receive, send)
 
 
-application = ProtocolTypeRouter({"http": http_app})
+# Outermost: a request id (and an access line) for every request, whichever app serves it.
+application = ProtocolTypeRouter({"http": with_request_id(http_app), "websocket": websocket_app()})

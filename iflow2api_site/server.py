@@ -7,25 +7,78 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import weakref
 from typing import Any
 
+from daphne.endpoints import build_endpoint_description_strings
+from daphne.http_protocol import HTTPFactory
 from daphne.server import Server
 from twisted.internet import reactor
+from twisted.internet.endpoints import serverFromString
 
 from proxy.lifecycle import lifecycle
 
 log = logging.getLogger(__name__)
 
 
+class ListenerFactory(HTTPFactory):
+    """Daphne's HTTP factory for one listener, remembering its connections: closing the
+    listener must also end the keep-alive connections that would outlive it."""
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(server)
+        self.channels: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        if channel is not None:
+            self.channels.add(channel)
+        return channel
+
+
+def end_keepalive(factory: Any) -> None:
+    """Idle connections close now, busy ones (a stream) once their response is done. A request
+    on a kept-alive connection of a closed listener would otherwise run as whatever instance
+    the port maps to next (the default one: no key asked)."""
+    for protocol in list(getattr(factory, "channels", ())):
+        channel = getattr(protocol, "_channel", protocol)  # Twisted wraps it (HTTP/2 choice)
+        transport = channel.transport
+        if transport is None or getattr(transport, "protocol", protocol) is not protocol:
+            continue  # gone, or handed to a WebSocket (not an API request)
+        channel.persistent = False  # requestDone closes it
+        if not getattr(channel, "_handlingRequest", True):
+            channel.loseConnection()
+
+
 class DrainingServer(Server):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        # Daphne refuses to start without endpoints; ours may all be opened later.
+        endpoints = kwargs.pop("endpoints", None) or []
+        super().__init__(*args, endpoints=endpoints or ["unused"], **kwargs)
+        self.endpoints = endpoints
         self.ports: list[Any] = []
         self.draining: asyncio.Task[None] | None = None
 
     def listen_success(self, port: Any) -> None:
         self.ports.append(port)
         super().listen_success(port)
+
+    async def open_listener(self, host: str, port: int) -> Any:
+        """Starts listening on host:port for the running server (an instance started later)."""
+        (description,) = build_endpoint_description_strings(host=host, port=port)
+        listening = serverFromString(reactor, description).listen(ListenerFactory(self))
+        port_object = await listening.asFuture(asyncio.get_running_loop())
+        self.listen_success(port_object)
+        return port_object
+
+    async def close_listener(self, port: Any) -> None:
+        """Stops accepting on one port; requests in flight on it (streams) carry on."""
+        if port in self.ports:
+            self.ports.remove(port)
+        stopped = port.stopListening()
+        if stopped is not None:
+            await stopped.asFuture(asyncio.get_running_loop())
+        end_keepalive(port.factory)
 
     def install_signal_handlers(self, grace_seconds: float) -> None:
         loop = asyncio.get_event_loop()

@@ -8,6 +8,7 @@ from typing import Any
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
 
 from proxy.models import RequestLog
 
@@ -36,9 +37,10 @@ class StatusFilter(admin.SimpleListFilter):
 @admin.register(RequestLog)
 class RequestLogAdmin(admin.ModelAdmin):
     change_list_template = "proxy/requestlog_change_list.html"
-    list_display = ("started_at", "api", "requested_model", "model", "account", "stream",
-                    "status", "latency_ms", "ttft_ms", "tokens_in", "tokens_out", "short_error")
-    list_filter = (StatusFilter, "status", "model", "api", "stream",
+    list_display = ("started_at", "instance", "key_label", "api", "model", "account",
+                    "stream", "status", "latency_ms", "ttft_ms", "tokens_in", "tokens_out",
+                    "short_error")
+    list_filter = (StatusFilter, "status", "instance", "model", "api", "stream",
                    ("account", admin.RelatedOnlyFieldListFilter), "started_at")
     search_fields = ("model", "requested_model", "error", "key_label", "account__label")
     date_hierarchy = "started_at"
@@ -48,7 +50,9 @@ class RequestLogAdmin(admin.ModelAdmin):
 
     @admin.display(description="error")
     def short_error(self, obj: RequestLog) -> str:
-        return obj.error if len(obj.error) <= 80 else obj.error[:79] + "…"
+        if len(obj.error) <= 40:
+            return obj.error
+        return format_html('<span title="{}">{}</span>', obj.error, obj.error[:39] + "…")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -10,7 +10,7 @@ from accounts.services import routing
 from iflow2api_site import __version__
 from proxy.errors import ApiError
 from proxy.http import ApiRequest, JsonResult
-from proxy.pipeline import check_client_key, options, tier_model
+from proxy.pipeline import admit
 
 
 def _iso(timestamp: int) -> str:
@@ -20,13 +20,16 @@ def _iso(timestamp: int) -> str:
 async def list_models(request: ApiRequest) -> JsonResult:
     """One body for the OpenAI and Anthropic SDKs and Claude Code's model discovery."""
     try:
-        check_client_key(request, options())
+        opts = await admit(request)
     except ApiError as error:
         return JsonResult.of(error.openai_body(), error.status, error.headers())
     table = await routing()
+    key = opts.key
     data = []
     for model in table.models:
         for name in (model.id, *model.aliases):
+            if key is not None and not key.allows(name, model.id, *model.aliases):
+                continue
             data.append({
                 "id": name,
                 "object": "model",
@@ -37,14 +40,18 @@ async def list_models(request: ApiRequest) -> JsonResult:
                 "created_at": _iso(model.created),
             })
     # Claude Code's gateway discovery keeps only ids containing "claude": list the tier aliases.
-    for alias in settings.IFLOW2API["CLAUDE_MODEL_ALIASES"]:
-        target = table.find_model(tier_model(alias))
+    extra = [*settings.IFLOW2API["CLAUDE_MODEL_ALIASES"], *opts.instance.model_aliases]
+    for alias in dict.fromkeys(extra):
+        target = table.find_model(
+            opts.instance.model_aliases.get(alias) or opts.instance.tier_model(alias))
+        if key is not None and target is not None and not key.allows(alias, target.id):
+            continue
         if target is not None and table.find_model(alias) is None:
             data.append({
                 "id": alias,
                 "object": "model",
                 "created": target.created,
-                "owned_by": "anthropic",
+                "owned_by": "anthropic" if alias.startswith("claude") else target.owned_by,
                 "type": "model",
                 "display_name": f"{alias} → {target.display_name}",
                 "created_at": _iso(target.created),

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from proxy.errors import ApiError
 from proxy.http import ApiRequest, JsonResult, StreamResult
-from proxy.pipeline import (
-    Route,
-    check_client_key,
-    now,
-    options,
-    parse_json_object,
-    resolve_model,
-)
+from proxy.pipeline import GatewayOptions, Route, admit, now, parse_json_object, resolve_model
 from proxy.relay import relay
+from proxy.requestlog import log_refused
 from proxy.translate.openai_chat import (
     OpenAIStreamNormalizer,
     new_completion_id,
@@ -93,14 +88,16 @@ class OpenAIStreamSession:
 
 
 async def chat_completions(request: ApiRequest) -> JsonResult | StreamResult:
+    started = time.monotonic()
+    opts: GatewayOptions | None = None
+    body: dict[str, Any] = {}
     try:
-        opts = options()
-        check_client_key(request, opts)
+        opts = await admit(request)
         body = parse_json_object(request.body)
         validate_chat_body(body)
-        model = await resolve_model(body["model"].strip())
+        model = await resolve_model(body["model"].strip(), opts)
         upstream_body = {**body, "model": model.upstream_id}
-        model = await model_for_images(model, upstream_body)
+        model = await model_for_images(model, upstream_body, opts)
         created = now()
 
         def session(route: Route) -> OpenAIStreamSession:
@@ -118,8 +115,11 @@ async def chat_completions(request: ApiRequest) -> JsonResult | StreamResult:
 
         return await relay(model, upstream_body, opts, stream=bool(body.get("stream")),
                            session=session, answer=answer, api="openai",
-                           requested_model=body["model"])
-    except ApiError as error:
+                           requested_model=body["model"], client_body=request.body)
+    except (ApiError, UpstreamError) as error:
+        log_refused(error, api="openai", started=started, requested_model=body.get("model"),
+                    instance=opts.instance.name if opts else request.instance,
+                    key_label=opts.key_label if opts else "")
+        if isinstance(error, UpstreamError):
+            return openai_error(ApiError.from_upstream(error))
         return openai_error(error)
-    except UpstreamError as error:
-        return openai_error(ApiError.from_upstream(error))

@@ -1,13 +1,18 @@
 """CORS for the API paths, as a small ASGI wrapper so streaming responses get their headers too.
 
-Default `*` without credentials (like the original tool), or a list of origins. Only the API
-paths go through here: the admin, its websocket and the OAuth views never send CORS headers.
+Default `*` without credentials (like the original tool), or a list of origins, per instance
+(CORS_ALLOWED_ORIGINS when the instance sets none). Only the API paths go through here: the
+admin, its websocket and the OAuth views never send CORS headers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from functools import lru_cache
 from typing import Any
+
+from instances.runtime import instance_for_port
+from instances.services import directory
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -38,6 +43,18 @@ class CorsPolicy:
         if origin and origin.decode("latin-1").lower() in self.origins:
             return origin
         return None
+
+
+@lru_cache(maxsize=64)
+def policy_of(origins: tuple[str, ...]) -> CorsPolicy:
+    return CorsPolicy(origins)
+
+
+async def cors_policy_for(scope: Scope) -> CorsPolicy:
+    """The allowed origins of the instance whose port the request came in on."""
+    server = scope.get("server") or ("", None)
+    config = (await directory()).instance(instance_for_port(server[1]))
+    return policy_of(config.cors_origins)
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

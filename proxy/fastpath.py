@@ -15,6 +15,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from instances.runtime import instance_for_port
 from proxy import catalog, chat, messages
 from proxy.errors import ApiError
 from proxy.http import (
@@ -81,7 +82,9 @@ async def _serve(scope: dict[str, Any], receive: Receive, send: Send, handler: H
         return
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     client = scope.get("client") or ("", 0)
-    request = ApiRequest(scope["method"], scope["path"], headers, body, client[0])
+    server = scope.get("server") or ("", None)
+    request = ApiRequest(scope["method"], scope["path"], headers, body, client[0],
+                         instance_for_port(server[1]))
     result = await call_handler(handler, request, render_error)
     if isinstance(result, JsonResult):
         await _send_json(send, result)

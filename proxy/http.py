@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
+from instances.runtime import instance_for_port
 from proxy.errors import ApiError
 from proxy.wire import dumps
 
@@ -22,6 +23,7 @@ class ApiRequest:
     headers: dict[str, str]  # lower-case names
     body: bytes
     client_ip: str = ""
+    instance: str = "default"  # the name of the instance whose port it came in on
 
     @classmethod
     def from_django(cls, request: HttpRequest, body: bytes) -> ApiRequest:
@@ -31,7 +33,15 @@ class ApiRequest:
             headers={k.lower(): v for k, v in request.headers.items()},
             body=body,
             client_ip=request.META.get("REMOTE_ADDR", ""),
+            instance=instance_for_port(_port(request.META.get("SERVER_PORT"))),
         )
+
+
+def _port(value: object) -> int | None:
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
 
 
 @dataclass

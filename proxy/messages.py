@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
 from proxy.errors import ApiError
 from proxy.http import ApiRequest, JsonResult, StreamResult
-from proxy.pipeline import Route, check_client_key, options, parse_json_object, resolve_model
+from proxy.pipeline import GatewayOptions, Route, admit, parse_json_object, resolve_model
 from proxy.relay import relay
+from proxy.requestlog import log_refused
 from proxy.translate.anthropic_request import anthropic_to_openai
 from proxy.translate.anthropic_response import openai_to_anthropic
 from proxy.translate.anthropic_stream import AnthropicStreamTranslator
@@ -31,7 +33,6 @@ def anthropic_error(error: ApiError, request_id: str | None = None) -> JsonResul
 
 
 def _messages_body(request: ApiRequest) -> dict[str, Any]:
-    check_client_key(request, options())
     body = parse_json_object(request.body)
     if not isinstance(body.get("messages"), list):
         raise ApiError(400, "messages: Field required (an array of messages)", param="messages")
@@ -57,20 +58,29 @@ class AnthropicStreamSession:
 
 async def messages(request: ApiRequest) -> JsonResult | StreamResult:
     request_id = "req_" + uuid.uuid4().hex[:24]
+    started = time.monotonic()
+    opts: GatewayOptions | None = None
+    body: dict[str, Any] = {}
+
+    def refused(error: Exception) -> None:
+        log_refused(error, api="anthropic", started=started, requested_model=body.get("model"),
+                    instance=opts.instance.name if opts else request.instance,
+                    key_label=opts.key_label if opts else "")
+
     try:
-        opts = options()
+        opts = await admit(request)
         body = _messages_body(request)
         model_name = body.get("model")
         if not isinstance(model_name, str) or not model_name.strip():
             raise ApiError(400, "model: Field required (a string)", param="model")
-        model = await resolve_model(model_name.strip(), map_unknown=True)
+        model = await resolve_model(model_name.strip(), opts, map_unknown=True)
         translated = anthropic_to_openai(body, TranslateOptions(
             upstream_model=model.upstream_id,
             max_output_tokens=model.max_output_tokens,
             kimi_tool_ids=model.upstream_id.lower().startswith("kimi"),
         ))
         upstream_body = translated.body
-        model = await model_for_images(model, upstream_body)
+        model = await model_for_images(model, upstream_body, opts)
         stop_sequences = body.get("stop_sequences") if isinstance(
             body.get("stop_sequences"), list) else None
         message_id = new_message_id()
@@ -88,22 +98,27 @@ async def messages(request: ApiRequest) -> JsonResult | StreamResult:
 
         result = await relay(model, upstream_body, opts, stream=bool(body.get("stream")),
                              session=session, answer=answer, api="anthropic",
-                             requested_model=model_name)
+                             requested_model=model_name, client_body=request.body)
         result.headers.append(("request-id", request_id))
         return result
     except TranslationError as exc:
-        return anthropic_error(ApiError(400, exc.message, param=exc.param), request_id)
+        error = ApiError(400, exc.message, param=exc.param)
+        refused(error)
+        return anthropic_error(error, request_id)
     except UpstreamResponseError as exc:
         return anthropic_error(ApiError(502, str(exc), "upstream_invalid"), request_id)
     except UpstreamError as exc:
+        refused(exc)
         return anthropic_error(ApiError.from_upstream(exc), request_id)
     except ApiError as error:
+        refused(error)
         return anthropic_error(error, request_id)
 
 
 async def count_tokens(request: ApiRequest) -> JsonResult:
     """A local estimate: Claude Code's editor extension sends bursts of these at start-up."""
     try:
+        await admit(request)
         body = _messages_body(request)
         return JsonResult.of({"input_tokens": max(1, estimate_tokens(body))})
     except ApiError as error:

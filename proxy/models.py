@@ -1,5 +1,5 @@
 """The request log: one row per API request, written off the hot path (proxy/requestlog.py).
-Bodies are never stored."""
+Bodies are stored only for instances that turn `log_bodies` on."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ class RequestLog(models.Model):
     tokens_in = models.PositiveIntegerField(null=True, blank=True)
     tokens_out = models.PositiveIntegerField(null=True, blank=True)
     error = models.CharField(max_length=500, blank=True)
+    request_body = models.TextField(blank=True)
+    response_body = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-started_at", "-id"]

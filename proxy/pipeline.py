@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -15,6 +14,8 @@ from django.conf import settings
 from accounts.models import Account
 from accounts.pool import Lease, NoAccount, PoolExhausted, pool
 from accounts.services import AccountRef, ModelRef, request_refresh, routing
+from instances.ratelimit import RuleRef
+from instances.services import InstanceConfig, KeyRef, directory
 from proxy.errors import ApiError
 from proxy.http import ApiRequest
 from proxy.upstream.client import UpstreamClient
@@ -28,20 +29,23 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class GatewayOptions:
-    preserve_reasoning: bool
+    """Everything a request's handling depends on: the instance it came in on (its settings),
+    the client key it brought, and the server's stream timings."""
+
+    instance: InstanceConfig
+    key: KeyRef | None
+    client_ip: str
+    rules: tuple[RuleRef, ...]
     keepalive_seconds: float
     prelude_seconds: float
-    api_keys: tuple[str, ...]
 
+    @property
+    def preserve_reasoning(self) -> bool:
+        return self.instance.preserve_reasoning
 
-def options() -> GatewayOptions:
-    conf = settings.IFLOW2API
-    return GatewayOptions(
-        preserve_reasoning=conf["PRESERVE_REASONING_CONTENT"],
-        keepalive_seconds=conf["KEEPALIVE_SECONDS"],
-        prelude_seconds=conf["STREAM_PRELUDE_SECONDS"],
-        api_keys=tuple(conf["API_KEYS"]),
-    )
+    @property
+    def key_label(self) -> str:
+        return self.key.label if self.key else ""
 
 
 @cache
@@ -54,23 +58,57 @@ def upstream_client() -> UpstreamClient:
     )
 
 
-def client_key(request: ApiRequest) -> str:
-    key = request.headers.get("x-api-key", "")
+def client_keys(request: ApiRequest) -> list[str]:
+    """The keys a request brings: x-api-key, then the Bearer token. Clients may send both
+    (Claude Code with ANTHROPIC_API_KEY=any-value and ANTHROPIC_AUTH_TOKEN=<key>): either
+    may be the valid one."""
+    keys = []
+    key = request.headers.get("x-api-key", "").strip()
+    if key:
+        keys.append(key)
     auth = request.headers.get("authorization", "")
-    if not key and auth[:7].lower() == "bearer ":
-        key = auth[7:].strip()
-    return key
+    if auth[:7].lower() == "bearer " and auth[7:].strip() not in ("", key):
+        keys.append(auth[7:].strip())
+    return keys
 
 
-def check_client_key(request: ApiRequest, opts: GatewayOptions) -> None:
-    if not opts.api_keys:
-        return
-    given = client_key(request).encode()
-    if not given:
-        raise ApiError(401, "missing API key: send it as `Authorization: Bearer` or `x-api-key`",
-                       "missing_api_key")
-    if not any(hmac.compare_digest(given, key.encode()) for key in opts.api_keys):
-        raise ApiError(401, "invalid API key", "invalid_api_key")
+def client_ip(request: ApiRequest) -> str:
+    """The client's address for per-IP rate rules: behind a reverse proxy that overwrites
+    X-Forwarded-For (BEHIND_PROXY=true), its last hop."""
+    if settings.BEHIND_PROXY:
+        hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",")]
+        hops = [h for h in hops if h]
+        if hops:
+            return hops[-1]
+    return request.client_ip
+
+
+async def admit(request: ApiRequest) -> GatewayOptions:
+    """The request's instance and client key; 401 when the instance has keys and the request
+    brings none that is valid for it."""
+    found = await directory()
+    instance = found.instance(request.instance)
+    key = None
+    if instance.requires_key:
+        given = client_keys(request)
+        if not given:
+            raise ApiError(401, "missing API key: send it as `Authorization: Bearer <key>` or "
+                           "`x-api-key: <key>`", "missing_api_key")
+        mine = [k for k in map(found.key, given) if k is not None and k.instance_id == instance.id]
+        if not mine:
+            raise ApiError(401, "invalid API key", "invalid_api_key")
+        # A usable one if there is one; else the first, to say why it is refused.
+        key = next((k for k in mine if k.enabled and not k.expired()), mine[0])
+        if not key.enabled:
+            raise ApiError(401, "this API key is disabled", "invalid_api_key")
+        if key.expired():
+            raise ApiError(401, "this API key has expired", "expired_api_key")
+    conf = settings.IFLOW2API
+    return GatewayOptions(
+        instance=instance, key=key, client_ip=client_ip(request), rules=tuple(found.rules),
+        keepalive_seconds=conf["KEEPALIVE_SECONDS"],
+        prelude_seconds=conf["STREAM_PRELUDE_SECONDS"],
+    )
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
@@ -104,41 +142,41 @@ class Route:
         return self.provider.prepare_chat(self.target, body, stream=stream)
 
 
-def tier_model(name: str) -> str:
-    """The real model a `claude-*` (or otherwise unknown) name stands for."""
-    conf = settings.IFLOW2API
-    lowered = name.lower()
-    for tier, target in conf["CLAUDE_TIERS"].items():
-        if tier in lowered:
-            return target
-    return conf["DEFAULT_MODEL"]
-
-
 def is_claude_name(name: str) -> bool:
     lowered = name.lower()
     return lowered.startswith("claude") or "anthropic" in lowered
 
 
-async def resolve_model(model_name: str, *, map_unknown: bool = False) -> ModelRef:
-    """The catalogue model for a name. `claude-*` names always map through the tiers; other
-    unknown names do too when `map_unknown` (Anthropic clients), else 404."""
+async def resolve_model(model_name: str, opts: GatewayOptions, *,
+                        map_unknown: bool = False, check_key: bool = True) -> ModelRef:
+    """The catalogue model for a name: the instance's aliases first; `claude-*` names always
+    map through the instance's tiers; other unknown names do too when `map_unknown`
+    (Anthropic clients), else 404. A key with a model list may only use those models."""
     table = await routing()
-    model = table.find_model(model_name)
-    if model is None and (map_unknown or is_claude_name(model_name)):
-        mapped = tier_model(model_name)
+    instance = opts.instance
+    name = instance.model_aliases.get(model_name) or model_name
+    model = table.find_model(name)
+    if model is None and (map_unknown or is_claude_name(name)):
+        mapped = instance.tier_model(name)
         model = table.find_model(mapped)
         if model is None:
             raise ApiError(404, f"`{model_name}` maps to `{mapped}`, which is not in the model "
-                           "catalogue; set DEFAULT_MODEL / CLAUDE_*_MODEL to a served model",
+                           "catalogue; set the default model / claude-* tiers (instance or "
+                           "DEFAULT_MODEL / CLAUDE_*_MODEL) to a served model",
                            "model_not_found", "model")
     if model is None:
         raise ApiError(404, f"The model `{model_name}` does not exist or is not served here; "
                        "GET /v1/models lists the models.", "model_not_found", "model")
+    if check_key and opts.key is not None and not opts.key.allows(
+            model_name, name, model.id, *model.aliases):
+        raise ApiError(403, f"this API key may not use the model `{model_name}`",
+                       "model_not_allowed", "model")
     return model
 
 
-def target_for(account: AccountRef | Account) -> UpstreamTarget:
-    """Where and as whom to call an account's upstream (a routing snapshot's or a model's)."""
+def target_for(account: AccountRef | Account, proxy: str | None = None) -> UpstreamTarget:
+    """Where and as whom to call an account's upstream (a routing snapshot's or a model's),
+    through `proxy` (default UPSTREAM_PROXY)."""
     return UpstreamTarget(
         provider=account.provider,
         base_url=account.base_url,
@@ -146,12 +184,12 @@ def target_for(account: AccountRef | Account) -> UpstreamTarget:
         session_id=account.session_id,
         conversation_id=account.conversation_id,
         account_id=account.id,
-        proxy_url=settings.IFLOW2API["UPSTREAM_PROXY"],
+        proxy_url=proxy or settings.IFLOW2API["UPSTREAM_PROXY"],
     )
 
 
-def route_for(model: ModelRef, account: AccountRef) -> Route:
-    return Route(model, account, get_provider(account.provider), target_for(account))
+def route_for(model: ModelRef, account: AccountRef, proxy: str | None = None) -> Route:
+    return Route(model, account, get_provider(account.provider), target_for(account, proxy))
 
 
 # Failures that another account may not share: try the next one before answering.
@@ -161,12 +199,15 @@ MAX_ATTEMPTS = 3
 Attempt = Callable[[Route, Lease], Awaitable[T]]
 
 
-async def with_account(model: ModelRef, attempt: Attempt[T]) -> T:
+async def with_account(model: ModelRef, attempt: Attempt[T], opts: GatewayOptions) -> T:
     """Runs `attempt` on a pooled account, failing over to another account when it fails
     before anything reached the client. The attempt owns its lease once it returns (a stream
     releases it when it ends); on failure it is released here."""
     table = await routing()
     accounts = table.accounts_for(model)
+    allowed = opts.instance.account_ids
+    if allowed:
+        accounts = [a for a in accounts if a.id in allowed]
     if not accounts:
         raise ApiError(503, f"no usable upstream account for `{model.id}`: add one in the "
                        "admin, or set IFLOW_API_KEY or UPSTREAM_BASE_URL (accounts that are "
@@ -187,9 +228,11 @@ async def with_account(model: ModelRef, attempt: Attempt[T]) -> T:
             raise ApiError(429, exc.message, "rate_limit_exceeded",
                            retry_after=exc.retry_after) from None
         try:
-            return await attempt(route_for(model, lease.account), lease)
+            return await attempt(
+                route_for(model, lease.account, opts.instance.upstream_proxy), lease)
         except UpstreamError as err:
             await pool().release(lease)
+            hide_secrets(err, lease.account)
             await account_failed(lease.account, err)
             if err.status not in FAILOVER_STATUSES and err.account_action is None:
                 raise
@@ -200,6 +243,14 @@ async def with_account(model: ModelRef, attempt: Attempt[T]) -> T:
             raise
     assert failed is not None
     raise failed
+
+
+def hide_secrets(err: UpstreamError | ApiError, account: AccountRef) -> None:
+    """An upstream may quote the key it was called with in its error text: never pass the
+    account's secrets on to our client."""
+    for secret in (account.api_key,):
+        if secret and len(secret) >= 6 and secret in err.message:
+            err.message = err.message.replace(secret, "[redacted]")
 
 
 async def account_failed(account: AccountRef, err: UpstreamError) -> None:

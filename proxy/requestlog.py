@@ -1,16 +1,13 @@
 """The request log: one RequestLog row per API request, written off the hot path.
 
-Where to call it (for the owner of the request path):
+Where it is called:
 - `proxy/relay.py` records every request that reaches `relay()` through `RelayTrace`
   (below): non-streaming answers after `answer()`, streams in the `finish` callback of
-  `stream_body` (in-band error or None), errors before the stream with their status. Pass
-  `api="openai"|"anthropic"` and `requested_model=<the client's model string>` to `relay()`
-  from chat.py / messages.py; without them the api is guessed from the `answer` callable and
-  the requested model is the catalogue id.
-- Requests refused before `relay()` (bad JSON, unknown model, wrong client key) are not
-  logged yet: in the `except ApiError` branches of `chat_completions()` / `messages()` call
-  `log_request(RequestRecord(started_at=..., api=..., requested_model=..., status=error.status,
-  error=clean_error(error.message), latency_ms=...))`.
+  `stream_body` (in-band error or None), errors before the stream with their status (a
+  rate-limit refusal included). Errors it recorded are marked, so the handlers do not log
+  them twice.
+- Requests refused before `relay()` (bad JSON, unknown model, wrong client key) are logged by
+  the handlers through `log_refused()`.
 
 `log_request()` only puts the record on an asyncio queue (bounded: when full the record is
 dropped and counted). A task on the server's loop hands batches (100 rows, or whatever arrived
@@ -23,19 +20,22 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import contextvars
 import logging
 import re
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from django.db import close_old_connections
 from django.utils import timezone
 
+from instances import status as live_status
+from proxy import metrics
 from proxy.errors import ApiError
 from proxy.upstream.types import UpstreamError
 
@@ -67,6 +67,8 @@ class RequestRecord:
     error: str = ""  # pass it through clean_error()
     instance: str = "default"
     key_label: str = ""
+    request_body: str = ""  # only for instances with log_bodies
+    response_body: str = ""
 
 
 @dataclass
@@ -127,7 +129,8 @@ def write_rows(records: list[RequestRecord]) -> None:
                 model=r.model[:200], requested_model=r.requested_model[:200], api=r.api,
                 stream=r.stream, status=r.status, latency_ms=max(0, r.latency_ms),
                 ttft_ms=r.ttft_ms, tokens_in=r.tokens_in, tokens_out=r.tokens_out,
-                error=r.error[:ERROR_MAX],
+                error=r.error[:ERROR_MAX], request_body=r.request_body,
+                response_body=r.response_body,
             )
             for r in records
         ])
@@ -147,7 +150,10 @@ class _Writer:
         self.queue: asyncio.Queue[RequestRecord] = asyncio.Queue(QUEUE_MAX)
         self.wake = asyncio.Event()
         self.collecting: list[RequestRecord] = []  # taken off the queue, not yet handed over
-        self.task = loop.create_task(self.run(), name="requestlog-writer")
+        # A fresh context: the writer must not carry the request id of the request that
+        # happened to start it.
+        self.task = loop.create_task(self.run(), name="requestlog-writer",
+                                     context=contextvars.Context())
 
     def put(self, record: RequestRecord) -> None:
         try:
@@ -175,6 +181,7 @@ class _Writer:
             finally:
                 for _ in batch:
                     self.queue.task_done()
+            live_status.notify_changed()  # the rows are in the database: status pages re-read
 
     def take_all(self) -> list[RequestRecord]:
         records, self.collecting = self.collecting, []
@@ -200,6 +207,7 @@ def _writer_for(loop: asyncio.AbstractEventLoop) -> _Writer:
 def log_request(record: RequestRecord) -> None:
     """Queues a row. Never blocks the loop, never raises. Off the loop (sync code) it writes
     at once."""
+    metrics.observe(record)  # Prometheus counters (a no-op unless enabled); never raises
     try:
         try:
             loop = asyncio.get_running_loop()
@@ -246,6 +254,31 @@ def _has_token(chunk: dict) -> bool:
     return False
 
 
+BODY_MAX = 256 * 1024  # characters kept of each body, when an instance logs bodies
+
+
+def _body_text(data: bytes) -> str:
+    text = data[:BODY_MAX].decode("utf-8", "replace")
+    return text + ("\n[… truncated]" if len(data) > BODY_MAX else "")
+
+
+def log_refused(error: Exception, *, api: str, started: float, requested_model: object = "",
+                instance: str = "default", key_label: str = "") -> None:
+    """A request refused before relay() (bad body, unknown model, wrong key). Errors that
+    relay() already recorded are skipped."""
+    if getattr(error, "logged", False):
+        return
+    status = getattr(error, "status", 500)
+    elapsed = time.monotonic() - started
+    log_request(RequestRecord(
+        started_at=timezone.now() - timedelta(seconds=elapsed), api=api,
+        requested_model=requested_model if isinstance(requested_model, str) else "",
+        status=status, latency_ms=round(elapsed * 1000), instance=instance,
+        key_label=key_label, error=clean_error(getattr(error, "message", str(error))),
+    ))
+    live_status.notify_changed()
+
+
 @dataclass
 class RelayTrace:
     """The outcome of one relay() call: the route of its last attempt, timings, usage."""
@@ -254,6 +287,12 @@ class RelayTrace:
     api: str
     requested_model: str
     stream: bool
+    instance: str = "default"
+    key_label: str = ""
+    keep_bodies: bool = False
+    request_body: str = ""
+    response_parts: list[bytes] = field(default_factory=list)
+    response_size: int = 0
     started_at: datetime = field(default_factory=timezone.now)
     start: float = field(default_factory=time.monotonic)
     account_id: int | None = None
@@ -262,21 +301,45 @@ class RelayTrace:
     usage: dict | None = None
     closed: bool = False
     logged: bool = False
+    streaming: bool = False
 
     def attempt(self, route: Route) -> None:
         self.model = route.model.id
         self.account_id = route.account.id
         self.secrets = (route.account.api_key,)
 
+    def keep_request(self, body: bytes) -> None:
+        self.request_body = _body_text(body)
+
+    def keep_response(self, data: bytes) -> None:
+        if self.keep_bodies and self.response_size <= BODY_MAX:
+            self.response_parts.append(data)
+            self.response_size += len(data)
+
+    @property
+    def tokens(self) -> int:
+        usage = self.usage or {}
+        return (_count(usage.get("prompt_tokens")) or 0) + (
+            _count(usage.get("completion_tokens")) or 0)
+
     def observe(self, session: StreamSession) -> StreamSession:
         return _ObservedSession(session, self)
 
-    def answered(self, completion: dict) -> None:
+    def stream_started(self) -> None:
+        self.streaming = True
+        live_status.stream_started(self.instance)
+        live_status.notify_changed()
+
+    def answered(self, completion: dict, body: bytes = b"") -> None:
         usage = completion.get("usage") if isinstance(completion, dict) else None
         self.usage = usage if isinstance(usage, dict) else None
+        self.keep_response(body)
         self.finish(200)
 
     def stream_finished(self, error: ApiError | None) -> None:
+        if self.streaming:
+            self.streaming = False
+            live_status.stream_finished(self.instance)
         if error is not None:
             self.finish(error.status, error.message)
         elif self.closed:
@@ -294,6 +357,7 @@ class RelayTrace:
             raise
         except (ApiError, UpstreamError) as exc:
             self.finish(exc.status, exc.message)
+            exc.logged = True  # type: ignore[attr-defined]  # the handler must not log it again
             raise
         except Exception as exc:
             from proxy.translate.types import UpstreamResponseError
@@ -318,8 +382,12 @@ class RelayTrace:
                 latency_ms=round((time.monotonic() - self.start) * 1000), ttft_ms=ttft,
                 tokens_in=_count(usage.get("prompt_tokens")),
                 tokens_out=_count(usage.get("completion_tokens")),
-                error=clean_error(error, self.secrets),
+                error=clean_error(error, self.secrets), instance=self.instance,
+                key_label=self.key_label, request_body=self.request_body,
+                response_body=_body_text(b"".join(self.response_parts))
+                if self.response_parts else "",
             ))
+            live_status.notify_changed()  # the admin's live status page
         except Exception:
             log.exception("request log: record lost")
 
@@ -337,12 +405,21 @@ class _ObservedSession:
             self.trace.usage = chunk["usage"]
         if self.trace.first_token is None and _has_token(chunk):
             self.trace.first_token = time.monotonic()
-        return self.inner.feed(chunk)
+        return self._kept(self.inner.feed(chunk))
 
     def close(self) -> list[bytes]:
         out = self.inner.close()
         self.trace.closed = True
-        return out
+        return self._kept(out)
 
     def fail(self, error: ApiError) -> list[bytes]:
-        return self.inner.fail(error)
+        for secret in self.trace.secrets:  # an upstream may quote the account's key
+            if secret and len(secret) >= 6:
+                error.message = error.message.replace(secret, "[redacted]")
+        return self._kept(self.inner.fail(error))
+
+    def _kept(self, out: list[bytes]) -> list[bytes]:
+        if self.trace.keep_bodies:
+            for data in out:
+                self.trace.keep_response(data)
+        return out

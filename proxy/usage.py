@@ -158,6 +158,7 @@ def usage(request: HttpRequest) -> HttpResponse:
             ("Per model", _grouped(rows, "model", metric, "(none)")),
             ("Per account", _grouped(rows, "account__label", metric, "(no account)")),
             ("Per client key", _grouped(rows, "key_label", metric, "(no key)")),
+            ("Per instance", _grouped(rows, "instance", metric, "(none)")),
         ],
     }
     return render(request, "proxy/usage.html", context)

@@ -9,7 +9,7 @@ from django.conf import settings
 
 from accounts.services import ModelRef
 from proxy.errors import ApiError
-from proxy.pipeline import Route, resolve_model, upstream_client
+from proxy.pipeline import GatewayOptions, Route, resolve_model, upstream_client
 from proxy.translate.types import TranslationError
 from proxy.translate.vision import (
     check_image,
@@ -22,7 +22,8 @@ from proxy.translate.vision import (
 from proxy.upstream.types import UpstreamError
 
 
-async def model_for_images(model: ModelRef, body: dict[str, Any]) -> ModelRef:
+async def model_for_images(model: ModelRef, body: dict[str, Any],
+                           opts: GatewayOptions) -> ModelRef:
     """Checks the data-URL images of `body` (an OpenAI chat body we own; mislabelled ones are
     relabelled in place) and returns the model to use: the vision model when `model` cannot
     see and the body has images."""
@@ -44,7 +45,8 @@ async def model_for_images(model: ModelRef, body: dict[str, Any]) -> ModelRef:
     if conf["VISION_FALLBACK"] == "reject":
         raise ApiError(400, f"the model `{model.id}` does not accept images; send them to a "
                        "vision model", "model_not_vision", "model")
-    vision = await resolve_model(conf["VISION_MODEL"])
+    # The instance's routing choice, not the client's: the key's model list does not apply.
+    vision = await resolve_model(opts.instance.vision_model, opts, check_key=False)
     body["model"] = vision.upstream_id
     for key in ("max_tokens", "max_completion_tokens"):
         limit = vision.max_output_tokens

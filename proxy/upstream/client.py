@@ -44,6 +44,8 @@ class UpstreamClient:
         self.proxy = proxy
         self.session_factory = session_factory or self._default_session
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+        self._socks_sessions: dict[tuple[asyncio.AbstractEventLoop, str],
+                                   aiohttp.ClientSession] = {}
 
     def _default_session(self) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
@@ -64,16 +66,41 @@ class UpstreamClient:
             session = self._sessions[loop] = self.session_factory()
         return session
 
-    def _send(self, prepared: PreparedRequest, method: str = "POST") -> Any:
-        return self._session().request(
+    def _socks_session(self, proxy: str) -> aiohttp.ClientSession:
+        """SOCKS proxies need their own connector: one session per proxy and loop."""
+        loop = asyncio.get_running_loop()
+        key = (loop, proxy)
+        session = self._socks_sessions.get(key)
+        if session is None or session.closed:
+            try:
+                from aiohttp_socks import ProxyConnector
+            except ImportError as exc:
+                raise UpstreamError(502, "a SOCKS upstream proxy needs the aiohttp-socks "
+                                    "package", "upstream_proxy") from exc
+            session = self._socks_sessions[key] = aiohttp.ClientSession(
+                connector=ProxyConnector.from_url(proxy, limit=0), timeout=self.timeout,
+                trust_env=False, auto_decompress=True,
+                skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"))
+        return session
+
+    def _send(self, prepared: PreparedRequest, method: str = "POST",
+              proxy: str | None = None) -> Any:
+        proxy = proxy or self.proxy
+        if proxy and proxy.lower().startswith("socks"):
+            session, http_proxy = self._socks_session(proxy), None
+        else:
+            session, http_proxy = self._session(), proxy
+        return session.request(
             method, URL(prepared.url, encoded=True), headers=prepared.headers,
-            data=prepared.body or None, proxy=self.proxy, allow_redirects=False)
+            data=prepared.body or None, proxy=http_proxy, allow_redirects=False)
 
     async def request_json(
-        self, provider: Provider, prepared: PreparedRequest, method: str = "POST"
+        self, provider: Provider, prepared: PreparedRequest, method: str = "POST",
+        *, proxy: str | None = None,
     ) -> dict[str, Any]:
+        """`proxy`: an http(s):// or socks5:// proxy for this call (default: the client's)."""
         try:
-            async with self._send(prepared, method) as response:
+            async with self._send(prepared, method, proxy) as response:
                 body = await response.read()
                 status, headers = response.status, _lower_headers(response.headers)
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -87,14 +114,14 @@ class UpstreamClient:
         return payload
 
     async def stream_batches(
-        self, provider: Provider, prepared: PreparedRequest
+        self, provider: Provider, prepared: PreparedRequest, *, proxy: str | None = None,
     ) -> AsyncIterator[list[dict[str, Any]]]:
         """Yields the chunk objects of each network read as one batch (relaying a batch costs
         one write instead of one per event); raises UpstreamError for errors before or during
         the stream, and for a stream that ends without a single chunk."""
         count = 0
         try:
-            async with self._send(prepared) as response:
+            async with self._send(prepared, proxy=proxy) as response:
                 if response.status != 200:
                     raise provider.error_from_response(
                         response.status, _lower_headers(response.headers), await response.read())
@@ -166,9 +193,10 @@ class UpstreamClient:
         raise _image_error(f"too many redirects fetching image {url[:100]}")
 
     async def aclose(self) -> None:
-        for session in self._sessions.values():
+        for session in [*self._sessions.values(), *self._socks_sessions.values()]:
             await session.close()
         self._sessions.clear()
+        self._socks_sessions.clear()
 
 
 def _image_error(message: str) -> UpstreamError:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
 from tests.conftest import FAKE_KEY
 from tests.fakes import scenarios as sc
-from tests.servers import GatewayServer
+from tests.servers import GatewayServer, free_port
 
 PREFLIGHT = {
     "origin": "http://app.example",
@@ -83,3 +85,66 @@ def test_restricted_origins(restricted_gateway, upstream):
     answer = httpx.post(restricted_gateway.url + "/v1/chat/completions", json=BODY,
                         headers={"origin": "http://evil.example"})
     assert "access-control-allow-origin" not in answer.headers
+
+
+# --- per instance: A lists one origin, B keeps the default `*` ---------------------------------
+
+PER_INSTANCE_SETUP = """
+from instances.models import Instance
+Instance.objects.filter(name="default").update(cors_allowed_origins="http://a.test")
+Instance.objects.create(name="b", host="127.0.0.1", port={port})
+"""
+
+
+@pytest.fixture(scope="module")
+def two_instances(fake_iflow):
+    env = {"IFLOW_API_KEY": FAKE_KEY, "IFLOW_BASE_URL": fake_iflow.base_url}
+    with GatewayServer(env) as server:
+        port = free_port()
+        server.shell(PER_INSTANCE_SETUP.format(port=port))
+        b_url = f"http://127.0.0.1:{port}"
+
+        def both_ready() -> bool:  # B listens, and A's origin list reached the server
+            try:
+                preflight(b_url, "http://b.test")
+            except httpx.HTTPError:
+                return False
+            return preflight(server.url, "http://b.test").status_code == 403
+
+        deadline = time.monotonic() + 8
+        while not both_ready():
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.1)
+        yield server.url, b_url
+
+
+def preflight(url: str, origin: str) -> httpx.Response:
+    return httpx.options(url + "/v1/chat/completions", headers={**PREFLIGHT, "origin": origin},
+                         timeout=5)
+
+
+def test_preflights_follow_each_instances_origins(two_instances):
+    a_url, b_url = two_instances
+    allowed = preflight(a_url, "http://a.test")
+    assert allowed.status_code == 204
+    assert allowed.headers["access-control-allow-origin"] == "http://a.test"
+    assert allowed.headers["vary"] == "Origin"
+    refused = preflight(a_url, "http://b.test")
+    assert refused.status_code == 403 and "access-control-allow-origin" not in refused.headers
+    for origin in ("http://a.test", "http://b.test"):
+        anyone = preflight(b_url, origin)
+        assert anyone.status_code == 204
+        assert anyone.headers["access-control-allow-origin"] == "*"
+
+
+def test_answers_follow_each_instances_origins(two_instances, upstream):
+    a_url, b_url = two_instances
+    upstream.script(sc.text("hi"), sc.text("hi"), sc.text("hi"))
+    headers = {"origin": "http://b.test"}
+    on_a = httpx.post(a_url + "/v1/chat/completions", json=BODY, headers=headers, timeout=30)
+    assert on_a.status_code == 200 and "access-control-allow-origin" not in on_a.headers
+    on_b = httpx.post(b_url + "/v1/chat/completions", json=BODY, headers=headers, timeout=30)
+    assert on_b.headers["access-control-allow-origin"] == "*"
+    mine = httpx.post(a_url + "/v1/chat/completions", json=BODY, timeout=30,
+                      headers={"origin": "http://a.test"})
+    assert mine.headers["access-control-allow-origin"] == "http://a.test"

@@ -1,9 +1,10 @@
-"""`iflow2api serve`: migrate, import accounts, then serve the API and the admin with Daphne."""
+"""`iflow2api serve`: migrate, import accounts, then serve every enabled instance with Daphne."""
 
 from __future__ import annotations
 
-import ipaddress
+import asyncio
 import logging
+import os
 import socket
 from typing import Any
 
@@ -14,17 +15,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.checks import ensure_secrets_readable
 from accounts.importers import import_environment, import_iflow_settings
+from instances.models import DEFAULT_INSTANCE, Instance
+from instances.services import ensure_default_instance, import_environment_keys, usable_key_count
+from instances.supervisor import Address, Supervisor, is_loopback
 
 log = logging.getLogger(__name__)
-
-
-def is_loopback(host: str) -> bool:
-    if host in {"localhost", "ip6-localhost"}:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def url_host(host: str) -> str:
@@ -34,63 +29,104 @@ def url_host(host: str) -> str:
 
 
 class Command(BaseCommand):
-    help = "Migrate the database, then serve the API and the admin (Daphne)."
+    help = ("Migrate the database, then serve every enabled instance (the API and the admin) "
+            "with Daphne, each on its own host:port.")
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--host", default=settings.IFLOW2API.get("HOST", "127.0.0.1"),
-                            help="interface to bind (default 127.0.0.1; env IFLOW2API_HOST)")
-        parser.add_argument("--port", type=int, default=settings.IFLOW2API.get("PORT", 28000),
-                            help="port (default 28000; env IFLOW2API_PORT)")
+        parser.add_argument("--host", help="serve the default instance on this interface "
+                            "instead of its own (env IFLOW2API_HOST)")
+        parser.add_argument("--port", type=int, help="serve the default instance on this port "
+                            "instead of its own (env IFLOW2API_PORT)")
+        parser.add_argument("--instance", action="append", metavar="NAME",
+                            help="serve only this instance (repeatable); default: all enabled")
         parser.add_argument("--no-migrate", action="store_true", help="skip `migrate`")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        host: str = options["host"]
-        port: int = options["port"]
-        if not is_loopback(host) and not settings.IFLOW2API["API_KEYS"]:
-            raise CommandError(
-                f"refusing to serve on {host}: a non-loopback address needs client keys, or "
-                "anyone who reaches this port can spend your upstream quota. Set "
-                "IFLOW2API_API_KEYS=<key>[,<key>…] (clients send it as `Authorization: Bearer`)."
-            )
+        conf = settings.IFLOW2API
         if not options["no_migrate"]:
             call_command("migrate", interactive=False, verbosity=0)
         ensure_secrets_readable()  # a wrong FIELD_ENCRYPTION_KEY stops here, before serving
         self._import_accounts()
-        self._check_port(host, port)
+        default = ensure_default_instance(conf["HOST"], conf["PORT"])
+        if not Instance.objects.filter(enabled=True).exists():
+            # Every instance stopped from the admin: bring the default one back, or nothing
+            # would listen and the admin itself could not be reached.
+            Instance.objects.filter(pk=default.pk).update(enabled=True)
+            self.stdout.write(f"No instance was enabled: enabling `{default.name}` "
+                              f"({default.host}:{default.port}) so the admin can be reached.")
+        import_environment_keys(default, conf["API_KEYS"])
+        overrides: dict[str, Address] = {}
+        host = options["host"] or (conf["HOST"] if "IFLOW2API_HOST" in os.environ else None)
+        port = options["port"] or (conf["PORT"] if "IFLOW2API_PORT" in os.environ else None)
+        if host or port:  # the default instance on an address given here, checked up front
+            address = (host or default.host, port or default.port)
+            if not is_loopback(address[0]) and usable_key_count(default) == 0:
+                raise CommandError(
+                    f"refusing to serve on {address[0]}: a non-loopback address needs client "
+                    "keys, or anyone who reaches this port can spend your upstream quota. "
+                    "Create one with `iflow2api createkey --instance default`, or set "
+                    "IFLOW2API_API_KEYS=<key>[,<key>…] (clients send it as "
+                    "`Authorization: Bearer`).")
+            self._check_port(*address)
+            overrides[DEFAULT_INSTANCE] = address
         self._admin_hint()
+        self._run(overrides, frozenset(options["instance"]) if options["instance"] else None)
 
-        from daphne.endpoints import build_endpoint_description_strings
+    def _run(self, overrides: dict[str, Address], only: frozenset[str] | None) -> None:
+        from twisted.internet import reactor
 
         from iflow2api_site.asgi import application
         from iflow2api_site.server import DrainingServer
 
-        base = f"http://{url_host(host)}:{port}"
+        server = DrainingServer(
+            application=application,
+            endpoints=[],  # the supervisor opens one listener per instance
+            signal_handlers=False,  # ours: SIGTERM drains instead of cutting streams
+            verbosity=0,
+            ready_callable=lambda: asyncio.ensure_future(start()),
+            application_close_timeout=10,
+        )
+        supervisor = Supervisor(server.open_listener, server.close_listener,
+                                overrides=overrides, only=only, on_change=self._state_changed,
+                                active=lambda: server.draining is None)
 
-        def ready() -> None:
-            self.stdout.write(
-                f"iflow2api serving on {base}\n"
-                f"  OpenAI API:     {base}/v1   (chat/completions, models)\n"
-                f"  Anthropic API:  {base}      (ANTHROPIC_BASE_URL; /v1/messages)\n"
-                f"  Admin:          {base}/admin/\n"
-                f"  API docs:       {base}/docs\n"
-                "Press Ctrl+C to stop."
-            )
-            self.stdout.flush()
+        async def start() -> None:
+            # First: a SIGTERM while the listeners open must drain, not kill.
             server.install_signal_handlers(settings.IFLOW2API["SHUTDOWN_GRACE_SECONDS"])
+            await supervisor.reconcile()
+            self._banner(supervisor)
             if not settings.REDIS_URL:  # with Redis, Celery beat and a worker refresh tokens
                 from accounts.scheduler import start as start_refresh_scheduler
 
                 start_refresh_scheduler()  # an asyncio task on Daphne's loop
+            await supervisor.run()
 
-        server = DrainingServer(
-            application=application,
-            endpoints=build_endpoint_description_strings(host=host, port=port),
-            signal_handlers=False,  # ours: SIGTERM drains instead of cutting streams
-            verbosity=0,
-            ready_callable=ready,
-            application_close_timeout=10,
-        )
+        reactor.addSystemEventTrigger("before", "shutdown", supervisor.mark_stopped)
         server.run()
+
+    def _banner(self, supervisor: Supervisor) -> None:
+        lines = []
+        for name, ((host, port), _listener) in sorted(supervisor.listening.items(),
+                                                       key=lambda item: item[1][0][1]):
+            base = f"http://{url_host(host)}:{port}"
+            lines.append(
+                f"iflow2api serving on {base}" + ("" if name == DEFAULT_INSTANCE
+                                                 else f"  (instance {name})") + "\n"
+                f"  OpenAI API:     {base}/v1   (chat/completions, models)\n"
+                f"  Anthropic API:  {base}      (ANTHROPIC_BASE_URL; /v1/messages)\n"
+                f"  Admin:          {base}/admin/\n"
+                f"  API docs:       {base}/docs")
+        if not lines:
+            lines.append("iflow2api: no instance is listening (enable one in the admin, "
+                         "Instances); waiting for changes.")
+        self.stdout.write("\n".join(lines) + "\nPress Ctrl+C to stop.")
+        self.stdout.flush()
+
+    def _state_changed(self, name: str, state: str, message: str) -> None:
+        if state == "error":
+            self.stderr.write(f"instance {name}: {message}")
+        else:
+            log.info("instance %s: %s", name, state)
 
     def _import_accounts(self) -> None:
         conf = settings.IFLOW2API

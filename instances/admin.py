@@ -1,0 +1,145 @@
+"""Admin for instances, client keys and rate rules. A client key is shown once, on the page
+that follows its creation; only its hash is kept."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.utils.html import format_html
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from instances.models import ClientKey, Instance, RateRule, new_key
+from instances.services import invalidate_directory
+
+STATE_COLOURS = {"running": "#2e7d32", "error": "#c62828", "stopped": "#757575"}
+
+admin.site.site_header = gettext_lazy("iflow2api administration")
+admin.site.site_title = gettext_lazy("iflow2api admin")
+
+
+class ClientKeyInline(admin.TabularInline):
+    model = ClientKey
+    fields = ("name", "prefix", "enabled", "expires_at", "allowed_models", "created_at")
+    readonly_fields = ("name", "prefix", "enabled", "expires_at", "allowed_models", "created_at")
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # keys are made on their own page, which shows the new key once
+
+
+@admin.register(Instance)
+class InstanceAdmin(admin.ModelAdmin):
+    list_display = ("name", "address", "enabled", "state_badge", "state_message", "key_count")
+    list_filter = ("enabled", "state")
+    search_fields = ("name", "host")
+    filter_horizontal = ("accounts",)
+    readonly_fields = ("state", "state_message", "state_changed_at", "created_at", "updated_at")
+    inlines = [ClientKeyInline]
+    actions = ["start_instances", "stop_instances"]
+    fieldsets = (
+        (None, {"fields": ("name", "host", "port", "enabled")}),
+        (gettext_lazy("Models"), {"fields": ("default_model", "claude_tiers", "model_aliases",
+                                             "vision_model", "preserve_reasoning_content")}),
+        (gettext_lazy("Upstream"), {"fields": ("accounts", "upstream_proxy")}),
+        (gettext_lazy("Browsers and logging"), {"fields": ("cors_allowed_origins",
+                                                           "log_bodies")}),
+        (gettext_lazy("State"), {"fields": ("state", "state_message", "state_changed_at",
+                                            "created_at", "updated_at")}),
+    )
+
+    @admin.display(description=gettext_lazy("address"), ordering="port")
+    def address(self, obj: Instance) -> str:
+        return f"{obj.host}:{obj.port}"
+
+    @admin.display(description=gettext_lazy("state"), ordering="state")
+    def state_badge(self, obj: Instance) -> str:
+        return format_html('<b style="color:{}">{}</b>', STATE_COLOURS.get(obj.state, "inherit"),
+                           obj.get_state_display())
+
+    @admin.display(description=gettext_lazy("keys"))
+    def key_count(self, obj: Instance) -> int:
+        return obj.keys.count()
+
+    def save_model(self, request: HttpRequest, obj: Instance, form: Any, change: bool) -> None:
+        if change:  # only what the form changed: the server writes the state columns meanwhile
+            fields = [name for name in form.changed_data if name != "accounts"]
+            if fields:
+                obj.save(update_fields=[*fields, "updated_at"])
+        else:
+            super().save_model(request, obj, form, change)
+        invalidate_directory()
+
+    @admin.action(description=gettext_lazy("Start (enable) the selected instances"))
+    def start_instances(self, request: HttpRequest, queryset: Any) -> None:
+        count = queryset.update(enabled=True)
+        invalidate_directory()
+        self.message_user(request, _("%(count)d instance(s) enabled: they start within a few "
+                                     "seconds.") % {"count": count}, messages.SUCCESS)
+
+    @admin.action(description=gettext_lazy("Stop (disable) the selected instances"))
+    def stop_instances(self, request: HttpRequest, queryset: Any) -> None:
+        count = queryset.update(enabled=False)
+        invalidate_directory()
+        self.message_user(request, _("%(count)d instance(s) disabled: they stop listening "
+                                     "within a few seconds; open streams finish.")
+                          % {"count": count}, messages.SUCCESS)
+
+
+@admin.register(ClientKey)
+class ClientKeyAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "instance", "enabled", "expires_at", "allowed_models",
+                    "created_at")
+    list_filter = ("instance", "enabled")
+    search_fields = ("name", "prefix")
+    readonly_fields = ("prefix", "created_at")
+    fields = ("instance", "name", "prefix", "enabled", "expires_at", "allowed_models",
+              "created_at")
+    actions = ["enable_keys", "disable_keys"]
+
+    def save_model(self, request: HttpRequest, obj: ClientKey, form: Any, change: bool) -> None:
+        if not change:
+            key = new_key()
+            obj.set_key(key)
+            request._new_client_key = key  # type: ignore[attr-defined]  # shown once, below
+        super().save_model(request, obj, form, change)
+        invalidate_directory()
+
+    def response_add(self, request: HttpRequest, obj: ClientKey,
+                     post_url_continue: str | None = None) -> HttpResponse:
+        key = getattr(request, "_new_client_key", None)
+        if key is None:
+            return super().response_add(request, obj, post_url_continue)
+        # Rendered here, never stored: not in the database, the session or a message cookie.
+        return TemplateResponse(request, "instances/new_key.html", {
+            **self.admin_site.each_context(request), "title": _("New client API key"),
+            "key": key, "row": obj, "opts": self.model._meta,
+        }, headers={"Cache-Control": "no-store"})
+
+    @admin.action(description=gettext_lazy("Enable the selected keys"))
+    def enable_keys(self, request: HttpRequest, queryset: Any) -> None:
+        queryset.update(enabled=True)
+        invalidate_directory()
+
+    @admin.action(description=gettext_lazy("Disable the selected keys"))
+    def disable_keys(self, request: HttpRequest, queryset: Any) -> None:
+        queryset.update(enabled=False)
+        invalidate_directory()
+
+
+@admin.register(RateRule)
+class RateRuleAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "scope", "instance", "key", "enabled", "requests_per_minute",
+                    "requests_per_hour", "requests_per_day", "concurrent_streams",
+                    "tokens_per_minute")
+    list_filter = ("scope", "enabled", "instance")
+    list_editable = ("enabled",)
+
+    def save_model(self, request: HttpRequest, obj: RateRule, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        invalidate_directory()

@@ -1,0 +1,218 @@
+"""What the proxy asks of instances: the settings of the instance a request came in on, and
+who its client key is.
+
+Like the routing snapshot in accounts.services, the hot path reads an in-memory directory of
+instances and key hashes rebuilt at most every few seconds: an admin change reaches every
+process within that time, and a request costs no database round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.utils import timezone
+
+from instances.models import DEFAULT_INSTANCE, ClientKey, Instance, hash_key
+
+if TYPE_CHECKING:
+    from instances.ratelimit import RuleRef
+
+DIRECTORY_TTL_SECONDS = 2.0
+ENV_KEY_NAME = "from IFLOW2API_API_KEYS"
+
+
+@dataclass(frozen=True)
+class KeyRef:
+    id: int
+    instance_id: int
+    name: str
+    prefix: str
+    models: frozenset[str]  # empty: every model
+    expires_at: float | None  # epoch seconds
+    enabled: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.prefix}…)" if self.name else f"{self.prefix}…"
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or time.time())
+
+    def allows(self, *names: str) -> bool:
+        if not self.models:
+            return True
+        lowered = {m.lower() for m in self.models}
+        return any(name.lower() in lowered for name in names if name)
+
+
+@dataclass(frozen=True)
+class InstanceConfig:
+    """An instance's settings with the global defaults filled in."""
+
+    id: int | None
+    name: str
+    preserve_reasoning: bool
+    default_model: str
+    claude_tiers: tuple[tuple[str, str], ...]
+    model_aliases: dict[str, str]
+    account_ids: frozenset[int]  # empty: every account
+    vision_model: str
+    upstream_proxy: str | None
+    cors_origins: tuple[str, ...]
+    log_bodies: bool
+    requires_key: bool  # the instance has keys: every request must bring one
+
+    def tier_model(self, name: str) -> str:
+        lowered = name.lower()
+        for tier, target in self.claude_tiers:
+            if tier in lowered:
+                return target
+        return self.default_model
+
+
+def global_config(name: str = DEFAULT_INSTANCE, instance_id: int | None = None) -> InstanceConfig:
+    conf = settings.IFLOW2API
+    return InstanceConfig(
+        id=instance_id, name=name,
+        preserve_reasoning=conf["PRESERVE_REASONING_CONTENT"],
+        default_model=conf["DEFAULT_MODEL"],
+        claude_tiers=tuple(conf["CLAUDE_TIERS"].items()),
+        model_aliases={},
+        account_ids=frozenset(),
+        vision_model=conf["VISION_MODEL"],
+        upstream_proxy=conf["UPSTREAM_PROXY"],
+        cors_origins=tuple(conf["CORS_ALLOWED_ORIGINS"]),
+        log_bodies=False,
+        requires_key=False,
+    )
+
+
+def config_of(instance: Instance, account_ids: frozenset[int], has_keys: bool) -> InstanceConfig:
+    base = global_config(instance.name, instance.pk)
+    tiers = dict(base.claude_tiers)
+    tiers.update({k.lower(): v for k, v in (instance.claude_tiers or {}).items()})
+    default_model = instance.default_model.strip() or base.default_model
+    if instance.default_model.strip():  # tiers not set on the instance follow its default
+        for tier in tiers:
+            if tier not in {k.lower() for k in instance.claude_tiers or {}}:
+                tiers[tier] = default_model
+    return InstanceConfig(
+        id=instance.pk, name=instance.name,
+        preserve_reasoning=base.preserve_reasoning if instance.preserve_reasoning_content is None
+        else instance.preserve_reasoning_content,
+        default_model=default_model,
+        claude_tiers=tuple(tiers.items()),
+        model_aliases=dict(instance.model_aliases or {}),
+        account_ids=account_ids,
+        vision_model=instance.vision_model.strip() or base.vision_model,
+        upstream_proxy=instance.upstream_proxy.strip() or base.upstream_proxy,
+        cors_origins=tuple(instance.origins) or base.cors_origins,
+        log_bodies=instance.log_bodies,
+        requires_key=has_keys,
+    )
+
+
+@dataclass
+class Directory:
+    instances: dict[str, InstanceConfig] = field(default_factory=dict)
+    keys: dict[str, KeyRef] = field(default_factory=dict)  # by key hash
+    rules: list[RuleRef] = field(default_factory=list)
+
+    def instance(self, name: str) -> InstanceConfig:
+        found = self.instances.get(name)
+        if found is None:  # no such row (tests, or a database without instances yet)
+            found = self.instances.get(DEFAULT_INSTANCE) or global_config(name)
+        return found
+
+    def key(self, given: str) -> KeyRef | None:
+        return self.keys.get(hash_key(given)) if given else None
+
+
+def load_directory() -> Directory:
+    close_old_connections()
+    directory = Directory()
+    rows = list(Instance.objects.prefetch_related("accounts"))
+    with_keys = set(ClientKey.objects.values_list("instance_id", flat=True).distinct())
+    for row in rows:
+        ids = frozenset(a.pk for a in row.accounts.all())
+        directory.instances[row.name] = config_of(row, ids, row.pk in with_keys)
+    for key in ClientKey.objects.all():
+        directory.keys[key.key_hash] = KeyRef(
+            id=key.pk, instance_id=key.instance_id, name=key.name, prefix=key.prefix,
+            models=frozenset(key.models), enabled=key.enabled,
+            expires_at=key.expires_at.timestamp() if key.expires_at else None)
+    from instances.ratelimit import rule_refs
+
+    directory.rules = rule_refs()
+    return directory
+
+
+class _Cached:
+    def __init__(self) -> None:
+        self.value: Directory | None = None
+        self.loaded_at = 0.0
+        self.lock = asyncio.Lock()
+
+    async def get(self) -> Directory:
+        if self.value is not None and time.monotonic() - self.loaded_at < DIRECTORY_TTL_SECONDS:
+            return self.value
+        async with self.lock:
+            if self.value is None or time.monotonic() - self.loaded_at >= DIRECTORY_TTL_SECONDS:
+                self.value = await sync_to_async(load_directory)()
+                self.loaded_at = time.monotonic()
+        return self.value
+
+    def invalidate(self) -> None:
+        self.loaded_at = 0.0
+
+
+_directory = _Cached()
+
+
+async def directory() -> Directory:
+    return await _directory.get()
+
+
+def invalidate_directory() -> None:
+    _directory.invalidate()
+
+
+# --- set-up at start ----------------------------------------------------------------------------
+
+
+def ensure_default_instance(host: str, port: int) -> Instance:
+    """The instance on 28000 (or IFLOW2API_HOST/PORT) that every installation starts with."""
+    instance, _ = Instance.objects.get_or_create(
+        name=DEFAULT_INSTANCE, defaults={"host": host, "port": port})
+    return instance
+
+
+@transaction.atomic
+def import_environment_keys(instance: Instance, keys: list[str]) -> int:
+    """IFLOW2API_API_KEYS: stored hashed as keys of `instance`; keys since removed from the
+    variable are deleted. Returns how many are in force."""
+    wanted = {hash_key(k): k for k in keys if k}
+    stale = ClientKey.objects.filter(instance=instance, name=ENV_KEY_NAME).exclude(
+        key_hash__in=wanted)
+    stale.delete()
+    for digest, key in wanted.items():
+        if not ClientKey.objects.filter(key_hash=digest).exists():
+            row = ClientKey(instance=instance, name=ENV_KEY_NAME)
+            row.set_key(key)
+            row.save()
+    return len(wanted)
+
+
+def usable_key_count(instance: Instance) -> int:
+    return ClientKey.objects.usable().filter(instance=instance).count()
+
+
+def set_state(name: str, state: str, message: str = "") -> None:
+    Instance.objects.filter(name=name).update(
+        state=state, state_message=message[:300], state_changed_at=timezone.now())

@@ -1,0 +1,181 @@
+"""Keeps the listeners of this server in line with the enabled instances in the database.
+
+Every couple of seconds it compares what should listen (enabled instances, their host:port)
+with what does, closes what should not (connections already open on it, streams included,
+carry on), opens what is missing, and writes each instance's state: running, stopped, or error
+with the reason (port in use, a network address without a client key). Settings other than the
+address need no restart: requests read them from the instance directory (services.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
+from django.utils.translation import gettext as _
+
+from instances import runtime
+from instances.models import Instance
+from instances.services import invalidate_directory, set_state, usable_key_count
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 2.0
+
+Address = tuple[str, int]
+OpenListener = Callable[[str, int], Awaitable[Any]]  # → a listening port with a real port number
+CloseListener = Callable[[Any], Awaitable[None]]
+
+
+def is_loopback(host: str) -> bool:
+    if host in {"localhost", "ip6-localhost"}:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What the database says about one instance, for this server."""
+
+    name: str
+    address: Address
+    refusal: str = ""  # why it must not listen; empty when it may
+    note: str = ""  # shown while it runs: the address comes from the command line
+
+
+def open_relay_refusal(name: str, host: str) -> str:
+    return _("refusing to listen on %(host)s: an address other than loopback needs at least one "
+             "client key, or anyone who reaches it can spend your upstream quota. Create one "
+             "with `iflow2api createkey --instance %(name)s`.") % {"host": host, "name": name}
+
+
+def wanted_instances(overrides: dict[str, Address], only: frozenset[str] | None) -> list[Wanted]:
+    close_old_connections()
+    found = []
+    for instance in Instance.objects.filter(enabled=True):
+        if only is not None and instance.name not in only:
+            continue
+        host, port = overrides.get(instance.name, (instance.host, instance.port))
+        refusal = note = ""
+        if not is_loopback(host) and usable_key_count(instance) == 0:
+            refusal = open_relay_refusal(instance.name, host)
+        if (host, port) != (instance.host, instance.port):  # else the admin shows the wrong one
+            note = _("listening on %(host)s:%(port)s, set by --host/--port or IFLOW2API_HOST/"
+                     "IFLOW2API_PORT") % {"host": host, "port": port}
+        found.append(Wanted(instance.name, (host, port), refusal, note))
+    return found
+
+
+def known_names(only: frozenset[str] | None) -> set[str]:
+    names = set(Instance.objects.values_list("name", flat=True))
+    return names if only is None else names & only
+
+
+class Supervisor:
+    def __init__(self, open_listener: OpenListener, close_listener: CloseListener, *,
+                 overrides: dict[str, Address] | None = None,
+                 only: frozenset[str] | None = None,
+                 on_change: Callable[[str, str, str], None] | None = None,
+                 active: Callable[[], bool] = lambda: True) -> None:
+        self.open_listener = open_listener
+        self.close_listener = close_listener
+        self.overrides = overrides or {}
+        self.only = only
+        self.on_change = on_change  # (name, state, message): for the console
+        self.active = active  # False once the server drains: open nothing new
+        self.listening: dict[str, tuple[Address, Any]] = {}
+        self.states: dict[str, tuple[str, str]] = {}
+        self.stopped = False
+
+    async def run(self, poll_seconds: float = POLL_SECONDS) -> None:
+        while not self.stopped:
+            if not self.active():
+                return
+            try:
+                await self.reconcile()
+            except Exception:
+                log.exception("instance supervisor: reconcile failed")
+            await asyncio.sleep(poll_seconds)
+
+    async def reconcile(self) -> None:
+        wanted = {w.name: w for w in await sync_to_async(wanted_instances)(
+            self.overrides, self.only)}
+        for name, (address, port) in list(self.listening.items()):
+            want = wanted.get(name)
+            if want is None or want.refusal or want.address != address:
+                await self._close(name, port)
+                if want is None:
+                    await self._state(name, Instance.State.STOPPED)
+        for name, want in wanted.items():
+            if want.refusal:
+                await self._state(name, Instance.State.ERROR, want.refusal)
+            elif name not in self.listening:
+                await self._open(want)
+        for name in await sync_to_async(known_names)(self.only):
+            if name not in wanted and self.states.get(name, ("",))[0] != Instance.State.STOPPED:
+                await self._state(name, Instance.State.STOPPED)
+
+    async def stop(self) -> None:
+        """Closes every listener (open connections carry on) and marks the instances stopped."""
+        self.stopped = True
+        for name, (_address, port) in list(self.listening.items()):
+            await self._close(name, port)
+            with contextlib.suppress(Exception):
+                await self._state(name, Instance.State.STOPPED)
+
+    def mark_stopped(self) -> None:
+        """At exit (sync, from the reactor's shutdown trigger): the instances this server ran
+        are stopped. In a thread: the ORM refuses to run on the event loop's thread."""
+        names = list(self.listening)
+
+        def write() -> None:
+            for name in names:
+                set_state(name, Instance.State.STOPPED)
+            close_old_connections()
+
+        worker = threading.Thread(target=write, name="instance-states")
+        worker.start()
+        worker.join(timeout=5)
+
+    async def _open(self, want: Wanted) -> None:
+        host, port_number = want.address
+        try:
+            port = await self.open_listener(host, port_number)
+        except Exception as exc:
+            error = getattr(exc, "socketError", None) or exc  # Twisted's CannotListenError
+            reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+            await self._state(want.name, Instance.State.ERROR,
+                              _("cannot listen on %(host)s:%(port)s: %(reason)s")
+                              % {"host": host, "port": port_number, "reason": reason})
+            return
+        self.listening[want.name] = (want.address, port)
+        runtime.register(port_number, want.name)
+        invalidate_directory()
+        await self._state(want.name, Instance.State.RUNNING, want.note)
+
+    async def _close(self, name: str, port: Any) -> None:
+        address, _port = self.listening.pop(name)
+        runtime.unregister(address[1])
+        try:
+            await self.close_listener(port)
+        except Exception:
+            log.exception("instance %s: closing its listener failed", name)
+
+    async def _state(self, name: str, state: str, message: str = "") -> None:
+        if self.states.get(name) == (state, message):
+            return
+        self.states[name] = (state, message)
+        await sync_to_async(set_state)(name, state, message)
+        if self.on_change is not None:
+            self.on_change(name, state, message)

@@ -1,0 +1,237 @@
+"""Prometheus metrics: GET /metrics when METRICS_ENABLED=true (404 otherwise), behind
+`Authorization: Bearer <METRICS_TOKEN>` when a token is set. Never under CORS (it is not an API
+path).
+
+- Per request, from the request log's record (`observe()`, called by `log_request()`): requests,
+  latency, time to first token, tokens, upstream errors.
+- At scrape time: requests in flight, open streams, the account pool (accounts by state, slots
+  in use, requests waiting for a slot) and the request log's own counters.
+
+Each web process counts for itself (one Daphne process per replica): scrape every replica and
+sum. prometheus_client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR) is not used.
+Labels are bounded: the model is the catalogue id actually used (never the client's string),
+the instance an admin-defined name.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db.models import Count
+from django.http import Http404, HttpRequest, HttpResponse
+from django.utils.translation import gettext as _
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from proxy.requestlog import RequestRecord
+
+log = logging.getLogger(__name__)
+
+# Our own registry (not prometheus_client's global one): importing this module twice, or
+# another library registering metrics, cannot clash.
+REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
+
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 600)
+TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
+
+REQUESTS = Counter(
+    "iflow2api_requests", "API requests by client API, instance, model and status",
+    ["api", "instance", "model", "status"], registry=REGISTRY)
+LATENCY = Histogram(
+    "iflow2api_request_duration_seconds", "API request duration (streams: until the end)",
+    ["instance", "model", "stream"], buckets=LATENCY_BUCKETS, registry=REGISTRY)
+TTFT = Histogram(
+    "iflow2api_time_to_first_token_seconds", "Streams: time until the first token",
+    ["instance", "model"], buckets=TTFT_BUCKETS, registry=REGISTRY)
+TOKENS = Counter(
+    "iflow2api_tokens", "Tokens reported by the upstream, in (prompt) and out (completion)",
+    ["instance", "model", "direction"], registry=REGISTRY)
+UPSTREAM_ERRORS = Counter(
+    "iflow2api_upstream_errors",
+    "Requests that reached an upstream account and failed, by provider and client status",
+    ["provider", "status"], registry=REGISTRY)
+
+LABEL_MAX = 100
+
+
+def _label(value: str | None) -> str:
+    return (value or "-")[:LABEL_MAX]
+
+
+def _provider(record: RequestRecord) -> str:
+    """From the routing snapshot already in memory; never a database query on the hot path."""
+    from accounts import services
+
+    routing = getattr(getattr(services, "_snapshot", None), "value", None)
+    if routing is None:
+        return "unknown"
+    model = routing.find_model(record.model) if record.model else None
+    if model is not None:
+        return model.provider
+    account = next((a for a in routing.accounts if a.id == record.account_id), None)
+    return account.provider if account is not None else "unknown"
+
+
+def enabled() -> bool:
+    return bool(getattr(settings, "METRICS_ENABLED", False))
+
+
+def observe(record: RequestRecord) -> None:
+    """Counts one finished API request. Cheap, and never raises."""
+    if not enabled():
+        return
+    try:
+        instance, model = _label(record.instance), _label(record.model)
+        REQUESTS.labels(record.api, instance, model, str(record.status)).inc()
+        LATENCY.labels(instance, model, "true" if record.stream else "false").observe(
+            max(0, record.latency_ms) / 1000)
+        if record.ttft_ms is not None:
+            TTFT.labels(instance, model).observe(max(0, record.ttft_ms) / 1000)
+        if record.tokens_in:
+            TOKENS.labels(instance, model, "in").inc(record.tokens_in)
+        if record.tokens_out:
+            TOKENS.labels(instance, model, "out").inc(record.tokens_out)
+        # 499: the client left; that is no upstream failure.
+        if record.account_id is not None and record.status >= 400 and record.status != 499:
+            UPSTREAM_ERRORS.labels(_provider(record), str(record.status)).inc()
+    except Exception:
+        log.debug("metrics: a request was not counted", exc_info=True)
+
+
+# --- read at scrape time ------------------------------------------------------------------------
+
+
+@dataclass
+class PoolState:
+    accounts: dict[tuple[str, str], int] = field(default_factory=dict)  # (provider, state)
+    # (account id, provider, slots in use, limit)
+    slots: list[tuple[str, str, int, int]] = field(default_factory=list)
+
+
+def _account_counts() -> dict[tuple[str, str], int]:
+    from django.db import close_old_connections
+
+    from accounts.models import Account
+
+    close_old_connections()
+    counts: dict[tuple[str, str], int] = {}
+    rows = Account.objects.values("provider", "state", "enabled").annotate(n=Count("id"))
+    for row in rows:
+        state = row["state"] if row["enabled"] else "disabled"
+        key = (row["provider"], state)
+        counts[key] = counts.get(key, 0) + row["n"]
+    return counts
+
+
+async def read_pool_state() -> PoolState:
+    """One query for the account states, and the slot count of each usable account with a
+    concurrency limit (from Redis when REDIS_URL is set: the same for every replica)."""
+    from accounts.pool import pool
+    from accounts.services import routing
+
+    state = PoolState(accounts=await sync_to_async(_account_counts)())
+    slots = pool().slots
+    for account in (await routing()).accounts:
+        if account.max_concurrency:
+            used = await slots.busy(account)
+            state.slots.append((str(account.id), account.provider, used, account.max_concurrency))
+    return state
+
+
+class LiveCollector(Collector):
+    """Gauges read when scraped: in-flight requests, open streams, the pool."""
+
+    def __init__(self) -> None:
+        self.pool_state: PoolState | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        from accounts.pool import pool
+        from proxy import requestlog
+        from proxy.lifecycle import lifecycle
+
+        yield GaugeMetricFamily("iflow2api_requests_in_flight",
+                                "API requests being served by this process",
+                                value=lifecycle.in_flight)
+        yield GaugeMetricFamily("iflow2api_streams_active", "Open SSE streams in this process",
+                                value=len(getattr(lifecycle, "_stop_signals", ())))
+        yield GaugeMetricFamily("iflow2api_pool_waiting",
+                                "Requests in this process waiting for an account slot",
+                                value=pool().waiting)
+        written = CounterMetricFamily("iflow2api_request_log_rows",
+                                      "Request log rows: written, dropped (queue full) or failed",
+                                      labels=["outcome"])
+        for outcome in ("written", "dropped", "failed"):
+            written.add_metric([outcome], getattr(requestlog.stats, outcome))
+        yield written
+        if self.pool_state is None:
+            return
+        accounts = GaugeMetricFamily("iflow2api_accounts", "Upstream accounts by state",
+                                     labels=["provider", "state"])
+        for (provider, state), count in sorted(self.pool_state.accounts.items()):
+            accounts.add_metric([provider, state], count)
+        yield accounts
+        used = GaugeMetricFamily("iflow2api_pool_slots_in_use",
+                                 "Busy slots of accounts with a concurrency limit",
+                                 labels=["account_id", "provider"])
+        limit = GaugeMetricFamily("iflow2api_pool_slots_limit",
+                                  "Concurrency limit of accounts that have one",
+                                  labels=["account_id", "provider"])
+        for account_id, provider, busy, maximum in self.pool_state.slots:
+            used.add_metric([account_id, provider], busy)
+            limit.add_metric([account_id, provider], maximum)
+        yield used
+        yield limit
+
+
+LIVE = LiveCollector()
+REGISTRY.register(LIVE)
+
+
+# --- the endpoint -------------------------------------------------------------------------------
+
+
+def _authorized(request: HttpRequest) -> bool:
+    token = getattr(settings, "METRICS_TOKEN", "")
+    if not token:
+        return True
+    scheme, _sep, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(),
+                                                              token.encode())
+
+
+async def metrics_view(request: HttpRequest) -> HttpResponse:
+    if not enabled():
+        raise Http404
+    if not _authorized(request):
+        response = HttpResponse(_("A metrics token is required."), status=401,
+                                content_type="text/plain; charset=utf-8")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    try:
+        LIVE.pool_state = await read_pool_state()
+    except Exception:  # the database or Redis away: serve the rest
+        log.warning("metrics: could not read the account pool", exc_info=True)
+        LIVE.pool_state = None
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    response = HttpResponse(encoder(REGISTRY), content_type=content_type)
+    response["Cache-Control"] = "no-store"
+    return response
