@@ -1,0 +1,372 @@
+"""Live status for the admin: what `snapshot()` reads, and how changes reach the page.
+
+- `snapshot()` (sync ORM) gathers instances, requests per minute, active streams, accounts with
+  their next refresh, and recent errors. The request log belongs to `proxy`, which this app
+  never imports: it is looked up through the app registry.
+- `notify_changed()` is called by the request path when a request starts or ends. It costs a
+  few attribute reads: at most one group message per NOTIFY_INTERVAL per process goes out, from
+  a task on the running loop, and the last change is never dropped (a trailing send).
+- `stream_started()` / `stream_finished()` count the streams open in this process. Each process
+  publishes its counts under its own key with a short TTL (Redis when REDIS_URL is set, else the
+  Django cache), refreshed while streams are open, so `snapshot()` sums every live process and
+  forgets dead ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from functools import cache
+from typing import Any
+
+from django.apps import apps
+from django.conf import settings
+from django.core.cache import cache as django_cache
+from django.db.models import Count
+from django.utils import timezone
+
+from accounts.models import Account
+from accounts.refresh import OAUTH, credential_kind
+from instances.models import Instance
+
+log = logging.getLogger(__name__)
+
+GROUP = "iflow2api.status"
+CHANGED = {"type": "status.changed"}
+NOTIFY_INTERVAL = 0.5  # seconds between two group messages from one process
+SEND_TIMEOUT = 5.0  # a stuck channel layer must not pile up tasks
+STREAMS_TTL = 30  # seconds a process's published stream counts stay valid
+HEARTBEAT_SECONDS = 10.0  # republish that often while streams are open
+ERRORS_SHOWN = 10
+ERROR_TEXT_MAX = 300
+KEY_PREFIX = "iflow2api:status:streams:"
+REGISTRY_KEY = "iflow2api:status:processes"
+
+
+# --- this process's stream counts ----------------------------------------------------------------
+
+
+class _Local:
+    """Per-process state. Counts may change from any thread; the timers live on one loop."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.streams: Counter[str] = Counter()
+        self.published: dict[str, int] | None = None
+        self.pid = 0
+        self.process_id = ""
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.pending: asyncio.Handle | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.again = False  # a change arrived while a send was running
+        self.last_sent = float("-inf")
+        self.heartbeat: asyncio.Handle | None = None
+
+
+_local = _Local()
+
+
+def process_id() -> str:
+    # Re-made after a fork: a child must not publish under its parent's key.
+    if _local.pid != os.getpid():
+        _local.pid = os.getpid()
+        _local.process_id = f"{socket.gethostname()}:{_local.pid}:{secrets.token_hex(3)}"
+    return _local.process_id
+
+
+def local_streams() -> dict[str, int]:
+    with _local.lock:
+        return {name: n for name, n in _local.streams.items() if n > 0}
+
+
+def stream_started(instance_name: str) -> None:
+    """A stream opened on `instance_name` in this process. Never raises."""
+    try:
+        with _local.lock:
+            _local.streams[instance_name or "default"] += 1
+        notify_changed()
+    except Exception:
+        log.debug("status: stream_started failed", exc_info=True)
+
+
+def stream_finished(instance_name: str) -> None:
+    """A stream ended (any way). Never raises; never counts below zero."""
+    try:
+        name = instance_name or "default"
+        with _local.lock:
+            if _local.streams[name] > 0:
+                _local.streams[name] -= 1
+            if _local.streams[name] <= 0:
+                del _local.streams[name]
+        notify_changed()
+    except Exception:
+        log.debug("status: stream_finished failed", exc_info=True)
+
+
+# --- where processes publish their counts --------------------------------------------------------
+
+
+class _RedisStore:
+    """A key per process (with a TTL) and a sorted set of process ids scored by expiry, so
+    readers find the live ones without scanning the keyspace."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+    def publish(self, pid: str, counts: dict[str, int]) -> None:
+        now = time.time()
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(KEY_PREFIX + pid, json.dumps(counts), ex=STREAMS_TTL)
+        pipe.zadd(REGISTRY_KEY, {pid: now + STREAMS_TTL})
+        # Entries dead for a whole TTL more: gone for good (a live process re-adds itself).
+        pipe.zremrangebyscore(REGISTRY_KEY, "-inf", now - STREAMS_TTL)
+        pipe.execute()
+
+    def read(self) -> dict[str, dict[str, int]]:
+        pids = [p.decode() for p in self.client.zrangebyscore(REGISTRY_KEY, time.time(), "+inf")]
+        if not pids:
+            return {}
+        values = self.client.mget([KEY_PREFIX + p for p in pids])
+        return {p: json.loads(v) for p, v in zip(pids, values, strict=True) if v}
+
+
+class _CacheStore:
+    """The Django cache: a key per process and one registry key. Without Redis the cache is
+    per process, so the registry's read-modify-write never races another process."""
+
+    def publish(self, pid: str, counts: dict[str, int]) -> None:
+        django_cache.set(KEY_PREFIX + pid, counts, STREAMS_TTL)
+        registry = django_cache.get(REGISTRY_KEY) or {}
+        now = time.time()
+        registry = {p: t for p, t in registry.items() if t > now}
+        registry[pid] = now + STREAMS_TTL
+        django_cache.set(REGISTRY_KEY, registry, None)
+
+    def read(self) -> dict[str, dict[str, int]]:
+        now = time.time()
+        pids = [p for p, t in (django_cache.get(REGISTRY_KEY) or {}).items() if t > now]
+        values = django_cache.get_many([KEY_PREFIX + p for p in pids])
+        return {p: values[KEY_PREFIX + p] for p in pids if KEY_PREFIX + p in values}
+
+
+@cache
+def _store_for(redis_url: str) -> _RedisStore | _CacheStore:
+    return _RedisStore(redis_url) if redis_url else _CacheStore()
+
+
+def store() -> _RedisStore | _CacheStore:
+    return _store_for(settings.REDIS_URL or "")
+
+
+@cache
+def _executor() -> ThreadPoolExecutor:
+    # One thread: publishes happen in order, so an older count never overwrites a newer one.
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="status")
+
+
+def publish_streams(force: bool = False) -> None:
+    """Writes this process's counts if they changed (or `force`: the heartbeat). Sync; runs in
+    the status thread."""
+    counts = local_streams()
+    if not force and counts == _local.published:
+        return
+    store().publish(process_id(), counts)
+    _local.published = counts
+
+
+def active_streams() -> dict[str, Any]:
+    """Open streams summed over every live process; this process's own counts are always
+    current, whatever it has published."""
+    try:
+        by_process = store().read()
+    except Exception:
+        log.warning("status: could not read the stream counts of other processes")
+        by_process = {}
+    by_process[process_id()] = local_streams()
+    per_instance: Counter[str] = Counter()
+    for counts in by_process.values():
+        per_instance.update({k: int(v) for k, v in counts.items() if int(v) > 0})
+    return {"total": sum(per_instance.values()), "per_instance": dict(per_instance),
+            "processes": len(by_process)}
+
+
+# --- telling the status pages -------------------------------------------------------------------
+
+
+def notify_changed() -> None:
+    """Something the status page shows changed. Cheap, never blocks, never raises."""
+    try:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            _schedule(loop)
+        elif _local.loop is not None and _local.loop.is_running():
+            _local.loop.call_soon_threadsafe(_schedule, _local.loop)
+        # No loop in this process: no page is connected to it, and without Redis none can be.
+    except Exception:
+        log.debug("status: notify_changed failed", exc_info=True)
+
+
+def _adopt(loop: asyncio.AbstractEventLoop) -> None:
+    if _local.loop is not loop:  # a new loop (tests): the old timers are meaningless
+        _local.loop, _local.pending, _local.task, _local.heartbeat = loop, None, None, None
+        _local.again, _local.last_sent = False, float("-inf")
+
+
+def _schedule(loop: asyncio.AbstractEventLoop) -> None:
+    """On the loop's thread: one send soon, unless one is already waiting."""
+    _adopt(loop)
+    if _local.task is not None and not _local.task.done():
+        _local.again = True
+        return
+    if _local.pending is not None:
+        return
+    delay = max(0.0, _local.last_sent + NOTIFY_INTERVAL - time.monotonic())
+    _local.pending = loop.call_later(delay, _start_send, loop)
+
+
+def _start_send(loop: asyncio.AbstractEventLoop) -> None:
+    _local.pending = None
+    _local.last_sent = time.monotonic()
+    _local.task = loop.create_task(_send(loop), name="status-notify")
+
+
+async def _send(loop: asyncio.AbstractEventLoop) -> None:
+    try:
+        # Counts first: the pages that wake up read them.
+        await loop.run_in_executor(_executor(), publish_streams)
+    except Exception:
+        log.debug("status: could not publish the stream counts", exc_info=True)
+    try:
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        if layer is not None:
+            await asyncio.wait_for(layer.group_send(GROUP, dict(CHANGED)), SEND_TIMEOUT)
+    except Exception:
+        log.debug("status: group_send failed", exc_info=True)
+    finally:
+        _after_send(loop)
+
+
+def _after_send(loop: asyncio.AbstractEventLoop) -> None:
+    if _local.loop is not loop:
+        return
+    if _local.again:
+        _local.again = False
+        _local.task = None
+        _schedule(loop)
+    if local_streams() and _local.heartbeat is None:
+        _local.heartbeat = loop.call_later(HEARTBEAT_SECONDS, _beat, loop)
+
+
+def _beat(loop: asyncio.AbstractEventLoop) -> None:
+    """While streams are open, keep this process's key alive."""
+    _local.heartbeat = None
+    if _local.loop is not loop or not local_streams():
+        return
+    future = loop.run_in_executor(_executor(), publish_streams, True)
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())  # errors: not fatal
+    _local.heartbeat = loop.call_later(HEARTBEAT_SECONDS, _beat, loop)
+
+
+def remember_loop() -> None:
+    """Lets threads of this process notify (the consumer calls it on connect)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    _adopt(loop)
+
+
+# --- the snapshot --------------------------------------------------------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def next_refresh(account: Account, now: datetime) -> tuple[str, datetime | None]:
+    """("refreshing" | "due" | "scheduled" | "none", when) for an account, following the rules
+    of accounts/refresh.py (due = expiry minus the threshold, not before the next attempt)."""
+    kind = credential_kind(account)
+    if (kind is None or not account.enabled
+            or account.state in {Account.State.NEEDS_LOGIN, Account.State.BLOCKED}):
+        return "none", None
+    if account.refreshing_until and account.refreshing_until > now:
+        return "refreshing", now
+    conf = settings.IFLOW2API
+    if account.refresh_failures > 0:
+        due = now
+    elif kind == OAUTH:
+        before = timedelta(hours=float(conf["REFRESH_OAUTH_BEFORE_HOURS"]))
+        expires = account.access_token_expires_at
+        due = now if expires is None or not account.oauth_access_token else expires - before
+    else:
+        before = timedelta(hours=float(conf["REFRESH_COOKIE_BEFORE_HOURS"]))
+        expires = account.api_key_expires_at
+        due = now if expires is None else expires - before
+    if account.next_refresh_attempt_at and account.next_refresh_attempt_at > due:
+        due = account.next_refresh_attempt_at
+    return ("due" if due <= now else "scheduled"), due
+
+
+def _accounts(now: datetime) -> list[dict[str, Any]]:
+    rows = []
+    for account in Account.objects.order_by("id"):
+        refresh_state, refresh_at = next_refresh(account, now)
+        cooling = account.cooldown_until if (
+            account.cooldown_until and account.cooldown_until > now) else None
+        rows.append({
+            "id": account.pk, "label": account.label, "provider": account.provider,
+            "provider_display": account.get_provider_display(), "enabled": account.enabled,
+            "state": account.state, "state_display": account.get_state_display(),
+            "cooldown_until": _iso(cooling), "refresh_state": refresh_state,
+            "next_refresh": _iso(refresh_at), "error": account.last_error[:ERROR_TEXT_MAX],
+        })
+    return rows
+
+
+def snapshot() -> dict[str, Any]:
+    """Everything the status page shows, JSON-ready (times as ISO 8601). Sync ORM."""
+    now = timezone.now()
+    request_log = apps.get_model("proxy", "RequestLog")
+    recent = request_log.objects.filter(started_at__gte=now - timedelta(seconds=60))
+    per_instance = dict(recent.values_list("instance").annotate(n=Count("id")).order_by())
+    streams = active_streams()
+    instances = [{
+        "name": inst.name, "host": inst.host, "port": inst.port, "enabled": inst.enabled,
+        "state": inst.state, "state_display": inst.get_state_display(),
+        "state_message": inst.state_message, "state_changed_at": _iso(inst.state_changed_at),
+        "requests_per_minute": per_instance.get(inst.name, 0),
+        "active_streams": streams["per_instance"].get(inst.name, 0),
+    } for inst in Instance.objects.order_by("port")]
+    errors = [{
+        "time": _iso(row.started_at), "instance": row.instance,
+        "model": row.model or row.requested_model, "status": row.status,
+        "error": row.error[:ERROR_TEXT_MAX],
+    } for row in request_log.objects.filter(status__gte=400).order_by("-started_at", "-id")[
+        :ERRORS_SHOWN]]
+    return {
+        "generated_at": _iso(now),
+        "requests_per_minute": sum(per_instance.values()),
+        "active_streams": streams["total"],
+        "streams_per_instance": streams["per_instance"],
+        "processes": streams["processes"],
+        "instances": instances,
+        "accounts": _accounts(now),
+        "errors": errors,
+    }
