@@ -1,0 +1,215 @@
+"""Structured logs: a request id on every line, and no secret on any line.
+
+- `with_request_id(app)` wraps the ASGI app: each HTTP request gets an id (the client's
+  `x-request-id` when it is sane, else a new `req_<24 hex>`), kept in the `request_id`
+  contextvar while the request runs (tasks it starts inherit it) and sent back in the
+  `x-request-id` response header. It also writes one access line per request
+  (logger `iflow2api.access`; no query string, which may carry credentials).
+- `RequestIdFilter` (on the console handler) stamps `request_id` on every record ("-" outside
+  a request) and masks secrets in the message.
+- `PlainFormatter` / `JsonFormatter`: LOG_FORMAT=plain (default) or json (one object a line).
+
+No Django import at module level: the logging configuration imports this module while the
+settings are still loading.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+request_id: ContextVar[str] = ContextVar("request_id", default="-")
+
+HEADER = b"x-request-id"
+_SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Probes and scrapes: their access lines are DEBUG, not one INFO line every few seconds.
+QUIET_PATHS = frozenset({"/health", "/metrics"})
+access_log = logging.getLogger("iflow2api.access")
+
+# --- secrets never reach a log line -------------------------------------------------------------
+
+_REDACTIONS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"(?i)\b(bearer|basic)\s+[\w.~+/=-]+"), r"\1 [redacted]"),
+    (re.compile(r"\bsk-[\w-]{4,}"), "sk-[redacted]"),
+    # A cookie header's value runs to the end of the line (or the closing quote).
+    (re.compile(r"(?i)\b((?:set-)?cookie)(['\"]?\s*[:=]\s*['\"]?)[^\n'\"]+"), r"\1\2[redacted]"),
+    (re.compile(r"(?i)\b((?:[\w-]*[_-])?(?:api[_-]?key|key|token|secret|password|passwd|"
+                r"authorization))(['\"]?\s*[:=]\s*['\"]?)[^\s'\",;&}]+"), r"\1\2[redacted]"),
+    (re.compile(r"(://[^/\s:@]+:)[^/\s@]+@"), r"\1[redacted]@"),  # user:password@host
+]
+# Words one of the patterns above needs: most lines have none and skip them (a log line costs
+# microseconds, not tens of them).
+_TRIGGERS = ("bearer", "basic", "sk-", "cookie", "key", "token", "secret", "passw",
+             "authorization", "://")
+# Long opaque strings with a digit (keys, tokens, JWT parts); long identifiers have none.
+_OPAQUE = re.compile(r"(?<![\w+=-])(?=[\w+=-]*\d)[\w+=-]{40,}")
+
+
+def redact(text: str) -> str:
+    """`text` with bearer credentials, sk- keys, key=/token=/cookie= values, URL passwords and
+    long opaque strings masked."""
+    lowered = text.lower()
+    if any(word in lowered for word in _TRIGGERS):
+        for pattern, replacement in _REDACTIONS:
+            text = pattern.sub(replacement, text)
+    return _OPAQUE.sub("[redacted]", text)
+
+
+# --- request ids --------------------------------------------------------------------------------
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
+def accept_request_id(value: bytes | str | None) -> str:
+    """The client's id when it is short, plain and not secret-looking; a new one otherwise."""
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if value and _SANE_ID.fullmatch(value) and redact(value) == value:
+        return value
+    return new_request_id()
+
+
+def _printable(text: str) -> str:
+    # A path is percent-decoded: keep a %0A from starting a forged log line.
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def with_request_id(app: ASGIApp) -> ASGIApp:
+    """Gives every HTTP request an id (contextvar + response header) and an access line."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        incoming = next((v for k, v in scope.get("headers") or () if k.lower() == HEADER), None)
+        rid = accept_request_id(incoming)
+        token = request_id.set(rid)
+        started = time.monotonic()
+        status: int | None = None
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers") or ())
+                if not any(name.lower() == HEADER for name, _ in headers):
+                    headers.append((HEADER, rid.encode()))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await app(scope, receive, send_with_id)
+        except BaseException:
+            status = status or 500
+            raise
+        finally:
+            _log_access(scope, status, time.monotonic() - started)
+            request_id.reset(token)
+
+    return wrapped
+
+
+def _log_access(scope: Scope, status: int | None, seconds: float) -> None:
+    path = scope.get("path", "")
+    if path in QUIET_PATHS:
+        level = logging.DEBUG
+    elif status is not None and status >= 500:
+        level = logging.WARNING
+    else:
+        level = logging.INFO
+    if not access_log.isEnabledFor(level):
+        return
+    method = scope.get("method", "")
+    path = _printable(path)
+    duration_ms = round(seconds * 1000)
+    # status None: the client left before the response started.
+    access_log.log(level, "%s %s %s %dms", method, path, status or "-", duration_ms,
+                   extra={"method": method, "path": path, "status": status,
+                          "duration_ms": duration_ms})
+
+
+# --- the filter and the formatters --------------------------------------------------------------
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps the request id on every record and masks secrets in its message. Put it on the
+    handler: a logger's filters do not see records from its children."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = request_id.get()
+        if getattr(record, "_redacted", False):
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: the handler reports it
+            return True
+        record.msg, record.args = redact(message), None
+        record._redacted = True
+        return True
+
+
+class PlainFormatter(logging.Formatter):
+    """`time LEVEL logger [request id] message`, exceptions masked like messages."""
+
+    def __init__(self, fmt: str | None = None, datefmt: str | None = None) -> None:
+        super().__init__(fmt or "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
+                         datefmt)
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not hasattr(record, "request_id"):
+            record.request_id = request_id.get()
+        return redact(super().format(record))
+
+
+# Attributes every LogRecord has; anything else was passed as `extra` and becomes a field.
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message", "asctime", "request_id", "_redacted", "taskName"}
+
+
+def _field(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return redact(value if isinstance(value, str) else str(value))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time (ISO 8601, UTC), level, logger, message, request_id, the
+    record's extra fields, and exc_info / stack_info as strings when present."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage() if getattr(record, "_redacted", False)
+            else redact(record.getMessage()),
+            "request_id": getattr(record, "request_id", None) or request_id.get(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD and not key.startswith("_") and key not in entry:
+                entry[key] = _field(value)
+        if record.exc_info:
+            record.exc_text = record.exc_text or self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exc_info"] = redact(record.exc_text)
+        if record.stack_info:
+            entry["stack_info"] = redact(self.formatStack(record.stack_info))
+        return orjson.dumps(entry, default=str).decode()

@@ -1,0 +1,136 @@
+"""GET /metrics (proxy/metrics.py): off by default, behind a bearer token when one is set, and
+counting what a real `iflow2api serve` did: requests, latency, time to first token, tokens,
+upstream errors, the account pool."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+
+import httpx
+import pytest
+from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
+
+from proxy import metrics
+from proxy.requestlog import RequestRecord
+from tests.conftest import FAKE_KEY
+from tests.fakes import scenarios as sc
+from tests.servers import GatewayServer
+
+TOKEN = "metrics-scrape-token-42"
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def samples(text: str) -> dict[tuple[str, frozenset], float]:
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(found: dict, name: str, **labels: str) -> float | None:
+    return found.get((name, frozenset(labels.items())))
+
+
+@pytest.fixture(scope="module")
+def server(fake_iflow) -> Iterator[GatewayServer]:
+    env = {"IFLOW_API_KEY": FAKE_KEY, "IFLOW_BASE_URL": fake_iflow.base_url,
+           "METRICS_ENABLED": "true", "METRICS_TOKEN": TOKEN}
+    with GatewayServer(env) as gateway:
+        yield gateway
+
+
+def scrape(server: GatewayServer, **headers: str) -> httpx.Response:
+    return httpx.get(server.url + "/metrics", headers=headers, timeout=10)
+
+
+def test_metrics_are_off_by_default(gateway):
+    assert scrape(gateway).status_code == 404
+    assert scrape(gateway, authorization="Bearer anything").status_code == 404
+
+
+def test_the_token_is_required_when_set_and_there_is_no_cors(server):
+    for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": TOKEN},
+                    {"authorization": f"Basic {TOKEN}"}):
+        response = scrape(server, **headers, origin="https://elsewhere.example")
+        assert response.status_code == 401, headers
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    response = scrape(server, authorization=f"Bearer {TOKEN}", origin="https://elsewhere.example")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    assert "access-control-allow-origin" not in response.headers
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_requests_tokens_latency_and_errors_are_counted(server, upstream):
+    post = {"timeout": 30}
+    body = {"model": "glm-5", "messages": MESSAGES}
+    upstream.script(sc.text("Hello", usage={"prompt_tokens": 11, "completion_tokens": 3,
+                                            "total_tokens": 14}))
+    assert httpx.post(server.url + "/v1/chat/completions", json=body, **post).status_code == 200
+    upstream.script(sc.slow(sc.text("one two three", chunks=3, usage={
+        "prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}), first_delay=0.3))
+    stream = httpx.post(server.url + "/v1/chat/completions", json={**body, "stream": True},
+                        **post)
+    assert stream.status_code == 200 and "[DONE]" in stream.text
+    upstream.script(sc.http_error(500, {"error": {"message": "upstream broke"}}))
+    assert httpx.post(server.url + "/v1/chat/completions", json=body, **post).status_code == 502
+
+    found = samples(scrape(server, authorization=f"Bearer {TOKEN}").text)
+    common = {"instance": "default", "model": "glm-5"}
+    assert value(found, "iflow2api_requests_total", api="openai", status="200", **common) == 2
+    assert value(found, "iflow2api_requests_total", api="openai", status="502", **common) == 1
+    assert value(found, "iflow2api_tokens_total", direction="in", **common) == 31
+    assert value(found, "iflow2api_tokens_total", direction="out", **common) == 8
+    assert value(found, "iflow2api_request_duration_seconds_count", stream="false",
+                 **common) == 2
+    assert value(found, "iflow2api_request_duration_seconds_count", stream="true", **common) == 1
+    assert value(found, "iflow2api_time_to_first_token_seconds_count", **common) == 1
+    assert value(found, "iflow2api_time_to_first_token_seconds_sum", **common) >= 0.3
+    assert value(found, "iflow2api_time_to_first_token_seconds_bucket", le="0.25",
+                 **common) == 0
+    assert value(found, "iflow2api_upstream_errors_total", provider="iflow", status="502") == 1
+    # At scrape time: nothing in flight, the environment's account, its slot (limit 1).
+    assert value(found, "iflow2api_requests_in_flight") == 0
+    assert value(found, "iflow2api_streams_active") == 0
+    assert value(found, "iflow2api_pool_waiting") == 0
+    assert value(found, "iflow2api_accounts", provider="iflow", state="active") == 1
+    [(slot_labels, in_use)] = [(dict(k[1]), v) for k, v in found.items()
+                               if k[0] == "iflow2api_pool_slots_in_use"]
+    assert slot_labels["provider"] == "iflow" and in_use == 0
+    assert value(found, "iflow2api_pool_slots_limit", **slot_labels) >= 1
+    assert ("iflow2api_request_log_rows_total", frozenset({("outcome", "dropped")})) in found
+    assert value(found, "process_resident_memory_bytes") > 0
+
+
+# --- observe() in this process ------------------------------------------------------------------
+
+
+def record(**fields: object) -> RequestRecord:
+    base: dict = {"started_at": timezone.now(), "api": "anthropic", "model": "unit-model",
+                  "instance": "unit", "status": 200}
+    return RequestRecord(**{**base, **fields})
+
+
+def count(**labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value("iflow2api_requests_total", labels) or 0.0
+
+
+def test_observe_counts_only_when_enabled_and_never_raises(settings):
+    labels = {"api": "anthropic", "instance": "unit", "model": "unit-model", "status": "200"}
+    settings.METRICS_ENABLED = False
+    before = count(**labels)
+    metrics.observe(record())
+    assert count(**labels) == before
+    settings.METRICS_ENABLED = True
+    metrics.observe(record(tokens_in=4, tokens_out=2, ttft_ms=120, stream=True))
+    assert count(**labels) == before + 1
+    assert metrics.REGISTRY.get_sample_value(
+        "iflow2api_tokens_total", {"instance": "unit", "model": "unit-model",
+                                   "direction": "in"}) >= 4
+    # A client that left is no upstream error; a broken record is skipped, not raised.
+    metrics.observe(record(account_id=1, status=499))
+    assert metrics.REGISTRY.get_sample_value(
+        "iflow2api_upstream_errors_total", {"provider": "unknown", "status": "499"}) is None
+    metrics.observe(record(latency_ms="soon"))  # type: ignore[arg-type]
+    metrics.observe(RequestRecord(started_at=datetime.now(), api="openai", model="m" * 500))
+    assert count(api="openai", instance="default", model="m" * 100, status="200") == 1

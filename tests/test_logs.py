@@ -1,0 +1,365 @@
+"""Structured logs (iflow2api_site/logs.py): request ids, the JSON and plain formats, secrets
+masked; then for real: `iflow2api serve` and a Celery worker with LOG_FORMAT=json."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from iflow2api_site import logs
+from iflow2api_site.logs import (
+    JsonFormatter,
+    PlainFormatter,
+    RequestIdFilter,
+    accept_request_id,
+    redact,
+    request_id,
+    with_request_id,
+)
+from tests.conftest import FAKE_KEY
+from tests.fakes import scenarios as sc
+from tests.servers import ROOT, GatewayServer
+from tests.services import REDIS_URL, require_redis
+
+GENERATED = re.compile(r"req_[0-9a-f]{24}")
+CLIENT_KEY = "sk-client-key-for-the-log-test-7f3a9c"
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+# --- redaction ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("Authorization: Bearer abc.DEF-123_xyz", "abc.DEF-123_xyz"),
+    ("upstream said: invalid key sk-live-0123456789abcdef", "0123456789abcdef"),
+    ("GET /x?api_key=hunter2hunter2&page=2", "hunter2hunter2"),
+    ('{"access_token": "tok-9988776655"}', "tok-9988776655"),
+    ("refresh_token=r3fr3sh-value;", "r3fr3sh-value"),
+    ("x-api-key: plainsecretvalue", "plainsecretvalue"),
+    ("Cookie: BXAuth=abc123; other=def456", "abc123"),
+    ("Cookie: BXAuth=abc123; other=def456", "def456"),
+    ("postgresql://user:pa55word@db:5432/x", "pa55word"),
+    ("opaque " + "Ab3" * 14 + " end", "Ab3" * 14),
+])
+def test_redact_masks_secrets(text, secret):
+    assert secret not in redact(text)
+    assert "[redacted]" in redact(text)
+
+
+@pytest.mark.parametrize("text", [
+    "POST /v1/chat/completions 200 12ms",
+    "request req_0123456789abcdef01234567 done",
+    "account 3 (iFlow (environment)) needs a new login: expired",
+    "/work/main/.venv/lib/python3.11/site-packages/django/core/handlers/exception.py",
+    "test_an_upstream_error_is_logged_with_its_status_and_no_secret",  # long, but no digit
+    "3f2a3c1e-9b7d-4a51-8c0e-1d2e3f4a5b6c",  # task ids (UUIDs)
+    "prompt_tokens=11 completion_tokens=3",
+])
+def test_redact_leaves_ordinary_text_alone(text):
+    assert redact(text) == text
+
+
+# --- request ids --------------------------------------------------------------------------------
+
+
+def test_a_sane_client_request_id_is_kept_and_anything_else_replaced():
+    assert accept_request_id(b"trace.abc-1_2") == "trace.abc-1_2"
+    assert accept_request_id("x" * 64) == "x" * 64
+    for bad in (None, b"", "x" * 65, "has space", "semi;colon", "é", "sk-secret-client-key",
+                "a1" * 25):  # the last two look like secrets: never echoed into the logs
+        assert GENERATED.fullmatch(accept_request_id(bad)), bad
+    assert accept_request_id(None) != accept_request_id(None)
+
+
+def capture(formatter: logging.Formatter) -> tuple[logging.Logger, io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(formatter)
+    logger = logging.getLogger(f"tests.logs.{uuid.uuid4().hex}")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    return logger, stream
+
+
+def test_json_lines_carry_the_request_id_extras_and_masked_exceptions():
+    logger, stream = capture(JsonFormatter())
+    logger.info("outside a request")
+    token = request_id.set("req_test")
+    try:
+        logger.warning("calling %s with %s", "upstream", f"Bearer {FAKE_KEY}",
+                       extra={"status": 502, "path": "/v1/x"})
+        try:
+            raise RuntimeError(f"upstream refused key {FAKE_KEY}")
+        except RuntimeError:
+            logger.exception("failed")
+    finally:
+        request_id.reset(token)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(lines) == 3
+    first, second, third = lines
+    assert first["request_id"] == "-" and first["message"] == "outside a request"
+    assert set(first) == {"time", "level", "logger", "message", "request_id"}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["time"])
+    assert second["request_id"] == "req_test" and second["level"] == "WARNING"
+    assert second["message"] == "calling upstream with Bearer [redacted]"
+    assert (second["status"], second["path"]) == (502, "/v1/x")
+    assert third["request_id"] == "req_test" and third["level"] == "ERROR"
+    assert "Traceback" in third["exc_info"] and "RuntimeError" in third["exc_info"]
+    assert FAKE_KEY not in stream.getvalue()
+    assert "fake-iflow-key" not in stream.getvalue()
+
+
+def test_plain_lines_show_the_request_id():
+    logger, stream = capture(PlainFormatter())
+    token = request_id.set("trace-7")
+    try:
+        logger.error("key=%s", FAKE_KEY)
+    finally:
+        request_id.reset(token)
+    logger.info("idle")
+    first, second = stream.getvalue().splitlines()
+    assert re.fullmatch(r"\S+ \S+ ERROR tests\.logs\.\w+ \[trace-7\] key=\[redacted\]", first)
+    assert second.endswith("[-] idle")
+
+
+def test_a_bad_format_string_is_left_to_the_handler():
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "%d", ("nope",), None)
+    assert RequestIdFilter().filter(record) is True
+    assert record.request_id == "-"
+
+
+def test_an_invalid_log_format_stops_the_settings(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", "import iflow2api_site.settings"], cwd=ROOT, capture_output=True,
+        text=True, env={"PATH": "/usr/bin:/bin", "IFLOW2API_HOME": str(tmp_path),
+                        "LOG_FORMAT": "xml"})
+    assert result.returncode != 0 and "LOG_FORMAT must be plain or json" in result.stderr
+
+
+# --- the ASGI wrapper ---------------------------------------------------------------------------
+
+
+def run_app(app, headers=(), path="/v1/x"):  # type: ignore[no-untyped-def]
+    """Runs an ASGI app for one request: (response start message, ids the app saw)."""
+    sent: list[dict] = []
+
+    async def receive():  # type: ignore[no-untyped-def]
+        return {"type": "http.request", "body": b""}
+
+    async def send(message):  # type: ignore[no-untyped-def]
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": path, "headers": list(headers)}
+    asyncio.run(with_request_id(app)(scope, receive, send))
+    return sent[0]
+
+
+def test_the_wrapper_sets_the_id_for_the_request_and_its_tasks(caplog):
+    seen: list[str] = []
+
+    async def read() -> str:
+        return request_id.get()
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        seen.append(request_id.get())
+        seen.append(await asyncio.create_task(read()))  # a task started by the request
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    caplog.set_level(logging.INFO, logger="iflow2api.access")
+    caplog.handler.addFilter(RequestIdFilter())
+    start = run_app(app, [(b"x-request-id", b"abc-1")], path="/v1/x\nFORGED")
+    assert seen == ["abc-1", "abc-1"] and request_id.get() == "-"
+    assert (b"x-request-id", b"abc-1") in start["headers"]
+    [record] = caplog.records
+    assert record.request_id == "abc-1" and record.status == 201
+    assert record.getMessage().startswith("GET /v1/x\\x0aFORGED 201 ")
+
+    start = run_app(app)
+    [(name, value)] = start["headers"]
+    assert name == b"x-request-id" and GENERATED.fullmatch(value.decode())
+
+
+def test_the_wrapper_keeps_an_id_the_app_set_and_logs_failures(caplog):
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"X-Request-Id", b"own")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    assert run_app(app)["headers"] == [(b"X-Request-Id", b"own")]
+
+    async def broken(scope, receive, send):  # type: ignore[no-untyped-def]
+        raise RuntimeError("bug")
+
+    caplog.set_level(logging.INFO, logger="iflow2api.access")
+    with pytest.raises(RuntimeError):
+        run_app(broken)
+    assert [(r.levelname, r.status) for r in caplog.records][-1] == ("WARNING", 500)
+    assert logs.access_log.name == "iflow2api.access"
+
+
+# --- for real: `iflow2api serve` ----------------------------------------------------------------
+
+
+class SplitOutputServer(GatewayServer):
+    """A gateway whose stderr (the log) is kept apart from stdout (the serve banner)."""
+
+    def start(self, timeout: float = 40.0) -> SplitOutputServer:
+        self.err_path = Path(self.home) / "stderr.log"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "iflow2api_site.cli", "serve", "--port", str(self.port)],
+            cwd=ROOT, env=self.env, stdout=self.log_path.open("wb"),
+            stderr=self.err_path.open("wb"))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.output()}{self.log()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server did not come up:\n{self.output()}{self.log()}")
+
+    def log(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+
+def unparsable_stream() -> sc.Scenario:
+    """A stream whose first event carries a line that is not JSON (the client logs a warning
+    deep inside the request)."""
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "glm-5",
+             "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]}
+    end = {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    return sc.raw(headers={"content-type": "text/event-stream"}, body_chunks=[
+        f"data:{json.dumps(chunk)}\ndata:this is not json\n\n".encode(),
+        f"data:{json.dumps(end)}\n\n".encode(), b"data:[DONE]\n\n"])
+
+
+def test_a_server_with_json_logs_tags_every_line_and_leaks_no_secret(fake_iflow, upstream):
+    env = {"IFLOW_API_KEY": FAKE_KEY, "IFLOW_BASE_URL": fake_iflow.base_url,
+           "IFLOW2API_API_KEYS": CLIENT_KEY, "LOG_FORMAT": "json", "LOG_LEVEL": "DEBUG"}
+    auth = {"Authorization": f"Bearer {CLIENT_KEY}"}
+    server = SplitOutputServer(env)
+    with server, httpx.Client(base_url=server.url, timeout=30) as client:
+        upstream.script(sc.text("Hello", usage={"prompt_tokens": 5, "completion_tokens": 1,
+                                                "total_tokens": 6}))
+        ok = client.post("/v1/chat/completions", json={"model": "glm-5", "messages": MESSAGES},
+                         headers={**auth, "x-request-id": "trace.ok-1"})
+        assert ok.status_code == 200 and ok.headers["x-request-id"] == "trace.ok-1"
+
+        upstream.script(unparsable_stream())
+        stream = client.post("/v1/chat/completions", headers=auth, json={
+            "model": "glm-5", "messages": MESSAGES, "stream": True})
+        assert stream.status_code == 200 and "[DONE]" in stream.text
+        stream_id = stream.headers["x-request-id"]
+        assert GENERATED.fullmatch(stream_id)
+
+        upstream.script(sc.http_error(500, {"error": {"message": f"boom for key {FAKE_KEY}"}}))
+        failed = client.post("/v1/chat/completions", headers=auth,
+                             json={"model": "glm-5", "messages": MESSAGES})
+        assert failed.status_code == 502
+        failed_id = failed.headers["x-request-id"]
+
+        refused = client.post("/v1/chat/completions", json={"model": "glm-5", "messages": []},
+                              headers={"Authorization": f"Bearer {CLIENT_KEY}-wrong",
+                                       "x-request-id": CLIENT_KEY})
+        assert refused.status_code == 401
+        refused_id = refused.headers["x-request-id"]
+        assert GENERATED.fullmatch(refused_id)  # a secret-looking id is not echoed
+
+        missing = client.get("/no-such-page")  # Django's handler, sync middleware threads
+        assert missing.status_code == 404
+        missing_id = missing.headers["x-request-id"]
+    log, banner = server.log(), server.output()
+
+    entries = [json.loads(line) for line in log.splitlines()]  # every line is JSON
+    assert entries
+    for entry in entries:
+        assert {"time", "level", "logger", "message", "request_id"} <= set(entry), entry
+    by_id: dict[str, list[dict]] = {}
+    for entry in entries:
+        by_id.setdefault(entry["request_id"], []).append(entry)
+    assert [e["status"] for e in by_id["trace.ok-1"] if e["logger"] == "iflow2api.access"] == [200]
+    assert any("unparsable upstream event" in e["message"] for e in by_id[stream_id])
+    assert [(e["level"], e["status"]) for e in by_id[failed_id]
+            if e["logger"] == "iflow2api.access"] == [("WARNING", 502)]
+    assert [e["status"] for e in by_id[refused_id] if e["logger"] == "iflow2api.access"] == [401]
+    assert any(e["logger"] == "django.request" and "Not Found" in e["message"]
+               for e in by_id[missing_id])
+    # Lines outside requests (startup, shutdown) have no id; health probes are DEBUG lines.
+    assert any(e["request_id"] == "-" for e in entries)
+    assert any(e.get("path") == "/health" and e["level"] == "DEBUG" for e in entries)
+    for secret in (FAKE_KEY, CLIENT_KEY):
+        assert secret not in log and secret not in banner
+
+
+def test_plain_logs_of_the_shared_server_show_the_request_id(gateway, upstream):
+    upstream.script(sc.text("Hi"))
+    response = httpx.post(gateway.url + "/v1/chat/completions", timeout=30,
+                          json={"model": "glm-5", "messages": MESSAGES},
+                          headers={"x-request-id": "plain-check-1"})
+    assert response.headers["x-request-id"] == "plain-check-1"
+    deadline = time.monotonic() + 5
+    while "iflow2api.access [plain-check-1]" not in gateway.output():
+        assert time.monotonic() < deadline, gateway.output()[-2000:]
+        time.sleep(0.05)
+    [line] = [x for x in gateway.output().splitlines()
+              if "[plain-check-1]" in x and " iflow2api.access " in x]
+    assert re.search(r" INFO iflow2api\.access \[plain-check-1\] POST /v1/chat/completions 200 "
+                     r"\d+ms$", line)
+
+
+# --- for real: a Celery worker ------------------------------------------------------------------
+
+
+def test_a_celery_worker_logs_json_with_the_task_id(tmp_path):
+    require_redis()
+    from celery import Celery
+
+    redis_url = REDIS_URL.rsplit("/", 1)[0] + "/12"  # a database of its own
+    import redis
+
+    redis.Redis.from_url(redis_url).delete("celery")
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE", "LOG_LEVEL", "LOG_FORMAT"}}
+    env.update({"IFLOW2API_HOME": str(tmp_path), "REDIS_URL": redis_url, "LOG_FORMAT": "json",
+                "IMPORT_IFLOW_SETTINGS": "0"})
+    err_path = tmp_path / "worker.err"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "iflow2api_site", "worker", "-l", "info",
+         "--pool", "solo", "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=ROOT, env=env, stdout=(tmp_path / "worker.out").open("wb"),
+        stderr=err_path.open("wb"))
+    try:
+        # The worker's database is not migrated: the task fails with a traceback, logged.
+        task_id = Celery(broker=redis_url).send_task(
+            "accounts.tasks.refresh_account_task", args=[999999]).id
+        deadline = time.monotonic() + 20
+        while "raised unexpected" not in err_path.read_text():
+            assert worker.poll() is None and time.monotonic() < deadline, err_path.read_text()
+            time.sleep(0.1)
+    finally:
+        worker.terminate()
+        worker.wait(15)
+    entries = [json.loads(line) for line in err_path.read_text().splitlines()]
+    assert any(e["message"].endswith(" ready.") and e["request_id"] == "-" for e in entries)
+    [failure] = [e for e in entries if "raised unexpected" in e["message"]]
+    assert failure["request_id"] == task_id and failure["level"] == "ERROR"
+    assert "Traceback" in failure["exc_info"]
