@@ -85,6 +85,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The admin's language: the switcher's cookie, else the browser's Accept-Language.
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -99,7 +101,9 @@ ASGI_APPLICATION = "iflow2api_site.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        # iflow2api_site/templates (shipped): admin/base_site.html, which an app listed after
+        # django.contrib.admin could not override (language switcher, remembered theme).
+        "DIRS": [BASE_DIR / "templates", Path(__file__).resolve().parent / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -150,6 +154,8 @@ AUTH_PASSWORD_VALIDATORS = [
 
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+# Catalogues of the project package (the apps' own are found in <app>/locale).
+LOCALE_PATHS = [Path(__file__).resolve().parent / "locale"]
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
@@ -168,17 +174,39 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 32 * 1024 * 1024
 FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEY")
 FIELD_ENCRYPTION_KEY_FILE = HOME_DIR / "field_encryption.key"
 
+# --- logs and metrics -------------------------------------------------------------------------
+# LOG_FORMAT: "plain" (time level logger [request id] message) or "json" (one object a line, for
+# log shippers). Both carry the request id (iflow2api_site/logs.py) and mask secrets.
+LOG_FORMAT = env_str("LOG_FORMAT", "plain").lower()
+if LOG_FORMAT not in {"plain", "json"}:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}")
+# One line per HTTP request (method, path without query, status, duration); false keeps only
+# the 5xx lines.
+ACCESS_LOG = env_bool("ACCESS_LOG", True)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "iflow2api_site.logs.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"()": "iflow2api_site.logs.PlainFormatter"},
+        "json": {"()": "iflow2api_site.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT,
+                             "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         "daphne": {"level": "WARNING"},
         "django.channels.server": {"level": "WARNING"},
+        # INFO lines, DEBUG for /health and /metrics, WARNING for 5xx; NOTSET: LOG_LEVEL decides.
+        "iflow2api.access": {"level": "NOTSET" if ACCESS_LOG else "WARNING"},
     },
 }
+# GET /metrics in the Prometheus text format (proxy/metrics.py): 404 unless enabled. With a
+# token, scrapers must send `Authorization: Bearer <token>`.
+METRICS_ENABLED = env_bool("METRICS_ENABLED")
+METRICS_TOKEN = env_str("METRICS_TOKEN")
 
 # --- the gateway ------------------------------------------------------------------------------
 IFLOW2API = {
