@@ -316,7 +316,7 @@ def test_nginx_example_is_streaming_friendly():
     for directive in ["proxy_buffering off;", "proxy_request_buffering on;",
                       "proxy_read_timeout 3600s;", "proxy_send_timeout 3600s;",
                       "send_timeout 3600s;", "proxy_http_version 1.1;",
-                      "client_max_body_size 32m;", "keepalive 64;",
+                      "client_max_body_size 64m;", "keepalive 64;",
                       "proxy_set_header X-Forwarded-For $remote_addr;",
                       "proxy_set_header X-Forwarded-Proto $scheme;",
                       "proxy_set_header Upgrade $http_upgrade;",
