@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from proxy.upstream.types import PreparedRequest, UpstreamError, UpstreamTarget
@@ -38,6 +40,17 @@ class Provider(Protocol):
         None for a normal completion or chunk.
         """
         ...
+
+
+@dataclass(frozen=True)
+class FunctionProvider:
+    """A Provider made of a provider module's functions (each module defines the four)."""
+
+    name: str
+    prepare_chat: Callable[..., PreparedRequest]
+    prepare_models: Callable[[UpstreamTarget], PreparedRequest]
+    error_from_response: Callable[[int, dict[str, str], bytes], UpstreamError]
+    error_from_payload: Callable[[dict[str, Any]], UpstreamError | None]
 
 
 def join_url(base_url: str, path: str) -> str:

@@ -26,7 +26,7 @@ from proxy.upstream.errors import (
     retry_after_from_headers,
     retry_after_from_object,
 )
-from proxy.upstream.providers.base import join_url
+from proxy.upstream.providers.base import FunctionProvider, join_url
 from proxy.upstream.types import PreparedRequest, UpstreamError, UpstreamTarget
 
 DEFAULT_BASE_URL = "https://apis.iflow.cn/v1"
@@ -624,34 +624,5 @@ def error_from_response(status: int, headers: dict[str, str], body: bytes) -> Up
     )
 
 
-class IFlowProvider:
-    """The Provider for iFlow; methods delegate to the module functions above."""
-
-    name = "iflow"
-
-    def prepare_chat(
-        self,
-        target: UpstreamTarget,
-        body: dict[str, Any],
-        *,
-        stream: bool,
-        timestamp_ms: int | None = None,
-        traceparent: str | None = None,
-    ) -> PreparedRequest:
-        return prepare_chat(
-            target, body, stream=stream, timestamp_ms=timestamp_ms, traceparent=traceparent
-        )
-
-    def prepare_models(self, target: UpstreamTarget) -> PreparedRequest:
-        return prepare_models(target)
-
-    def error_from_response(
-        self, status: int, headers: dict[str, str], body: bytes
-    ) -> UpstreamError:
-        return error_from_response(status, headers, body)
-
-    def error_from_payload(self, obj: dict[str, Any]) -> UpstreamError | None:
-        return error_from_payload(obj)
-
-
-PROVIDER = IFlowProvider()
+PROVIDER = FunctionProvider("iflow", prepare_chat, prepare_models, error_from_response,
+                            error_from_payload)

@@ -20,7 +20,7 @@ from proxy.upstream.errors import (
     retry_after_from_headers,
     retry_after_from_object,
 )
-from proxy.upstream.providers.base import join_url
+from proxy.upstream.providers.base import FunctionProvider, join_url
 from proxy.upstream.types import PreparedRequest, UpstreamError, UpstreamTarget
 
 
@@ -99,26 +99,5 @@ def error_from_payload(obj: dict[str, Any]) -> UpstreamError | None:
     return error_from_openai_object(obj)
 
 
-class OpenAIProvider:
-    """The Provider for any OpenAI-compatible API; methods delegate to the functions above."""
-
-    name = "openai"
-
-    def prepare_chat(
-        self, target: UpstreamTarget, body: dict[str, Any], *, stream: bool
-    ) -> PreparedRequest:
-        return prepare_chat(target, body, stream=stream)
-
-    def prepare_models(self, target: UpstreamTarget) -> PreparedRequest:
-        return prepare_models(target)
-
-    def error_from_response(
-        self, status: int, headers: dict[str, str], body: bytes
-    ) -> UpstreamError:
-        return error_from_response(status, headers, body)
-
-    def error_from_payload(self, obj: dict[str, Any]) -> UpstreamError | None:
-        return error_from_payload(obj)
-
-
-PROVIDER = OpenAIProvider()
+PROVIDER = FunctionProvider("openai", prepare_chat, prepare_models, error_from_response,
+                            error_from_payload)
