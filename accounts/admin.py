@@ -7,12 +7,24 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
 
+from accounts import refresh
 from accounts.models import Account, ModelInfo
 from accounts.refresh import refresh_account
 from accounts.services import invalidate_routing
 
 SECRET_FIELDS = ("api_key", "oauth_access_token", "oauth_refresh_token", "cookie")
+# RefreshResult.status codes as the "Refresh now" action reports them.
+STATUS_WORDS = {
+    refresh.REFRESHED: gettext_lazy("refreshed"),
+    refresh.SKIPPED: gettext_lazy("skipped"),
+    refresh.NOT_DUE: gettext_lazy("not due"),
+    refresh.NEEDS_LOGIN: gettext_lazy("needs login"),
+    refresh.FAILED: gettext_lazy("failed"),
+    refresh.NOT_REFRESHABLE: gettext_lazy("not refreshable"),
+}
 
 
 class AccountForm(forms.ModelForm):
@@ -27,7 +39,8 @@ class AccountForm(forms.ModelForm):
             field = self.fields[name]
             field.required = False
             is_set = bool(self.instance.pk and getattr(self.instance, name))
-            field.help_text = "Set (hidden). Leave empty to keep it." if is_set else "Not set."
+            field.help_text = (_("Set (hidden). Leave empty to keep it.") if is_set
+                               else _("Not set."))
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
@@ -56,35 +69,40 @@ class AccountAdmin(admin.ModelAdmin):
     # upstream, which accounts may not import).
     actions = ["refresh_now", "enable_accounts", "disable_accounts", "reset_cooldown"]
 
-    @admin.action(description="Refresh now (OAuth token or cookie key)")
+    @admin.action(description=gettext_lazy("Refresh now (OAuth token or cookie key)"))
     def refresh_now(self, request: Any, queryset: Any) -> None:
         for account in queryset:
             result = refresh_account(account.pk, force=True)
             level = messages.SUCCESS if result.ok else messages.WARNING
+            status = STATUS_WORDS.get(result.status, result.status)
             detail = f": {result.message}" if result.message else ""
-            self.message_user(request, f"{account.label}: {result.status}{detail}", level)
+            self.message_user(request, f"{account.label}: {status}{detail}", level)
         invalidate_routing()
 
-    def _changed(self, request: Any, count: int, what: str) -> None:
+    def _changed(self, request: Any, message: str) -> None:
         invalidate_routing()
-        self.message_user(request, f"{what} {count} account{'' if count == 1 else 's'}.",
-                          messages.SUCCESS)
+        self.message_user(request, message, messages.SUCCESS)
 
-    @admin.action(description="Enable selected accounts")
+    @admin.action(description=gettext_lazy("Enable selected accounts"))
     def enable_accounts(self, request: Any, queryset: Any) -> None:
-        self._changed(request, queryset.update(enabled=True, updated_at=timezone.now()),
-                      "Enabled")
+        count = queryset.update(enabled=True, updated_at=timezone.now())
+        self._changed(request, ngettext("Enabled %(count)d account.",
+                                        "Enabled %(count)d accounts.", count) % {"count": count})
 
-    @admin.action(description="Disable selected accounts")
+    @admin.action(description=gettext_lazy("Disable selected accounts"))
     def disable_accounts(self, request: Any, queryset: Any) -> None:
-        self._changed(request, queryset.update(enabled=False, updated_at=timezone.now()),
-                      "Disabled")
+        count = queryset.update(enabled=False, updated_at=timezone.now())
+        self._changed(request, ngettext("Disabled %(count)d account.",
+                                        "Disabled %(count)d accounts.", count)
+                      % {"count": count})
 
-    @admin.action(description="Reset cooldown (state active, clear the last error)")
+    @admin.action(description=gettext_lazy("Reset cooldown (state active, clear the last error)"))
     def reset_cooldown(self, request: Any, queryset: Any) -> None:
         count = queryset.update(state=Account.State.ACTIVE, cooldown_until=None, last_error="",
                                 updated_at=timezone.now())
-        self._changed(request, count, "Reset the cooldown of")
+        self._changed(request, ngettext("Reset the cooldown of %(count)d account.",
+                                        "Reset the cooldown of %(count)d accounts.", count)
+                      % {"count": count})
 
 
 @admin.register(ModelInfo)

@@ -1,9 +1,10 @@
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class AccountsConfig(AppConfig):
     name = "accounts"
-    verbose_name = "Upstream accounts"
+    verbose_name = _("Upstream accounts")
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

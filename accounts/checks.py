@@ -9,6 +9,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError
 from django.db import DatabaseError
+from django.utils.translation import gettext as _
 
 from accounts.crypto import (
     ENV_NAME,
@@ -23,30 +24,34 @@ SHOWN = 5
 
 def _hint() -> str:
     if keys_from_environment():
-        fix = (f"Set {ENV_NAME} to the key they were written with (several keys: comma "
-               f"separated, newest first), or unset it to use the key file {key_file_path()}.")
+        fix = _("Set %(env)s to the key they were written with (several keys: comma "
+                "separated, newest first), or unset it to use the key file %(file)s.")
     else:
-        fix = (f"Restore the key file {key_file_path()} (one key a line, newest first), or set "
-               f"{ENV_NAME}=<key>[,<older key>…] to the key they were written with.")
-    return f"Keys come from {where_keys_live()}. {fix} Nothing is sent upstream until then."
+        fix = _("Restore the key file %(file)s (one key a line, newest first), or set "
+                "%(env)s=<key>[,<older key>…] to the key they were written with.")
+    fix = fix % {"env": ENV_NAME, "file": key_file_path()}
+    return _("Keys come from %(where)s. %(fix)s Nothing is sent upstream until then.") % {
+        "where": where_keys_live(), "fix": fix}
 
 
 def secrets_errors() -> list[checks.CheckMessage]:
     try:
         report = verify_stored_secrets()
     except ImproperlyConfigured as exc:  # unusable key material
-        return [checks.Error(f"the encryption keys are unusable: {exc}", hint=_hint(),
-                             id="accounts.E001")]
+        return [checks.Error(_("the encryption keys are unusable: %(error)s") % {"error": exc},
+                             hint=_hint(), id="accounts.E001")]
     except DatabaseError:
         return []  # no database (yet): nothing stored to check; other commands will say why
     if not report.unreadable:
         return []
     shown = ", ".join(report.unreadable[:SHOWN])
-    more = f" and {len(report.unreadable) - SHOWN} more" if len(report.unreadable) > SHOWN else ""
+    if len(report.unreadable) > SHOWN:
+        shown = _("%(shown)s and %(more)d more") % {"shown": shown,
+                                                     "more": len(report.unreadable) - SHOWN}
     return [checks.Error(
-        f"{len(report.unreadable)} of {report.checked} stored secrets cannot be decrypted with "
-        f"the configured encryption keys ({shown}{more}): the key is not the one they were "
-        "written with",
+        _("%(count)d of %(checked)d stored secrets cannot be decrypted with the configured "
+          "encryption keys (%(shown)s): the key is not the one they were written with")
+        % {"count": len(report.unreadable), "checked": report.checked, "shown": shown},
         hint=_hint(), id="accounts.E002",
     )]
 

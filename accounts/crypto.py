@@ -25,6 +25,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.db import models
+from django.utils.translation import gettext
 
 PREFIX = "fernet:"
 ENV_NAME = "FIELD_ENCRYPTION_KEY"
@@ -57,8 +58,10 @@ def keys_from_environment() -> bool:
 def where_keys_live() -> str:
     """For messages: where the keys come from, and the other place they could come from."""
     if keys_from_environment():
-        return f"{ENV_NAME} (set in the environment; the key file {key_file_path()} is not used)"
-    return f"the key file {key_file_path()} ({ENV_NAME} is not set)"
+        return gettext("%(env)s (set in the environment; the key file %(file)s is not used)") % {
+            "env": ENV_NAME, "file": key_file_path()}
+    return gettext("the key file %(file)s (%(env)s is not set)") % {
+        "env": ENV_NAME, "file": key_file_path()}
 
 
 def _parse_keys(text: str) -> tuple[str, ...]:
@@ -70,13 +73,16 @@ def _parse_keys(text: str) -> tuple[str, ...]:
 @lru_cache(maxsize=8)
 def _ring(keys: tuple[str, ...], source: str) -> KeyRing:
     if not keys:
-        raise ImproperlyConfigured(f"no encryption key in {source}")
+        raise ImproperlyConfigured(gettext("no encryption key in %(source)s")
+                                   % {"source": source})
     try:
         fernets = [Fernet(key.encode()) for key in keys]
     except ValueError as exc:
         raise ImproperlyConfigured(
-            f"{source} must hold url-safe base64 Fernet keys (32 bytes), newest first: "
-            f"{'comma separated' if source == ENV_NAME else 'one a line'}"
+            (gettext("%(source)s must hold url-safe base64 Fernet keys (32 bytes), newest "
+                     "first: comma separated") if source == ENV_NAME else
+             gettext("%(source)s must hold url-safe base64 Fernet keys (32 bytes), newest "
+                     "first: one a line")) % {"source": source}
         ) from exc
     return KeyRing(keys=keys, source=source, fernet=MultiFernet(fernets), newest=fernets[0])
 
@@ -176,14 +182,15 @@ def encrypt(value: str) -> str:
 
 def _decryption_error() -> SecretDecryptionError:
     return SecretDecryptionError(
-        "cannot decrypt stored secrets: the encryption key does not match the one they were "
-        f"written with (keys come from {where_keys_live()})"
+        gettext("cannot decrypt stored secrets: the encryption key does not match the one they "
+                "were written with (keys come from %(where)s)") % {"where": where_keys_live()}
     )
 
 
 def _token(value: str) -> bytes:
     if not value.startswith(PREFIX):
-        raise SecretDecryptionError("a stored secret is not encrypted; the database was edited?")
+        raise SecretDecryptionError(gettext("a stored secret is not encrypted; the database was "
+                                            "edited?"))
     return value[len(PREFIX) :].encode()
 
 

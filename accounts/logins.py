@@ -19,6 +19,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from accounts.models import DEFAULT_BASE_URLS, Account, ModelInfo, OAuthLogin, Provider
 from accounts.oauth import OAuthClient, OAuthConfig, OAuthError, normalize_bxauth
@@ -43,7 +44,7 @@ def mask_secret(value: str) -> str:
     """`sk-…abcd`: enough to recognise a key, never enough to use it."""
     value = value or ""
     if not value:
-        return "(none)"
+        return _("(none)")
     prefix = value.split("-", 1)[0] + "-" if "-" in value[:6] else ""
     tail = value[-4:] if len(value) >= 12 else ""
     return f"{prefix}…{tail}"
@@ -117,17 +118,19 @@ def parse_callback(callback_url_or_query: str) -> dict[str, str]:
     return params
 
 
-def _oauth_message(exc: OAuthError, what: str) -> str:
+def _oauth_message(exc: OAuthError, cookie: bool = False) -> str:
     if exc.kind == "invalid_grant":
-        return (f"iFlow refused the {what} (expired or already used). Start the login again.")
+        return (_("iFlow refused the cookie (expired or already used). Start the login again.")
+                if cookie else _("iFlow refused the authorization code (expired or already "
+                                 "used). Start the login again."))
     if exc.kind == "overloaded":
-        return "iFlow is overloaded right now; try again in a minute."
+        return _("iFlow is overloaded right now; try again in a minute.")
     if exc.kind == "transient":
-        return f"Could not reach iFlow ({exc.message}); try again."
+        return _("Could not reach iFlow (%(reason)s); try again.") % {"reason": exc.message}
     if exc.kind == "unauthorized":
-        return ("iFlow refused the OAuth client credentials (IFLOW_OAUTH_CLIENT_ID / "
-                "IFLOW_OAUTH_CLIENT_SECRET).")
-    return f"iFlow answered unexpectedly: {exc.message}"
+        return _("iFlow refused the OAuth client credentials (IFLOW_OAUTH_CLIENT_ID / "
+                 "IFLOW_OAUTH_CLIENT_SECRET).")
+    return _("iFlow answered unexpectedly: %(reason)s") % {"reason": exc.message}
 
 
 def _claim_state(state: str) -> OAuthLogin:
@@ -141,12 +144,12 @@ def _claim_state(state: str) -> OAuthLogin:
     if claimed == 1 and login is not None:
         return login
     if login is None:
-        raise LoginError("Unknown login: this URL does not belong to a login started here. "
-                         "Start the login again.")
+        raise LoginError(_("Unknown login: this URL does not belong to a login started here. "
+                           "Start the login again."))
     if login.used_at is not None:
-        raise LoginError("This login was already completed (each login link works once). "
-                         "Start the login again if needed.")
-    raise LoginError("This login expired (older than 15 minutes). Start the login again.")
+        raise LoginError(_("This login was already completed (each login link works once). "
+                           "Start the login again if needed."))
+    raise LoginError(_("This login expired (older than 15 minutes). Start the login again."))
 
 
 def finish_oauth_login(
@@ -163,14 +166,15 @@ def finish_oauth_login(
     params = parse_callback(callback_url_or_query)
     if params.get("error"):
         reason = params.get("error_description") or params["error"]
-        raise LoginError(f"iFlow did not approve the login: {reason[:200]}")
+        raise LoginError(_("iFlow did not approve the login: %(reason)s")
+                         % {"reason": reason[:200]})
     code, state = params.get("code", ""), params.get("state", "")
     if not code or not state:
-        raise LoginError("The URL has no code and state: paste the whole address you landed "
-                         "on after approving the login on iFlow.")
+        raise LoginError(_("The URL has no code and state: paste the whole address you "
+                           "landed on after approving the login on iFlow."))
     if allowed_states is not None and state not in allowed_states:
-        raise LoginError("This login was not started from this browser session. Start it "
-                         "again from here.")
+        raise LoginError(_("This login was not started from this browser session. Start it "
+                           "again from here."))
     login = _claim_state(state)
     try:
         with _client(client) as oauth:
@@ -178,7 +182,7 @@ def finish_oauth_login(
             info = oauth.user_info(tokens.access_token)
     except OAuthError as exc:
         log.warning("OAuth login failed: %s (%s)", exc.message, exc.kind)
-        raise LoginError(_oauth_message(exc, "authorization code")) from exc
+        raise LoginError(_oauth_message(exc)) from exc
 
     with transaction.atomic():
         account = _find_oauth_account(login, info.email, info.phone)
@@ -238,22 +242,23 @@ def add_cookie_account(
     try:
         value = normalize_bxauth(bxauth)
     except ValueError as exc:
-        raise LoginError(f"That does not look like a BXAuth cookie: {exc}.") from exc
+        raise LoginError(_("That does not look like a BXAuth cookie: %(reason)s.")
+                         % {"reason": exc}) from exc
     try:
         with _client(client) as oauth:
             key = oauth.cookie_api_key(value)
             if not key.api_key or key.has_expired:
                 if not key.name:
-                    raise LoginError("The platform shows no full key and no key name to "
-                                     "re-issue it under; create a key on platform.iflow.cn "
-                                     "first.")
+                    raise LoginError(_("The platform shows no full key and no key name to "
+                                       "re-issue it under; create a key on platform.iflow.cn "
+                                       "first."))
                 key = oauth.reissue_cookie_api_key(value, key.name)
     except OAuthError as exc:
         log.warning("cookie login failed: %s (%s)", exc.message, exc.kind)
         if exc.kind == "unauthorized":
-            raise LoginError("The BXAuth cookie was refused (expired or logged out). Log in "
-                             "on platform.iflow.cn again and copy a fresh one.") from exc
-        raise LoginError(_oauth_message(exc, "cookie")) from exc
+            raise LoginError(_("The BXAuth cookie was refused (expired or logged out). Log in "
+                               "on platform.iflow.cn again and copy a fresh one.")) from exc
+        raise LoginError(_oauth_message(exc, cookie=True)) from exc
 
     with transaction.atomic():
         target = account
@@ -288,7 +293,8 @@ def add_api_key_account(
     """An account for any provider from its base URL and key; `models` are linked to it
     (created in the catalogue when missing)."""
     if provider not in Provider.values:
-        raise LoginError(f"Unknown provider {provider!r}: use one of {', '.join(Provider.values)}.")
+        raise LoginError(_("Unknown provider %(provider)r: use one of %(known)s.")
+                         % {"provider": provider, "known": ", ".join(Provider.values)})
     account = Account(
         provider=provider,
         label=(label or "").strip(),
@@ -302,12 +308,12 @@ def add_api_key_account(
     except ValidationError as exc:
         problems = "; ".join(f"{name}: {' '.join(msgs)}"
                              for name, msgs in exc.message_dict.items())
-        raise LoginError(f"Invalid account: {problems}") from exc
+        raise LoginError(_("Invalid account: %(problems)s") % {"problems": problems}) from exc
     names = [m.strip() for m in models or [] if m and m.strip()]
     with transaction.atomic():
         account.save()
         for name in names:
-            info, _ = ModelInfo.objects.get_or_create(
+            info, _created = ModelInfo.objects.get_or_create(
                 model_id=name, defaults={"provider": provider, "display_name": name})
             info.accounts.add(account)
     invalidate_routing()

@@ -22,6 +22,7 @@ from datetime import timedelta
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from accounts.models import Account
 from accounts.services import AccountRef, invalidate_routing
@@ -153,28 +154,29 @@ class AccountPool:
         """A slot on the least busy usable account (round robin among equals), waiting up to
         `timeout` in a bounded queue when every usable account is full."""
         if not accounts:
-            raise NoAccount("no usable account")
+            raise NoAccount(gettext("no usable account"))
         deadline = time.monotonic() + timeout
         queued = False
         try:
             while True:
                 usable, cooldown = self.eligible(accounts)
                 if not usable:
-                    raise PoolExhausted("every account for this model is cooling down "
-                                        "after rate limits", max(cooldown, 1.0))
+                    raise PoolExhausted(gettext("every account for this model is cooling down "
+                                                "after rate limits"), max(cooldown, 1.0))
                 lease = await self._try(usable)
                 if lease is not None:
                     return lease
                 if not queued:
                     if self.waiting >= settings.IFLOW2API["POOL_QUEUE_MAX"]:
-                        raise PoolExhausted("too many requests are waiting for an account", 5.0)
+                        raise PoolExhausted(
+                            gettext("too many requests are waiting for an account"), 5.0)
                     self.waiting += 1
                     queued = True
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise PoolExhausted(
-                        "all accounts for this model are busy (per-account concurrency limit); "
-                        "try again shortly", 2.0)
+                        gettext("all accounts for this model are busy (per-account concurrency "
+                                "limit); try again shortly"), 2.0)
                 waiter = asyncio.get_running_loop().create_future()
                 self._waiters.add(waiter)
                 try:

@@ -32,6 +32,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from accounts.models import Account, Provider
 from accounts.oauth import OAuthClient, OAuthConfig, OAuthError
@@ -159,8 +160,8 @@ def refresh_account(
     )
     if not taken:
         if Account.objects.filter(pk=account_id).exists():
-            return RefreshResult(account_id, SKIPPED, "another worker is refreshing it")
-        return RefreshResult(account_id, NOT_REFRESHABLE, "no such account")
+            return RefreshResult(account_id, SKIPPED, _("another worker is refreshing it"))
+        return RefreshResult(account_id, NOT_REFRESHABLE, _("no such account"))
     own_client = client is None
     try:
         # Read after taking the lease: whoever held it before may have just refreshed.
@@ -168,13 +169,13 @@ def refresh_account(
         kind = credential_kind(account)
         if kind is None:
             return RefreshResult(account_id, NOT_REFRESHABLE,
-                                 "not an iFlow account with a refresh token or cookie")
+                                 _("not an iFlow account with a refresh token or cookie"))
         if not force and not _due_queryset(now).filter(pk=account_id).exists():
             return RefreshResult(account_id, NOT_DUE)
         if force and account.last_refreshed_at and (
             now - account.last_refreshed_at < timedelta(seconds=RECENT_REFRESH_SECONDS)
         ):
-            return RefreshResult(account_id, NOT_DUE, "refreshed moments ago")
+            return RefreshResult(account_id, NOT_DUE, _("refreshed moments ago"))
         if client is None:
             client = default_client()
         try:

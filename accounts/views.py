@@ -17,6 +17,8 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
@@ -39,7 +41,7 @@ LOGIN_PERMS = ("accounts.add_account", "accounts.change_account")
 
 class PasteForm(forms.Form):
     url = forms.CharField(
-        label="The URL you landed on",
+        label=gettext_lazy("The URL you landed on"),
         widget=forms.Textarea(attrs={"rows": 3, "cols": 80, "autocomplete": "off",
                                      "placeholder": "http://…/accounts/oauth/callback/?code=…"
                                                     "&state=…"}),
@@ -49,12 +51,13 @@ class PasteForm(forms.Form):
 
 class CookieForm(forms.Form):
     bxauth = forms.CharField(
-        label="BXAuth cookie",
+        label=gettext_lazy("BXAuth cookie"),
         widget=forms.PasswordInput(render_value=False, attrs={"size": 80,
                                                               "autocomplete": "off"}),
         max_length=8000,
-        help_text="From platform.iflow.cn (browser dev tools → Application → Cookies → BXAuth). "
-                  "The value alone, `BXAuth=…;` or a whole Cookie header.",
+        help_text=gettext_lazy("From platform.iflow.cn (browser dev tools → Application → "
+                               "Cookies → BXAuth). The value alone, `BXAuth=…;` or a whole "
+                               "Cookie header."),
     )
 
 
@@ -76,8 +79,9 @@ def _remember_state(request: HttpRequest, state: str) -> None:
 def _finish(request: HttpRequest, pasted: str) -> Account:
     account = finish_oauth_login(pasted, allowed_states=request.session.get(SESSION_STATES, []))
     who = account.email or account.phone or account.label
-    messages.success(request, f"Logged in to iFlow as {who}: account “{account.label}” "
-                              f"(key {mask_secret(account.api_key)}).")
+    messages.success(request, _("Logged in to iFlow as %(who)s: account “%(label)s” (key "
+                                "%(key)s).") % {"who": who, "label": account.label,
+                                                "key": mask_secret(account.api_key)})
     return account
 
 
@@ -101,7 +105,7 @@ def oauth_start(request: HttpRequest) -> HttpResponse:
             account = Account.objects.get(pk=int(request.GET["account"]),
                                           provider=Provider.IFLOW)
         except (ValueError, Account.DoesNotExist) as exc:
-            raise Http404("no such iFlow account") from exc
+            raise Http404(_("no such iFlow account")) from exc
     login, url = start_oauth_login(callback_url(request), account)
     _remember_state(request, login.state)
     return HttpResponseRedirect(url)
@@ -120,7 +124,7 @@ def oauth_callback(request: HttpRequest) -> HttpResponse:
         return _back_to_list()
     except Exception:
         log.exception("OAuth callback failed")
-        messages.error(request, "The iFlow login failed unexpectedly; see the server log.")
+        messages.error(request, _("The iFlow login failed unexpectedly; see the server log."))
         return _back_to_list()
     return _done(account)
 
@@ -141,10 +145,10 @@ def oauth_paste(request: HttpRequest) -> HttpResponse:
                 error = exc.message
             except Exception:
                 log.exception("pasted OAuth login failed")
-                error = "The iFlow login failed unexpectedly; see the server log."
+                error = _("The iFlow login failed unexpectedly; see the server log.")
         else:
-            error = "Paste the whole URL."
-    return _page(request, "accounts/oauth_paste.html", "Finish an iFlow login",
+            error = _("Paste the whole URL.")
+    return _page(request, "accounts/oauth_paste.html", _("Finish an iFlow login"),
                  form=PasteForm(), error=error, callback=callback_url(request))
 
 
@@ -164,13 +168,14 @@ def cookie_login(request: HttpRequest) -> HttpResponse:
                 error = exc.message
             except Exception:
                 log.exception("cookie login failed")
-                error = "The cookie login failed unexpectedly; see the server log."
+                error = _("The cookie login failed unexpectedly; see the server log.")
             else:
-                messages.success(request, f"Account “{account.label}” saved (key "
-                                          f"{mask_secret(account.api_key)}, platform name "
-                                          f"“{account.api_key_name}”).")
+                messages.success(request, _("Account “%(label)s” saved (key %(key)s, platform "
+                                            "name “%(name)s”).")
+                                 % {"label": account.label, "key": mask_secret(account.api_key),
+                                    "name": account.api_key_name})
                 return _done(account)
         else:
-            error = "Paste the BXAuth cookie."
-    return _page(request, "accounts/cookie_login.html", "Add an iFlow account with a BXAuth "
-                 "cookie", form=CookieForm(), error=error)
+            error = _("Paste the BXAuth cookie.")
+    return _page(request, "accounts/cookie_login.html",
+                 _("Add an iFlow account with a BXAuth cookie"), form=CookieForm(), error=error)

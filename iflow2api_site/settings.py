@@ -154,8 +154,10 @@ AUTH_PASSWORD_VALIDATORS = [
 
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
-# Catalogues of the project package (the apps' own are found in <app>/locale).
-LOCALE_PATHS = [Path(__file__).resolve().parent / "locale"]
+# Our catalogues. Listed here (not only found in each app) so that they win over the other
+# apps' translations of the same words ("Name", "Enabled"…: django-celery-beat has its own).
+LOCALE_PATHS = [Path(__file__).resolve().parent / "locale",
+                *(BASE_DIR / app / "locale" for app in ("accounts", "instances", "proxy"))]
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 
+from instances.preferences import save_theme, set_language
 from instances.views import status_page
 from proxy.api import api
 from proxy.docs import redoc
@@ -11,7 +12,11 @@ from proxy.views import not_found, root
 urlpatterns = [
     path("admin/usage/", admin.site.admin_view(usage), name="usage"),  # before the admin
     path("admin/status/", admin.site.admin_view(status_page), name="status"),  # before too
+    path("admin/theme/", save_theme, name="admin_theme"),  # the user's theme, remembered
     path("admin/", admin.site.urls),
+    # The admin's language switcher: Django's set_language, also remembering the choice.
+    path("i18n/setlang/", set_language, name="set_language"),
+    path("i18n/", include("django.conf.urls.i18n")),
     path("accounts/", include("accounts.urls")),
     path("", root),
     path("redoc", redoc, name="redoc"),  # ReDoc (Swagger UI is /docs)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 DEFAULT_INSTANCE = "default"
 KEY_MARK = "sk-i2a-"
@@ -25,61 +27,66 @@ class Instance(models.Model):
     global ones (environment)."""
 
     class State(models.TextChoices):
-        STOPPED = "stopped", "Stopped"
-        RUNNING = "running", "Running"
-        ERROR = "error", "Error"
+        STOPPED = "stopped", _("Stopped")
+        RUNNING = "running", _("Running")
+        ERROR = "error", _("Error")
 
-    name = models.SlugField(max_length=64, unique=True)
-    host = models.CharField(max_length=255, default="127.0.0.1",
-                            help_text="127.0.0.1 serves this computer only; 0.0.0.0 serves the "
-                            "network (needs a client key).")
+    name = models.SlugField(_("name"), max_length=64, unique=True)
+    host = models.CharField(_("host"), max_length=255, default="127.0.0.1",
+                            help_text=_("127.0.0.1 serves this computer only; 0.0.0.0 serves the "
+                                        "network (needs a client key)."))
     port = models.PositiveIntegerField(
-        unique=True, validators=[MinValueValidator(1), MaxValueValidator(65535)])
-    enabled = models.BooleanField(default=True)
+        _("port"), unique=True, validators=[MinValueValidator(1), MaxValueValidator(65535)])
+    enabled = models.BooleanField(_("enabled"), default=True)
 
     preserve_reasoning_content = models.BooleanField(
-        null=True, blank=True, verbose_name="preserve reasoning_content",
-        help_text="OpenAI chat: keep the reasoning as its own field (yes), merge it into the "
-        "content (no), or follow PRESERVE_REASONING_CONTENT (unknown).")
+        null=True, blank=True, verbose_name=_("preserve reasoning_content"),
+        help_text=_("OpenAI chat: keep the reasoning as its own field (yes), merge it into the "
+                    "content (no), or follow PRESERVE_REASONING_CONTENT (unknown)."))
     default_model = models.CharField(
-        max_length=200, blank=True,
-        help_text="Model for unknown names from Anthropic clients; empty: DEFAULT_MODEL.")
+        _("default model"), max_length=200, blank=True,
+        help_text=_("Model for unknown names from Anthropic clients; empty: DEFAULT_MODEL."))
     claude_tiers = models.JSONField(
-        default=dict, blank=True, verbose_name="claude-* tier map",
-        help_text='e.g. {"opus": "glm-5", "sonnet": "glm-5", "haiku": "qwen3-coder-plus"}; '
-        "missing tiers follow CLAUDE_*_MODEL.")
+        default=dict, blank=True, verbose_name=_("claude-* tier map"),
+        help_text=_('e.g. {"opus": "glm-5", "sonnet": "glm-5", "haiku": "qwen3-coder-plus"}; '
+                    "missing tiers follow CLAUDE_*_MODEL."))
     model_aliases = models.JSONField(
-        default=dict, blank=True,
-        help_text='Extra model names and what they stand for, e.g. {"gpt-4o": "glm-5"}.')
+        _("model aliases"), default=dict, blank=True,
+        help_text=_('Extra model names and what they stand for, e.g. {"gpt-4o": "glm-5"}.'))
     accounts = models.ManyToManyField(
-        "accounts.Account", blank=True, related_name="instances",
-        help_text="Upstream accounts this instance may use; none selected: all of them.")
+        "accounts.Account", blank=True, related_name="instances", verbose_name=_("accounts"),
+        help_text=_("Upstream accounts this instance may use; none selected: all of them."))
     vision_model = models.CharField(
-        max_length=200, blank=True,
-        help_text="Where requests with images go when their model cannot see; empty: "
-        "VISION_MODEL.")
+        _("vision model"), max_length=200, blank=True,
+        help_text=_("Where requests with images go when their model cannot see; empty: "
+                    "VISION_MODEL."))
     upstream_proxy = models.CharField(
-        max_length=300, blank=True,
-        help_text="http://host:port or socks5://host:port for calls to the upstream; empty: "
-        "UPSTREAM_PROXY.")
+        _("upstream proxy"), max_length=300, blank=True,
+        help_text=_("http://host:port or socks5://host:port for calls to the upstream; empty: "
+                    "UPSTREAM_PROXY."))
     cors_allowed_origins = models.TextField(
-        blank=True, verbose_name="CORS allowed origins",
-        help_text="Browser origins that may call this API, comma or newline separated; * for "
-        "any (without credentials); empty: CORS_ALLOWED_ORIGINS.")
+        blank=True, verbose_name=_("CORS allowed origins"),
+        help_text=_("Browser origins that may call this API, comma or newline separated; * for "
+                    "any (without credentials); empty: CORS_ALLOWED_ORIGINS."))
     log_bodies = models.BooleanField(
-        default=False, help_text="Store request and response bodies in the request log.")
+        _("log bodies"), default=False,
+        help_text=_("Store request and response bodies in the request log."))
 
     # Written by the server that runs the instance.
-    state = models.CharField(max_length=16, choices=State.choices, default=State.STOPPED,
-                             editable=False)
-    state_message = models.CharField(max_length=300, blank=True, editable=False)
-    state_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    state = models.CharField(_("state"), max_length=16, choices=State.choices,
+                             default=State.STOPPED, editable=False)
+    state_message = models.CharField(_("state message"), max_length=300, blank=True,
+                                     editable=False)
+    state_changed_at = models.DateTimeField(_("state changed at"), null=True, blank=True,
+                                            editable=False)
 
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         ordering = ["port"]
+        verbose_name = _("instance")
+        verbose_name_plural = _("instances")
 
     def __str__(self) -> str:
         return f"{self.name} ({self.host}:{self.port})"
@@ -90,10 +97,11 @@ class Instance(models.Model):
             if not isinstance(value, dict) or not all(
                     isinstance(k, str) and isinstance(v, str) and v.strip()
                     for k, v in value.items()):
-                raise ValidationError({field: "a JSON object of names to model ids"})
+                raise ValidationError({field: _("a JSON object of names to model ids")})
         scheme = self.upstream_proxy.split("://", 1)[0].lower()
         if self.upstream_proxy and scheme not in {"http", "https", "socks4", "socks5"}:
-            raise ValidationError({"upstream_proxy": "http://, https://, socks4:// or socks5://"})
+            raise ValidationError({"upstream_proxy": _("http://, https://, socks4:// or "
+                                                       "socks5://")})
 
     @property
     def origins(self) -> list[str]:
@@ -120,25 +128,28 @@ class ClientKey(models.Model):
     """A key a client sends (Bearer or x-api-key). Only its hash is stored; the key itself is
     shown once, when it is made."""
 
-    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="keys")
-    name = models.CharField(max_length=100, blank=True)
-    prefix = models.CharField(max_length=PREFIX_LENGTH, db_index=True, editable=False)
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="keys",
+                                 verbose_name=_("instance"))
+    name = models.CharField(_("name"), max_length=100, blank=True)
+    prefix = models.CharField(_("prefix"), max_length=PREFIX_LENGTH, db_index=True,
+                              editable=False)
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
-    enabled = models.BooleanField(default=True)
-    expires_at = models.DateTimeField(null=True, blank=True)
+    enabled = models.BooleanField(_("enabled"), default=True)
+    expires_at = models.DateTimeField(_("expires at"), null=True, blank=True)
     allowed_models = models.TextField(
-        blank=True, help_text="Model names this key may use, comma or newline separated; "
-        "empty: all.")
-    created_at = models.DateTimeField(auto_now_add=True)
+        _("allowed models"), blank=True,
+        help_text=_("Model names this key may use, comma or newline separated; empty: all."))
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     objects = ClientKeyQuerySet.as_manager()
 
     class Meta:
         ordering = ["instance", "name"]
-        verbose_name = "client API key"
+        verbose_name = _("client API key")
+        verbose_name_plural = _("client API keys")
 
     def __str__(self) -> str:
-        return f"{self.name or 'key'} ({self.prefix}…)"
+        return f"{self.name or _('key')} ({self.prefix}…)"
 
     def set_key(self, key: str) -> None:
         self.prefix = key[:PREFIX_LENGTH]
@@ -167,36 +178,69 @@ class RateRule(models.Model):
     Every limit left empty is not enforced."""
 
     class Scope(models.TextChoices):
-        KEY = "key", "Per client key"
-        INSTANCE = "instance", "Per instance (all clients together)"
-        IP = "ip", "Per client IP"
+        KEY = "key", _("Per client key")
+        INSTANCE = "instance", _("Per instance (all clients together)")
+        IP = "ip", _("Per client IP")
 
-    name = models.CharField(max_length=100, blank=True)
-    scope = models.CharField(max_length=16, choices=Scope.choices, default=Scope.KEY)
+    name = models.CharField(_("name"), max_length=100, blank=True)
+    scope = models.CharField(_("scope"), max_length=16, choices=Scope.choices,
+                             default=Scope.KEY)
     instance = models.ForeignKey(
         Instance, on_delete=models.CASCADE, null=True, blank=True, related_name="rate_rules",
-        help_text="The instance it applies to (scopes instance and IP); empty: every instance.")
+        verbose_name=_("instance"),
+        help_text=_("The instance it applies to (scopes instance and IP); empty: every "
+                    "instance."))
     key = models.ForeignKey(
         ClientKey, on_delete=models.CASCADE, null=True, blank=True, related_name="rate_rules",
-        help_text="Scope key: this key only; empty: every key, each on its own.")
-    enabled = models.BooleanField(default=True)
-    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
-    requests_per_hour = models.PositiveIntegerField(null=True, blank=True)
-    requests_per_day = models.PositiveIntegerField(null=True, blank=True)
-    concurrent_streams = models.PositiveIntegerField(null=True, blank=True)
+        verbose_name=_("key"),
+        help_text=_("Scope key: this key only; empty: every key, each on its own."))
+    enabled = models.BooleanField(_("enabled"), default=True)
+    requests_per_minute = models.PositiveIntegerField(_("requests per minute"), null=True,
+                                                      blank=True)
+    requests_per_hour = models.PositiveIntegerField(_("requests per hour"), null=True,
+                                                    blank=True)
+    requests_per_day = models.PositiveIntegerField(_("requests per day"), null=True, blank=True)
+    concurrent_streams = models.PositiveIntegerField(_("concurrent streams"), null=True,
+                                                     blank=True)
     tokens_per_minute = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Input and output tokens, as the upstream counted them.")
+        _("tokens per minute"), null=True, blank=True,
+        help_text=_("Input and output tokens, as the upstream counted them."))
 
     class Meta:
         ordering = ["scope", "id"]
+        verbose_name = _("rate rule")
+        verbose_name_plural = _("rate rules")
 
     def __str__(self) -> str:
         return self.name or f"{self.get_scope_display()} #{self.pk}"
 
     def clean(self) -> None:
         if self.key_id is not None and self.scope != self.Scope.KEY:
-            raise ValidationError({"key": "only a per-key rule names a key"})
+            raise ValidationError({"key": _("only a per-key rule names a key")})
         limits = (self.requests_per_minute, self.requests_per_hour, self.requests_per_day,
                   self.concurrent_streams, self.tokens_per_minute)
         if all(v is None for v in limits):
-            raise ValidationError("set at least one limit")
+            raise ValidationError(_("set at least one limit"))
+
+
+class AdminPreference(models.Model):
+    """An admin user's theme and language, so that they follow the user to another browser
+    (instances/preferences.py saves them; the admin header applies them)."""
+
+    class Theme(models.TextChoices):
+        AUTO = "auto", _("Follow the system")
+        LIGHT = "light", _("Light")
+        DARK = "dark", _("Dark")
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                related_name="admin_preference", verbose_name=_("user"))
+    theme = models.CharField(_("theme"), max_length=8, choices=Theme.choices, blank=True)
+    language = models.CharField(_("language"), max_length=16, blank=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("admin preference")
+        verbose_name_plural = _("admin preferences")
+
+    def __str__(self) -> str:
+        return str(self.user)

@@ -332,8 +332,9 @@ def _accounts(now: datetime) -> list[dict[str, Any]]:
             account.cooldown_until and account.cooldown_until > now) else None
         rows.append({
             "id": account.pk, "label": account.label, "provider": account.provider,
-            "provider_display": account.get_provider_display(), "enabled": account.enabled,
-            "state": account.state, "state_display": account.get_state_display(),
+            # str(): the labels are lazy translations, and the snapshot goes out as JSON.
+            "provider_display": str(account.get_provider_display()), "enabled": account.enabled,
+            "state": account.state, "state_display": str(account.get_state_display()),
             "cooldown_until": _iso(cooling), "refresh_state": refresh_state,
             "next_refresh": _iso(refresh_at), "error": account.last_error[:ERROR_TEXT_MAX],
         })
@@ -349,7 +350,7 @@ def snapshot() -> dict[str, Any]:
     streams = active_streams()
     instances = [{
         "name": inst.name, "host": inst.host, "port": inst.port, "enabled": inst.enabled,
-        "state": inst.state, "state_display": inst.get_state_display(),
+        "state": inst.state, "state_display": str(inst.get_state_display()),
         "state_message": inst.state_message, "state_changed_at": _iso(inst.state_changed_at),
         "requests_per_minute": per_instance.get(inst.name, 0),
         "active_streams": streams["per_instance"].get(inst.name, 0),

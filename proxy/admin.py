@@ -7,6 +7,8 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from accounts.admin import AccountAdmin
 from proxy.sync import probe_accounts, sync_models
@@ -16,7 +18,7 @@ def _selected(queryset: Any) -> list[int]:
     return list(queryset.order_by("pk").values_list("pk", flat=True))
 
 
-@admin.action(description="Test account (a 1-token chat completion)")
+@admin.action(description=gettext_lazy("Test account (a 1-token chat completion)"))
 def test_account(modeladmin: AccountAdmin, request: Any, queryset: Any) -> None:
     # async_to_sync: runs on the server's event loop; the database work stays on this thread.
     for result in async_to_sync(probe_accounts)(_selected(queryset)):
@@ -24,11 +26,13 @@ def test_account(modeladmin: AccountAdmin, request: Any, queryset: Any) -> None:
                                 messages.SUCCESS if result.ok else messages.ERROR)
 
 
-@admin.action(description="Sync models from the upstream (OpenAI-compatible accounts)")
+@admin.action(description=gettext_lazy("Sync models from the upstream (OpenAI-compatible "
+                                       "accounts)"))
 def sync_account_models(modeladmin: AccountAdmin, request: Any, queryset: Any) -> None:
     report = async_to_sync(sync_models)(_selected(queryset))
     for line in report.skipped:
-        modeladmin.message_user(request, f"Skipped {line}.", messages.WARNING)
+        modeladmin.message_user(request, _("Skipped %(what)s.") % {"what": line},
+                                messages.WARNING)
     for item in report.accounts:
         modeladmin.message_user(request, item.summary(),
                                 messages.SUCCESS if item.ok else messages.ERROR)

@@ -9,18 +9,19 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
 
 from proxy.models import RequestLog
 
 
 class StatusFilter(admin.SimpleListFilter):
-    title = "outcome"
+    title = _("outcome")
     parameter_name = "status_class"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("ok", "2xx success"), ("errors", "every error"), ("4xx", "4xx client errors"),
-                ("429", "429 rate limited"), ("499", "499 client went away"),
-                ("5xx", "5xx upstream / gateway errors")]
+        return [("ok", _("2xx success")), ("errors", _("every error")),
+                ("4xx", _("4xx client errors")), ("429", _("429 rate limited")),
+                ("499", _("499 client went away")), ("5xx", _("5xx upstream / gateway errors"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         ranges = {"ok": (200, 299), "4xx": (400, 499), "5xx": (500, 599)}
@@ -48,7 +49,7 @@ class RequestLogAdmin(admin.ModelAdmin):
     list_per_page = 100
     show_full_result_count = False  # the log grows large: no second COUNT(*)
 
-    @admin.display(description="error")
+    @admin.display(description=_("error"))
     def short_error(self, obj: RequestLog) -> str:
         if len(obj.error) <= 40:
             return obj.error

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from django.utils.translation import gettext
+
 from proxy.errors import ApiError
 from proxy.http import ApiRequest, JsonResult, StreamResult
 from proxy.pipeline import GatewayOptions, Route, admit, now, parse_json_object, resolve_model
@@ -37,23 +39,25 @@ def _is_number(value: Any) -> bool:
 def validate_chat_body(body: dict[str, Any]) -> None:
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
-        raise ApiError(400, "you must provide a model parameter (a non-empty string)",
+        raise ApiError(400, gettext("you must provide a model parameter (a non-empty string)"),
                        "missing_required_parameter" if model is None else "invalid_type", "model")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "`messages` must be a non-empty array of message objects",
+        raise ApiError(400, gettext("`messages` must be a non-empty array of message objects"),
                        "missing_required_parameter" if messages is None else "invalid_type",
                        "messages")
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise ApiError(400, f"messages[{i}] must be an object", "invalid_type",
-                           f"messages[{i}]")
+            raise ApiError(400, gettext("messages[%(i)d] must be an object") % {"i": i},
+                           "invalid_type", f"messages[{i}]")
         if message.get("role") not in ROLES:
-            raise ApiError(400, f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}",
+            raise ApiError(400, gettext("messages[%(i)d].role must be one of %(roles)s")
+                           % {"i": i, "roles": ", ".join(sorted(ROLES))},
                            "invalid_value", f"messages[{i}].role")
         content = message.get("content")
         if content is not None and not isinstance(content, str | list):
-            raise ApiError(400, f"messages[{i}].content must be a string or an array of parts",
+            raise ApiError(400, gettext("messages[%(i)d].content must be a string or an array of "
+                                        "parts") % {"i": i},
                            "invalid_type", f"messages[{i}].content")
     checks = {
         "stream": lambda v: isinstance(v, bool),
@@ -67,7 +71,8 @@ def validate_chat_body(body: dict[str, Any]) -> None:
     }
     for name, ok in checks.items():
         if body.get(name) is not None and not ok(body[name]):
-            raise ApiError(400, f"invalid value for `{name}`", "invalid_type", name)
+            raise ApiError(400, gettext("invalid value for `%(name)s`") % {"name": name},
+                           "invalid_type", name)
 
 
 class OpenAIStreamSession:

@@ -6,6 +6,8 @@ import math
 import uuid
 from dataclasses import dataclass
 
+from django.utils.translation import gettext, gettext_noop
+
 from proxy.upstream.types import UpstreamError
 
 OPENAI_TYPES = {
@@ -33,6 +35,15 @@ ANTHROPIC_TYPES = {
 
 
 DEFAULT_RETRY_AFTER = 5.0
+# The upstream client's fixed messages (proxy/upstream knows no Django): translated here, at
+# the edge. Anything else an upstream says is passed on as it is.
+UPSTREAM_MESSAGES = frozenset({
+    gettext_noop("upstream timed out"),
+    gettext_noop("upstream connection lost mid-stream"),
+    gettext_noop("upstream returned an empty stream"),
+    gettext_noop("upstream sent invalid JSON"),
+    gettext_noop("upstream sent an unexpected answer"),
+})
 
 
 @dataclass
@@ -45,7 +56,8 @@ class ApiError(Exception):
 
     @classmethod
     def from_upstream(cls, err: UpstreamError) -> ApiError:
-        return cls(err.status, err.message, err.code, None, err.retry_after)
+        message = gettext(err.message) if err.message in UPSTREAM_MESSAGES else err.message
+        return cls(err.status, message, err.code, None, err.retry_after)
 
     def headers(self) -> list[tuple[str, str]]:
         retry_after = self.retry_after

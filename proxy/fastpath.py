@@ -15,6 +15,8 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from django.utils.translation import gettext
+
 from instances.runtime import instance_for_port
 from proxy import catalog, chat, messages
 from proxy.errors import ApiError
@@ -64,7 +66,7 @@ def handles(scope: dict[str, Any]) -> bool:
 async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
     handler, render_error = ROUTES[scope["method"], scope["path"]]
     if lifecycle.draining:
-        error = ApiError(503, "the server is shutting down; retry the request",
+        error = ApiError(503, gettext("the server is shutting down; retry the request"),
                          "server_shutting_down", retry_after=1)
         await _send_json(send, render_error(error))
         return

@@ -8,7 +8,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.utils import translation
+from django.utils.translation import gettext
 
+from iflow2api_site.i18n import api_language
 from instances.runtime import instance_for_port
 from proxy.errors import ApiError
 from proxy.wire import dumps
@@ -88,7 +91,8 @@ def to_django(result: JsonResult | StreamResult) -> HttpResponse:
 
 
 def body_too_large() -> ApiError:
-    return ApiError(413, "request body too large (the limit is 32 MiB)", "request_too_large")
+    return ApiError(413, gettext("request body too large (the limit is 32 MiB)"),
+                    "request_too_large")
 
 
 async def call_handler(
@@ -97,9 +101,16 @@ async def call_handler(
     render_error: Callable[[ApiError], JsonResult],
 ) -> JsonResult | StreamResult:
     """Runs an API handler; a bug of ours is logged and answered 500 in the client's format,
-    never with a traceback."""
+    never with a traceback. Our error messages are English unless the request asks for
+    another language with Accept-Language."""
+    language = api_language(request.headers)
+    if language is not None:
+        # This request's task only (the language lives in a context variable), for as long as
+        # it runs: also while a stream is relayed and for in-band stream errors.
+        translation.activate(language)
     try:
         return await handler(request)
     except Exception:
         log.exception("unhandled error in %s", request.path)
-        return render_error(ApiError(500, "internal error in the gateway", "internal_error"))
+        return render_error(ApiError(500, gettext("internal error in the gateway"),
+                                     "internal_error"))

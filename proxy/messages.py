@@ -6,6 +6,8 @@ import time
 import uuid
 from typing import Any
 
+from django.utils.translation import gettext
+
 from proxy.errors import ApiError
 from proxy.http import ApiRequest, JsonResult, StreamResult
 from proxy.pipeline import GatewayOptions, Route, admit, parse_json_object, resolve_model
@@ -35,7 +37,8 @@ def anthropic_error(error: ApiError, request_id: str | None = None) -> JsonResul
 def _messages_body(request: ApiRequest) -> dict[str, Any]:
     body = parse_json_object(request.body)
     if not isinstance(body.get("messages"), list):
-        raise ApiError(400, "messages: Field required (an array of messages)", param="messages")
+        raise ApiError(400, gettext("messages: Field required (an array of messages)"),
+                       param="messages")
     return body
 
 
@@ -72,7 +75,7 @@ async def messages(request: ApiRequest) -> JsonResult | StreamResult:
         body = _messages_body(request)
         model_name = body.get("model")
         if not isinstance(model_name, str) or not model_name.strip():
-            raise ApiError(400, "model: Field required (a string)", param="model")
+            raise ApiError(400, gettext("model: Field required (a string)"), param="model")
         model = await resolve_model(model_name.strip(), opts, map_unknown=True)
         translated = anthropic_to_openai(body, TranslateOptions(
             upstream_model=model.upstream_id,

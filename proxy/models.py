@@ -4,6 +4,7 @@ Bodies are stored only for instances that turn `log_bodies` on."""
 from __future__ import annotations
 
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 
 class RequestLog(models.Model):
@@ -11,30 +12,31 @@ class RequestLog(models.Model):
         OPENAI = "openai", "OpenAI"
         ANTHROPIC = "anthropic", "Anthropic"
 
-    started_at = models.DateTimeField(db_index=True)
-    instance = models.CharField(max_length=64, default="default")
-    key_label = models.CharField("client key", max_length=100, blank=True)
+    started_at = models.DateTimeField(_("started at"), db_index=True)
+    instance = models.CharField(_("instance"), max_length=64, default="default")
+    key_label = models.CharField(_("client key"), max_length=100, blank=True)
     account = models.ForeignKey(
         "accounts.Account", null=True, blank=True, on_delete=models.SET_NULL,
-        related_name="request_logs",
+        related_name="request_logs", verbose_name=_("account"),
     )
-    model = models.CharField(max_length=200, blank=True, help_text="The model actually used")
-    requested_model = models.CharField(max_length=200, blank=True)
-    api = models.CharField(max_length=16, choices=Api.choices)
-    stream = models.BooleanField(default=False)
-    status = models.PositiveSmallIntegerField()
-    latency_ms = models.PositiveIntegerField("latency (ms)")
-    ttft_ms = models.PositiveIntegerField("first token (ms)", null=True, blank=True)
-    tokens_in = models.PositiveIntegerField(null=True, blank=True)
-    tokens_out = models.PositiveIntegerField(null=True, blank=True)
-    error = models.CharField(max_length=500, blank=True)
-    request_body = models.TextField(blank=True)
-    response_body = models.TextField(blank=True)
+    model = models.CharField(_("model"), max_length=200, blank=True,
+                             help_text=_("The model actually used"))
+    requested_model = models.CharField(_("requested model"), max_length=200, blank=True)
+    api = models.CharField(_("API"), max_length=16, choices=Api.choices)
+    stream = models.BooleanField(_("stream"), default=False)
+    status = models.PositiveSmallIntegerField(_("status"))
+    latency_ms = models.PositiveIntegerField(_("latency (ms)"))
+    ttft_ms = models.PositiveIntegerField(_("first token (ms)"), null=True, blank=True)
+    tokens_in = models.PositiveIntegerField(_("tokens in"), null=True, blank=True)
+    tokens_out = models.PositiveIntegerField(_("tokens out"), null=True, blank=True)
+    error = models.CharField(_("error"), max_length=500, blank=True)
+    request_body = models.TextField(_("request body"), blank=True)
+    response_body = models.TextField(_("response body"), blank=True)
 
     class Meta:
         ordering = ["-started_at", "-id"]
-        verbose_name = "request"
-        verbose_name_plural = "request log"
+        verbose_name = _("request")
+        verbose_name_plural = _("request log")
         indexes = [models.Index(fields=["model", "started_at"])]
 
     def __str__(self) -> str:

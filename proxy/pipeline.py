@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.utils.translation import gettext
 
 from accounts.models import Account
 from accounts.pool import Lease, NoAccount, PoolExhausted, pool
@@ -92,17 +93,17 @@ async def admit(request: ApiRequest) -> GatewayOptions:
     if instance.requires_key:
         given = client_keys(request)
         if not given:
-            raise ApiError(401, "missing API key: send it as `Authorization: Bearer <key>` or "
-                           "`x-api-key: <key>`", "missing_api_key")
+            raise ApiError(401, gettext("missing API key: send it as `Authorization: Bearer "
+                                        "<key>` or `x-api-key: <key>`"), "missing_api_key")
         mine = [k for k in map(found.key, given) if k is not None and k.instance_id == instance.id]
         if not mine:
-            raise ApiError(401, "invalid API key", "invalid_api_key")
+            raise ApiError(401, gettext("invalid API key"), "invalid_api_key")
         # A usable one if there is one; else the first, to say why it is refused.
         key = next((k for k in mine if k.enabled and not k.expired()), mine[0])
         if not key.enabled:
-            raise ApiError(401, "this API key is disabled", "invalid_api_key")
+            raise ApiError(401, gettext("this API key is disabled"), "invalid_api_key")
         if key.expired():
-            raise ApiError(401, "this API key has expired", "expired_api_key")
+            raise ApiError(401, gettext("this API key has expired"), "expired_api_key")
     conf = settings.IFLOW2API
     return GatewayOptions(
         instance=instance, key=key, client_ip=client_ip(request), rules=tuple(found.rules),
@@ -113,13 +114,15 @@ async def admit(request: ApiRequest) -> GatewayOptions:
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
     if not body.strip():
-        raise ApiError(400, "the request body is empty; send a JSON object", "invalid_json")
+        raise ApiError(400, gettext("the request body is empty; send a JSON object"),
+                       "invalid_json")
     try:
         data = loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"the request body is not valid JSON: {exc}", "invalid_json") from exc
+        raise ApiError(400, gettext("the request body is not valid JSON: %(error)s")
+                       % {"error": exc}, "invalid_json") from exc
     if not isinstance(data, dict):
-        raise ApiError(400, "the request body must be a JSON object", "invalid_json")
+        raise ApiError(400, gettext("the request body must be a JSON object"), "invalid_json")
     return data
 
 
@@ -160,17 +163,19 @@ async def resolve_model(model_name: str, opts: GatewayOptions, *,
         mapped = instance.tier_model(name)
         model = table.find_model(mapped)
         if model is None:
-            raise ApiError(404, f"`{model_name}` maps to `{mapped}`, which is not in the model "
-                           "catalogue; set the default model / claude-* tiers (instance or "
-                           "DEFAULT_MODEL / CLAUDE_*_MODEL) to a served model",
-                           "model_not_found", "model")
+            raise ApiError(404, gettext(
+                "`%(model)s` maps to `%(mapped)s`, which is not in the model catalogue; set the "
+                "default model / claude-* tiers (instance or DEFAULT_MODEL / CLAUDE_*_MODEL) to "
+                "a served model") % {"model": model_name, "mapped": mapped},
+                "model_not_found", "model")
     if model is None:
-        raise ApiError(404, f"The model `{model_name}` does not exist or is not served here; "
-                       "GET /v1/models lists the models.", "model_not_found", "model")
+        raise ApiError(404, gettext("The model `%(model)s` does not exist or is not served "
+                                    "here; GET /v1/models lists the models.")
+                       % {"model": model_name}, "model_not_found", "model")
     if check_key and opts.key is not None and not opts.key.allows(
             model_name, name, model.id, *model.aliases):
-        raise ApiError(403, f"this API key may not use the model `{model_name}`",
-                       "model_not_allowed", "model")
+        raise ApiError(403, gettext("this API key may not use the model `%(model)s`")
+                       % {"model": model_name}, "model_not_allowed", "model")
     return model
 
 
@@ -209,9 +214,10 @@ async def with_account(model: ModelRef, attempt: Attempt[T], opts: GatewayOption
     if allowed:
         accounts = [a for a in accounts if a.id in allowed]
     if not accounts:
-        raise ApiError(503, f"no usable upstream account for `{model.id}`: add one in the "
-                       "admin, or set IFLOW_API_KEY or UPSTREAM_BASE_URL (accounts that are "
-                       "blocked or need a login do not count)", "no_upstream")
+        raise ApiError(503, gettext(
+            "no usable upstream account for `%(model)s`: add one in the admin, or set "
+            "IFLOW_API_KEY or UPSTREAM_BASE_URL (accounts that are blocked or need a login do "
+            "not count)") % {"model": model.id}, "no_upstream")
     conf = settings.IFLOW2API
     failed: UpstreamError | None = None
     tried: set[int] = set()
@@ -223,8 +229,8 @@ async def with_account(model: ModelRef, attempt: Attempt[T], opts: GatewayOption
             if failed is not None:
                 raise failed from None
             if isinstance(exc, NoAccount):
-                raise ApiError(503, f"no usable upstream account for `{model.id}`",
-                               "no_upstream") from None
+                raise ApiError(503, gettext("no usable upstream account for `%(model)s`")
+                               % {"model": model.id}, "no_upstream") from None
             raise ApiError(429, exc.message, "rate_limit_exceeded",
                            retry_after=exc.retry_after) from None
         try:

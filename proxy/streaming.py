@@ -16,6 +16,8 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
+from django.utils.translation import gettext
+
 from proxy.errors import ApiError
 from proxy.http import SSE_HEADERS, StreamResult
 from proxy.lifecycle import lifecycle
@@ -49,9 +51,9 @@ async def open_stream(batches: Batches, *, prelude_seconds: float) -> asyncio.Fu
         if isinstance(exc, UpstreamError):
             raise exc
         if isinstance(exc, StopAsyncIteration):
-            raise UpstreamError(502, "upstream returned an empty stream", "empty_stream")
-        raise UpstreamError(502, f"upstream stream failed: {type(exc).__name__}",
-                            "upstream_error")
+            raise UpstreamError(502, gettext("upstream returned an empty stream"), "empty_stream")
+        raise UpstreamError(502, gettext("upstream stream failed: %(error)s")
+                            % {"error": type(exc).__name__}, "upstream_error")
     return pending
 
 
@@ -89,8 +91,8 @@ def stream_body(
                 done, _ = await asyncio.wait({pending, stop}, timeout=keepalive_seconds,
                                              return_when=asyncio.FIRST_COMPLETED)
                 if stop.done() and not stop.cancelled():
-                    error = ApiError(503, "the server is shutting down; retry the request",
-                                     "server_shutting_down")
+                    error = ApiError(503, gettext("the server is shutting down; retry the "
+                                                  "request"), "server_shutting_down")
                     yield b"".join(session.fail(error))
                     return
                 if not done:
@@ -131,4 +133,5 @@ def _as_api_error(exc: BaseException | None) -> ApiError:
         return exc
     if isinstance(exc, UpstreamError):
         return ApiError.from_upstream(exc)
-    return ApiError(502, f"upstream stream failed: {type(exc).__name__}", "upstream_error")
+    return ApiError(502, gettext("upstream stream failed: %(error)s")
+                    % {"error": type(exc).__name__}, "upstream_error")

@@ -20,6 +20,8 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
 
 from accounts.models import Account, ModelInfo, Provider
 from accounts.services import invalidate_routing
@@ -94,12 +96,24 @@ async def _list_models(client: UpstreamClient, account: Account) -> list[dict[st
         provider, provider.prepare_models(target_for(account)), "GET")
     data = payload.get("data")
     if not isinstance(data, list):
-        raise UpstreamError(502, "the upstream's /models answer has no `data` list",
+        raise UpstreamError(502, _("the upstream's /models answer has no `data` list"),
                             "upstream_invalid_models")
     return [e for e in data if isinstance(e, dict) and isinstance(e.get("id"), str) and e["id"]]
 
 
 # ----------------------------------------------------------------------------- model sync
+
+SYNC_WORDS = {
+    "created": gettext_lazy("created"),
+    "linked": gettext_lazy("linked"),
+    "updated": gettext_lazy("updated"),
+    "kept": gettext_lazy("left alone"),
+    "missing": gettext_lazy("no longer listed upstream (left as they are)"),
+}
+
+
+def _account_head(account_id: int, label: str) -> str:
+    return _("account %(id)s “%(label)s”") % {"id": account_id, "label": label}
 
 
 @dataclass
@@ -119,13 +133,15 @@ class AccountSync:
         return self.error is None
 
     def summary(self) -> str:
-        head = f"account {self.account_id} “{self.label}”"
+        head = _account_head(self.account_id, self.label)
         if self.error:
-            return f"{head}: failed: {self.error}"
-        parts = [f"{len(self.listed)} models listed"]
-        for name, ids in (("created", self.created), ("linked", self.linked),
-                          ("updated", self.updated), ("left alone", self.kept),
-                          ("no longer listed upstream (left as they are)", self.missing)):
+            return _("%(account)s: failed: %(error)s") % {"account": head, "error": self.error}
+        parts = [_("%(count)d models listed") % {"count": len(self.listed)}]
+        for name, ids in ((SYNC_WORDS["created"], self.created),
+                          (SYNC_WORDS["linked"], self.linked),
+                          (SYNC_WORDS["updated"], self.updated),
+                          (SYNC_WORDS["kept"], self.kept),
+                          (SYNC_WORDS["missing"], self.missing)):
             if ids:
                 parts.append(f"{name}: {', '.join(ids)}")
         return f"{head}: " + "; ".join(parts)
@@ -145,13 +161,16 @@ class SyncReport:
 
     def summary(self) -> str:
         n = len(self.accounts)
-        return (
-            f"Synced {n - len(self.failed)} of {n} OpenAI-compatible account"
-            f"{'' if n == 1 else 's'}: {self.count('created')} models created, "
-            f"{self.count('linked')} linked, {self.count('updated')} updated, "
-            f"{self.count('missing')} no longer listed upstream (left as they are), "
-            f"{len(self.failed)} failed."
-        )
+        return ngettext(
+            "Synced %(synced)d of %(count)d OpenAI-compatible account: %(created)d models "
+            "created, %(linked)d linked, %(updated)d updated, %(missing)d no longer listed "
+            "upstream (left as they are), %(failed)d failed.",
+            "Synced %(synced)d of %(count)d OpenAI-compatible accounts: %(created)d models "
+            "created, %(linked)d linked, %(updated)d updated, %(missing)d no longer listed "
+            "upstream (left as they are), %(failed)d failed.", n,
+        ) % {"synced": n - len(self.failed), "count": n, "created": self.count("created"),
+             "linked": self.count("linked"), "updated": self.count("updated"),
+             "missing": self.count("missing"), "failed": len(self.failed)}
 
 
 def _accounts_to_sync(account_ids: list[int] | None) -> tuple[list[Account], list[str]]:
@@ -163,10 +182,12 @@ def _accounts_to_sync(account_ids: list[int] | None) -> tuple[list[Account], lis
     for pk in dict.fromkeys(account_ids):
         account = found.get(pk)
         if account is None:
-            skipped.append(f"account {pk}: no such account")
+            skipped.append(_("account %(id)s: no such account") % {"id": pk})
         elif account.provider != Provider.OPENAI:
-            skipped.append(f"account {pk} “{account.label}”: {account.get_provider_display()} "
-                           "accounts have no dependable model list; edit the catalogue instead")
+            skipped.append(_("%(account)s: %(provider)s accounts have no dependable model list; "
+                             "edit the catalogue instead")
+                           % {"account": _account_head(pk, account.label),
+                              "provider": account.get_provider_display()})
         else:
             accounts.append(account)
     return accounts, skipped
@@ -190,7 +211,8 @@ def _store_listing(account: Account, entries: list[dict[str, Any]], item: Accoun
         info = existing.get(model_id)
         if info is None:
             if len(model_id) > MODEL_ID_MAX:
-                item.kept.append(f"{model_id[:40]}… (id longer than {MODEL_ID_MAX})")
+                item.kept.append(_("%(model)s… (id longer than %(max)d)")
+                                 % {"model": model_id[:40], "max": MODEL_ID_MAX})
                 continue
             info = ModelInfo.objects.create(
                 model_id=model_id, display_name=display, provider=Provider.OPENAI,
@@ -219,8 +241,9 @@ def _store_listing(account: Account, entries: list[dict[str, Any]], item: Accoun
         elif info.provider != Provider.OPENAI:
             # Linking would take it away from the other provider's accounts (a linked model is
             # served only by its accounts): that is the admin's call.
-            item.kept.append(f"{model_id} (served by the {info.get_provider_display()} "
-                             "accounts; link it in the admin to share it)")
+            item.kept.append(_("%(model)s (served by the %(provider)s accounts; link it in the "
+                               "admin to share it)")
+                             % {"model": model_id, "provider": info.get_provider_display()})
         # else: unlinked and OpenAI-compatible: every such account serves it already.
     item.missing = list(
         ModelInfo.objects.filter(accounts=account).exclude(model_id__in=listing)
@@ -275,9 +298,10 @@ class ProbeResult:
     message: str = ""
 
     def summary(self) -> str:
-        head = f"account {self.account_id} “{self.label}”"
+        head = _account_head(self.account_id, self.label)
         if self.ok:
-            return f"{head}: OK, {self.model} answered in {self.latency_ms} ms"
+            return (_("%(account)s: OK, %(model)s answered in %(ms)s ms")
+                    % {"account": head, "model": self.model, "ms": self.latency_ms})
         via = f" ({self.model})" if self.model else ""
         return f"{head}{via}: {self.message}"
 
@@ -300,7 +324,7 @@ async def probe_account(account_id: int, *, client: UpstreamClient | None = None
     """A tiny non-streaming chat completion ("ping", max_tokens 1) on the account."""
     account, model = await sync_to_async(_probe_subject)(account_id)
     if account is None:
-        return ProbeResult(account_id, "?", False, message="no such account")
+        return ProbeResult(account_id, "?", False, message=_("no such account"))
     result = ProbeResult(account.pk, account.label, False, model)
     secrets = _secrets(account)
     async with _client(client, PROBE_READ_TIMEOUT) as upstream:
@@ -310,8 +334,8 @@ async def probe_account(account_id: int, *, client: UpstreamClient | None = None
                 listed = await _list_models(upstream, account)
                 model = result.model = listed[0]["id"] if listed else ""
             if not model:
-                result.message = ("no model to ask: link a model to this account in the catalogue"
-                                  " (or run Sync models)")
+                result.message = _("no model to ask: link a model to this account in the "
+                                   "catalogue (or run Sync models)")
                 return result
             body = {"model": model, "messages": [{"role": "user", "content": "ping"}],
                     "max_tokens": 1}

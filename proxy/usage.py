@@ -14,11 +14,13 @@ from django.db.models.functions import TruncDate
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from proxy.models import RequestLog
 
 RANGES = (7, 30)
-METRICS = {"requests": "Requests", "tokens": "Tokens (in + out)"}
+METRICS = {"requests": gettext_lazy("Requests"), "tokens": gettext_lazy("Tokens (in + out)")}
 TOP = 15
 ERRORS = ~Q(status__range=(200, 299))
 CHART_WIDTH = 720
@@ -70,8 +72,11 @@ class Bar:
 
     @property
     def summary(self) -> str:
-        return (f"{self.label}: {self.requests:,} requests, {self.errors:,} errors, "
-                f"{self.tokens_in:,} tokens in, {self.tokens_out:,} tokens out")
+        return (_("%(label)s: %(requests)s requests, %(errors)s errors, %(input)s tokens in, "
+                  "%(output)s tokens out")
+                % {"label": self.label, "requests": f"{self.requests:,}",
+                   "errors": f"{self.errors:,}", "input": f"{self.tokens_in:,}",
+                   "output": f"{self.tokens_out:,}"})
 
 
 def _stats(rows: QuerySet) -> QuerySet:
@@ -139,7 +144,7 @@ def usage(request: HttpRequest) -> HttpResponse:
                             latency=Avg("latency_ms"), ttft=Avg("ttft_ms"))
     context = {
         **admin.site.each_context(request),
-        "title": "Usage",
+        "title": _("Usage"),
         "opts": RequestLog._meta,
         "days": days,
         "ranges": RANGES,
@@ -154,11 +159,14 @@ def usage(request: HttpRequest) -> HttpResponse:
         "chart_height": CHART_HEIGHT,
         "baseline": BASELINE,
         "per_day": _per_day(rows, first, days, metric),
+        # (heading, first column, bars)
         "charts": [
-            ("Per model", _grouped(rows, "model", metric, "(none)")),
-            ("Per account", _grouped(rows, "account__label", metric, "(no account)")),
-            ("Per client key", _grouped(rows, "key_label", metric, "(no key)")),
-            ("Per instance", _grouped(rows, "instance", metric, "(none)")),
+            (_("Per model"), _("Model"), _grouped(rows, "model", metric, _("(none)"))),
+            (_("Per account"), _("Account"),
+             _grouped(rows, "account__label", metric, _("(no account)"))),
+            (_("Per client key"), _("Client key"),
+             _grouped(rows, "key_label", metric, _("(no key)"))),
+            (_("Per instance"), _("Instance"), _grouped(rows, "instance", metric, _("(none)"))),
         ],
     }
     return render(request, "proxy/usage.html", context)

@@ -1,15 +1,20 @@
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import translation
+from django.utils.translation import gettext
 
 from iflow2api_site import __version__
+from iflow2api_site.i18n import api_language
 from proxy.chat import openai_error
 from proxy.errors import ApiError
 from proxy.http import to_django
 
 
 async def not_found(request: HttpRequest) -> HttpResponse:
-    return to_django(openai_error(ApiError(404, f"unknown path {request.path}", "not_found")))
+    with translation.override(api_language(request.headers)):  # None: English
+        message = gettext("unknown path %(path)s") % {"path": request.path}
+    return to_django(openai_error(ApiError(404, message, "not_found")))
 
 
 async def root(request: HttpRequest) -> HttpResponse:

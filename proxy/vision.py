@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.utils.translation import gettext
 
 from accounts.services import ModelRef
 from proxy.errors import ApiError
@@ -43,8 +44,9 @@ async def model_for_images(model: ModelRef, body: dict[str, Any],
     if model.vision:
         return model
     if conf["VISION_FALLBACK"] == "reject":
-        raise ApiError(400, f"the model `{model.id}` does not accept images; send them to a "
-                       "vision model", "model_not_vision", "model")
+        raise ApiError(400, gettext("the model `%(model)s` does not accept images; send them to "
+                                    "a vision model") % {"model": model.id},
+                       "model_not_vision", "model")
     # The instance's routing choice, not the client's: the key's model list does not apply.
     vision = await resolve_model(opts.instance.vision_model, opts, check_key=False)
     body["model"] = vision.upstream_id

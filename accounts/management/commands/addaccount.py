@@ -10,44 +10,52 @@ from typing import Any
 
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from accounts.logins import LoginError, add_api_key_account, mask_secret
 from accounts.management.commands.iflow_login import read_secret
 from accounts.models import Provider
+from iflow2api_site.i18n import TranslatedHelp
 
 
-class Command(BaseCommand):
-    help = "Add an upstream account (OpenAI-compatible or iFlow) with an API key."
+class Command(TranslatedHelp, BaseCommand):
+    help = gettext_lazy("Add an upstream account (OpenAI-compatible or iFlow) with an API key.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--provider", choices=Provider.values, default=Provider.OPENAI,
-                            help="openai (any OpenAI-compatible API, default) or iflow")
-        parser.add_argument("--label", required=True, help="a name for the admin")
+                            help=_("openai (any OpenAI-compatible API, default) or iflow"))
+        parser.add_argument("--label", required=True, help=_("a name for the admin"))
         parser.add_argument("--base-url", default="",
-                            help="e.g. https://api.deepseek.com/v1 (default: the provider's)")
+                            help=_("e.g. https://api.deepseek.com/v1 (default: the "
+                                   "provider's)"))
         parser.add_argument("--api-key", default="",
-                            help="the key; `-` reads it from stdin; omit for a server without "
-                                 "keys")
+                            help=_("the key; `-` reads it from stdin; omit for a server "
+                                   "without keys"))
         parser.add_argument("--models", default="",
-                            help="comma-separated model ids this account serves (added to the "
-                                 "catalogue when missing)")
-        parser.add_argument("--no-migrate", action="store_true", help="skip `migrate`")
+                            help=_("comma-separated model ids this account serves (added to "
+                                   "the catalogue when missing)"))
+        parser.add_argument("--no-migrate", action="store_true", help=_("skip `migrate`"))
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not options["no_migrate"]:
             call_command("migrate", interactive=False, verbosity=0)
         api_key = options["api_key"]
         if api_key == "-":
-            api_key = read_secret("API key: ")
+            api_key = read_secret(_("API key: "))
         models = [m.strip() for m in options["models"].split(",") if m.strip()]
         try:
             account = add_api_key_account(options["provider"], options["label"],
                                           options["base_url"], api_key, models)
         except LoginError as exc:
             raise CommandError(exc.message) from exc
-        key = mask_secret(account.api_key) if account.api_key else "none"
-        extra = f", models {', '.join(models)}" if models else ""
+        key = mask_secret(account.api_key) if account.api_key else _("none")
+        details = {"provider": account.get_provider_display(), "id": account.pk,
+                   "label": account.label, "url": account.base_url, "key": key,
+                   "models": ", ".join(models)}
         self.stderr.write(
-            f"Added {account.get_provider_display()} account #{account.pk} “{account.label}” "
-            f"({account.base_url}, key {key}{extra})")
+            (_("Added %(provider)s account #%(id)s “%(label)s” (%(url)s, key %(key)s, models "
+               "%(models)s)") if models else
+             _("Added %(provider)s account #%(id)s “%(label)s” (%(url)s, key %(key)s)"))
+            % details)
         self.stdout.write(str(account.pk))

@@ -23,6 +23,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import translation
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from accounts.logins import (
     LoginError,
@@ -33,6 +36,7 @@ from accounts.logins import (
     start_oauth_login,
 )
 from accounts.models import Account, Provider
+from iflow2api_site.i18n import TranslatedHelp
 
 CALLBACK_PATH = "/oauth2callback"
 
@@ -49,6 +53,7 @@ class _Listener:
 
     def __init__(self, port: int, state: str) -> None:
         self.state = state
+        self.language = translation.get_language()  # the handler thread answers in it
         self.received: queue.Queue[str] = queue.Queue()
         self.result: tuple[bool, str] | None = None
         self.done = threading.Event()
@@ -61,14 +66,16 @@ class _Listener:
             def do_GET(self) -> None:
                 parts = urlsplit(self.path)
                 params = {k: v[0] for k, v in parse_qs(parts.query).items()}
-                if parts.path != CALLBACK_PATH:
-                    return self._answer(404, "Not found.")
-                if params.get("state") != listener.state:
-                    return self._answer(400, "This is not the login this command started.")
-                listener.received.put(self.path)
-                listener.done.wait(120)
-                ok, message = listener.result or (False, "The login did not finish.")
-                return self._answer(200 if ok else 400, message)
+                with translation.override(listener.language):
+                    if parts.path != CALLBACK_PATH:
+                        return self._answer(404, _("Not found."))
+                    if params.get("state") != listener.state:
+                        return self._answer(400, _("This is not the login this command "
+                                                   "started."))
+                    listener.received.put(self.path)
+                    listener.done.wait(120)
+                    ok, message = listener.result or (False, _("The login did not finish."))
+                    return self._answer(200 if ok else 400, message)
 
             def _answer(self, status: int, message: str) -> None:
                 body = (f"<!doctype html><meta charset=utf-8><title>iflow2api</title>"
@@ -83,7 +90,9 @@ class _Listener:
         try:
             self.server = HTTPServer(("127.0.0.1", port), Handler)
         except OSError as exc:
-            raise CommandError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from exc
+            raise CommandError(_("cannot listen on %(host)s:%(port)s: %(reason)s")
+                               % {"host": "127.0.0.1", "port": port, "reason": exc.strerror}
+                               ) from exc
         self.server.daemon_threads = True  # type: ignore[attr-defined]
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever,
@@ -108,30 +117,31 @@ class _Listener:
         self.thread.join(5)
 
 
-class Command(BaseCommand):
-    help = ("Log in to iFlow and save the account: OAuth in a browser (loopback callback, or "
-            "--paste the URL you land on), or --cookie with a platform.iflow.cn BXAuth cookie.")
+class Command(TranslatedHelp, BaseCommand):
+    help = gettext_lazy("Log in to iFlow and save the account: OAuth in a browser (loopback "
+                        "callback, or --paste the URL you land on), or --cookie with a "
+                        "platform.iflow.cn BXAuth cookie.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--paste", action="store_true",
-                            help="read the URL the browser lands on from stdin instead of "
-                                 "listening on a loopback port")
+                            help=_("read the URL the browser lands on from stdin instead of "
+                                   "listening on a loopback port"))
         parser.add_argument("--port", type=int, default=0,
-                            help="loopback callback port (default: a free one)")
+                            help=_("loopback callback port (default: a free one)"))
         parser.add_argument("--timeout", type=float, default=300.0,
-                            help="seconds to wait for the browser (default 300)")
+                            help=_("seconds to wait for the browser (default 300)"))
         parser.add_argument("--redirect", default="",
-                            help="with --paste: the callback URL to send the browser to "
-                                 "(default: this server's /accounts/oauth/callback/, from "
-                                 "PUBLIC_BASE_URL or IFLOW2API_HOST/PORT)")
+                            help=_("with --paste: the callback URL to send the browser to "
+                                   "(default: this server's /accounts/oauth/callback/, from "
+                                   "PUBLIC_BASE_URL or IFLOW2API_HOST/PORT)"))
         parser.add_argument("--cookie", metavar="BXAUTH",
-                            help="cookie login with this BXAuth value; `-` reads it from stdin "
-                                 "(keeps it out of the shell history)")
+                            help=_("cookie login with this BXAuth value; `-` reads it from "
+                                   "stdin (keeps it out of the shell history)"))
         parser.add_argument("--account", type=int, metavar="ID",
-                            help="log this iFlow account in again instead of adding one")
+                            help=_("log this iFlow account in again instead of adding one"))
         parser.add_argument("--open", action="store_true",
-                            help="also open the URL in this machine's browser")
-        parser.add_argument("--no-migrate", action="store_true", help="skip `migrate`")
+                            help=_("also open the URL in this machine's browser"))
+        parser.add_argument("--no-migrate", action="store_true", help=_("skip `migrate`"))
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not options["no_migrate"]:
@@ -141,7 +151,8 @@ class Command(BaseCommand):
             target = Account.objects.filter(pk=options["account"],
                                             provider=Provider.IFLOW).first()
             if target is None:
-                raise CommandError(f"no iFlow account with id {options['account']}")
+                raise CommandError(_("no iFlow account with id %(id)s")
+                                   % {"id": options["account"]})
         try:
             if options["cookie"] is not None:
                 account = self._cookie(options["cookie"], target)
@@ -158,27 +169,27 @@ class Command(BaseCommand):
         self.stdout.flush()
 
     def _show_url(self, url: str, open_browser: bool) -> None:
-        self._say(f"Open this URL in a browser and log in to iFlow:\n\n  {url}\n")
+        self._say(_("Open this URL in a browser and log in to iFlow:") + f"\n\n  {url}\n")
         if open_browser:
             webbrowser.open(url)
 
     def _cookie(self, value: str, target: Account | None) -> Account:
         if value == "-":
-            value = read_secret("BXAuth cookie: ")
+            value = read_secret(_("BXAuth cookie: "))
         if not value.strip():
-            raise CommandError("no BXAuth cookie given")
+            raise CommandError(_("no BXAuth cookie given"))
         return add_cookie_account(value, account=target)
 
     def _paste(self, options: dict[str, Any], target: Account | None) -> Account:
         redirect = options["redirect"] or callback_url()
-        _, url = start_oauth_login(redirect, target)
+        _login, url = start_oauth_login(redirect, target)
         self._show_url(url, options["open"])
-        self._say(f"After you approve, the browser goes to {redirect} (that page may fail to "
-                  "load: that is fine).\nCopy the whole address from the address bar and paste "
-                  "it here, then press Enter:")
+        self._say(_("After you approve, the browser goes to %(url)s (that page may fail to "
+                    "load: that is fine).\nCopy the whole address from the address bar and "
+                    "paste it here, then press Enter:") % {"url": redirect})
         pasted = sys.stdin.readline().strip()
         if not pasted:
-            raise CommandError("no URL pasted")
+            raise CommandError(_("no URL pasted"))
         return finish_oauth_login(pasted)
 
     def _loopback(self, options: dict[str, Any], target: Account | None) -> Account:
@@ -189,34 +200,38 @@ class Command(BaseCommand):
             login, url = start_oauth_login(listener.url, target)
             listener.state = login.state
             self._show_url(url, options["open"])
-            self._say(f"Waiting for the browser on {listener.url} (up to {timeout:g} s; "
-                      "Ctrl+C to stop). On another machine or in a container, use --paste.")
+            self._say(_("Waiting for the browser on %(url)s (up to %(timeout)s s; Ctrl+C to "
+                        "stop). On another machine or in a container, use --paste.")
+                      % {"url": listener.url, "timeout": f"{timeout:g}"})
             try:
                 path = listener.received.get(timeout=timeout)
             except queue.Empty:
-                raise CommandError(f"no login within {timeout:g} s; try again, or use "
-                                   "--paste") from None
+                raise CommandError(_("no login within %(timeout)s s; try again, or use "
+                                     "--paste") % {"timeout": f"{timeout:g}"}) from None
             try:
                 account = finish_oauth_login(path)
             except LoginError as exc:
-                listener.finish(False, f"Login failed: {exc.message}")
+                listener.finish(False, _("Login failed: %(reason)s") % {"reason": exc.message})
                 raise
             except Exception:
-                listener.finish(False, "Login failed; see the terminal.")
+                listener.finish(False, _("Login failed; see the terminal."))
                 raise
             who = account.email or account.phone or account.label
             # The browser gets this answer before the listener shuts down (__exit__ waits).
-            listener.finish(True, f"Logged in as {who}. You can close this tab.")
+            listener.finish(True, _("Logged in as %(who)s. You can close this tab.")
+                            % {"who": who})
         return account
 
     def _report(self, account: Account) -> None:
-        lines = [f"Saved iFlow account #{account.pk} “{account.label}”"]
+        lines = [_("Saved iFlow account #%(id)s “%(label)s”")
+                 % {"id": account.pk, "label": account.label}]
         if account.email or account.phone:
-            lines.append(f"  user:  {account.email or account.phone}")
-        lines.append(f"  key:   {mask_secret(account.api_key)}")
+            lines.append("  " + _("user:  %(user)s") % {"user": account.email or account.phone})
+        lines.append("  " + _("key:   %(key)s") % {"key": mask_secret(account.api_key)})
         if account.api_key_expires_at:
-            lines.append(f"  key valid until {account.api_key_expires_at:%Y-%m-%d %H:%M} UTC")
+            lines.append("  " + _("key valid until %(time)s UTC")
+                         % {"time": f"{account.api_key_expires_at:%Y-%m-%d %H:%M}"})
         if account.access_token_expires_at:
-            lines.append(f"  token valid until {account.access_token_expires_at:%Y-%m-%d %H:%M}"
-                         " UTC (refreshed automatically)")
+            lines.append("  " + _("token valid until %(time)s UTC (refreshed automatically)")
+                         % {"time": f"{account.access_token_expires_at:%Y-%m-%d %H:%M}"})
         self._say("\n".join(lines))

@@ -11,7 +11,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
+from iflow2api_site.i18n import TranslatedHelp
 from instances.models import DEFAULT_INSTANCE, ClientKey, Instance
 from instances.services import ensure_default_instance
 
@@ -30,18 +32,18 @@ def parse_expiry(value: str) -> timezone.datetime:
     return moment if timezone.is_aware(moment) else timezone.make_aware(moment)
 
 
-class Command(BaseCommand):
-    help = ("Create a client API key for an instance. The key is printed once, alone on the "
-            "last line; only its hash is stored.")
+class Command(TranslatedHelp, BaseCommand):
+    help = gettext_lazy("Create a client API key for an instance. The key is printed once, "
+                        "alone on the last line; only its hash is stored.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--instance", default=DEFAULT_INSTANCE,
-                            help="the instance the key is for (default: default)")
-        parser.add_argument("--name", default="", help="a label for the key (who uses it)")
-        parser.add_argument("--expires", help="30d, 12h or an ISO date-time; default: never")
+                            help=_("the instance the key is for (default: default)"))
+        parser.add_argument("--name", default="", help=_("a label for the key (who uses it)"))
+        parser.add_argument("--expires", help=_("30d, 12h or an ISO date-time; default: never"))
         parser.add_argument("--models", default="",
-                            help="comma-separated models the key may use; default: all")
-        parser.add_argument("--no-migrate", action="store_true", help="skip `migrate`")
+                            help=_("comma-separated models the key may use; default: all"))
+        parser.add_argument("--no-migrate", action="store_true", help=_("skip `migrate`"))
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not options["no_migrate"]:

@@ -12,9 +12,13 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import translation
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from accounts.checks import ensure_secrets_readable
 from accounts.importers import import_environment, import_iflow_settings
+from iflow2api_site.i18n import TranslatedHelp
 from instances.models import DEFAULT_INSTANCE, Instance
 from instances.services import ensure_default_instance, import_environment_keys, usable_key_count
 from instances.supervisor import Address, Supervisor, is_loopback
@@ -28,18 +32,20 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-class Command(BaseCommand):
-    help = ("Migrate the database, then serve every enabled instance (the API and the admin) "
-            "with Daphne, each on its own host:port.")
+class Command(TranslatedHelp, BaseCommand):
+    help = gettext_lazy("Migrate the database, then serve every enabled instance (the API and "
+                        "the admin) with Daphne, each on its own host:port.")
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--host", help="serve the default instance on this interface "
-                            "instead of its own (env IFLOW2API_HOST)")
-        parser.add_argument("--port", type=int, help="serve the default instance on this port "
-                            "instead of its own (env IFLOW2API_PORT)")
+        parser.add_argument("--host", help=_("serve the default instance on this interface "
+                                             "instead of its own (env IFLOW2API_HOST)"))
+        parser.add_argument("--port", type=int, help=_("serve the default instance on this "
+                                                       "port instead of its own (env "
+                                                       "IFLOW2API_PORT)"))
         parser.add_argument("--instance", action="append", metavar="NAME",
-                            help="serve only this instance (repeatable); default: all enabled")
-        parser.add_argument("--no-migrate", action="store_true", help="skip `migrate`")
+                            help=_("serve only this instance (repeatable); default: all "
+                                   "enabled"))
+        parser.add_argument("--no-migrate", action="store_true", help=_("skip `migrate`"))
 
     def handle(self, *args: Any, **options: Any) -> None:
         conf = settings.IFLOW2API
@@ -52,8 +58,9 @@ class Command(BaseCommand):
             # Every instance stopped from the admin: bring the default one back, or nothing
             # would listen and the admin itself could not be reached.
             Instance.objects.filter(pk=default.pk).update(enabled=True)
-            self.stdout.write(f"No instance was enabled: enabling `{default.name}` "
-                              f"({default.host}:{default.port}) so the admin can be reached.")
+            self.stdout.write(_("No instance was enabled: enabling `%(name)s` (%(host)s:%(port)s) "
+                                "so the admin can be reached.")
+                              % {"name": default.name, "host": default.host, "port": default.port})
         import_environment_keys(default, conf["API_KEYS"])
         overrides: dict[str, Address] = {}
         host = options["host"] or (conf["HOST"] if "IFLOW2API_HOST" in os.environ else None)
@@ -61,12 +68,12 @@ class Command(BaseCommand):
         if host or port:  # the default instance on an address given here, checked up front
             address = (host or default.host, port or default.port)
             if not is_loopback(address[0]) and usable_key_count(default) == 0:
-                raise CommandError(
-                    f"refusing to serve on {address[0]}: a non-loopback address needs client "
+                raise CommandError(_(
+                    "refusing to serve on %(host)s: a non-loopback address needs client "
                     "keys, or anyone who reaches this port can spend your upstream quota. "
                     "Create one with `iflow2api createkey --instance default`, or set "
                     "IFLOW2API_API_KEYS=<key>[,<key>…] (clients send it as "
-                    "`Authorization: Bearer`).")
+                    "`Authorization: Bearer`).") % {"host": address[0]})
             self._check_port(*address)
             overrides[DEFAULT_INSTANCE] = address
         self._admin_hint()
@@ -77,6 +84,11 @@ class Command(BaseCommand):
 
         from iflow2api_site.asgi import application
         from iflow2api_site.server import DrainingServer
+
+        # Our own lines keep the command line's language; the server itself starts with none
+        # active, so the API answers in English unless a request asks (Accept-Language).
+        self.language = translation.get_language()
+        translation.deactivate()
 
         server = DrainingServer(
             application=application,
@@ -105,26 +117,33 @@ class Command(BaseCommand):
         server.run()
 
     def _banner(self, supervisor: Supervisor) -> None:
+        with translation.override(getattr(self, "language", None)):
+            self.stdout.write(self._banner_text(supervisor))
+        self.stdout.flush()
+
+    def _banner_text(self, supervisor: Supervisor) -> str:
         lines = []
         for name, ((host, port), _listener) in sorted(supervisor.listening.items(),
                                                        key=lambda item: item[1][0][1]):
             base = f"http://{url_host(host)}:{port}"
+            head = (_("iflow2api serving on %(url)s") if name == DEFAULT_INSTANCE
+                    else _("iflow2api serving on %(url)s  (instance %(name)s)"))
             lines.append(
-                f"iflow2api serving on {base}" + ("" if name == DEFAULT_INSTANCE
-                                                 else f"  (instance {name})") + "\n"
-                f"  OpenAI API:     {base}/v1   (chat/completions, models)\n"
-                f"  Anthropic API:  {base}      (ANTHROPIC_BASE_URL; /v1/messages)\n"
-                f"  Admin:          {base}/admin/\n"
-                f"  API docs:       {base}/docs")
+                head % {"url": base, "name": name} + "\n"
+                f"  {_('OpenAI API:'):<15} {base}/v1   (chat/completions, models)\n"
+                f"  {_('Anthropic API:'):<15} {base}      (ANTHROPIC_BASE_URL; /v1/messages)\n"
+                f"  {_('Admin:'):<15} {base}/admin/\n"
+                f"  {_('API docs:'):<15} {base}/docs")
         if not lines:
-            lines.append("iflow2api: no instance is listening (enable one in the admin, "
-                         "Instances); waiting for changes.")
-        self.stdout.write("\n".join(lines) + "\nPress Ctrl+C to stop.")
-        self.stdout.flush()
+            lines.append(_("iflow2api: no instance is listening (enable one in the admin, "
+                           "Instances); waiting for changes."))
+        return "\n".join(lines) + "\n" + _("Press Ctrl+C to stop.")
 
     def _state_changed(self, name: str, state: str, message: str) -> None:
         if state == "error":
-            self.stderr.write(f"instance {name}: {message}")
+            with translation.override(getattr(self, "language", None)):
+                self.stderr.write(_("instance %(name)s: %(message)s")
+                                  % {"name": name, "message": message})
         else:
             log.info("instance %s: %s", name, state)
 
@@ -133,10 +152,12 @@ class Command(BaseCommand):
         if conf["IMPORT_IFLOW_SETTINGS"]:
             account = import_iflow_settings(conf["IFLOW_SETTINGS_DIR"])
             if account:
-                self.stdout.write(f"iFlow account from {conf['IFLOW_SETTINGS_DIR']}: "
-                                  f"{account.label}")
+                self.stdout.write(_("iFlow account from %(where)s: %(label)s")
+                                  % {"where": conf["IFLOW_SETTINGS_DIR"],
+                                     "label": account.label})
         for account in import_environment():
-            self.stdout.write(f"account from the environment: {account.label}")
+            self.stdout.write(_("account from the environment: %(label)s")
+                              % {"label": account.label})
 
     def _check_port(self, host: str, port: int) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -145,12 +166,14 @@ class Command(BaseCommand):
             try:
                 probe.bind((host.strip("[]"), port))
             except OSError as exc:
-                raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+                raise CommandError(_("cannot listen on %(host)s:%(port)s: %(reason)s")
+                                   % {"host": host, "port": port, "reason": exc.strerror}
+                                   ) from exc
 
     def _admin_hint(self) -> None:
         if not get_user_model().objects.filter(is_superuser=True).exists():
-            self.stdout.write(
+            self.stdout.write(_(
                 "No admin user yet. Create one with:  iflow2api createsuperuser\n"
                 "(non-interactive: DJANGO_SUPERUSER_USERNAME=… DJANGO_SUPERUSER_PASSWORD=… "
                 "DJANGO_SUPERUSER_EMAIL=… iflow2api createsuperuser --noinput)"
-            )
+            ))
