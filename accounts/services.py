@@ -6,15 +6,13 @@ few seconds, so a chat request costs no database round trip.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import dataclass, field
 
-from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 from django.utils import timezone
 
 from accounts.models import Account, ModelInfo
+from iflow2api_site.snapshot import Snapshot
 
 SNAPSHOT_TTL_SECONDS = 2.0
 
@@ -113,26 +111,7 @@ def load_routing() -> Routing:
     return routing
 
 
-class _Snapshot:
-    def __init__(self) -> None:
-        self.value: Routing | None = None
-        self.loaded_at = 0.0
-        self.lock = asyncio.Lock()
-
-    async def get(self) -> Routing:
-        if self.value is not None and time.monotonic() - self.loaded_at < SNAPSHOT_TTL_SECONDS:
-            return self.value
-        async with self.lock:
-            if self.value is None or time.monotonic() - self.loaded_at >= SNAPSHOT_TTL_SECONDS:
-                self.value = await sync_to_async(load_routing)()
-                self.loaded_at = time.monotonic()
-        return self.value
-
-    def invalidate(self) -> None:
-        self.loaded_at = 0.0
-
-
-_snapshot = _Snapshot()
+_snapshot = Snapshot(load_routing, SNAPSHOT_TTL_SECONDS)
 
 
 async def routing() -> Routing:

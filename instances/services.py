@@ -8,16 +8,15 @@ process within that time, and a request costs no database round trip.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from iflow2api_site.snapshot import Snapshot
 from instances.models import DEFAULT_INSTANCE, ClientKey, Instance, hash_key
 
 if TYPE_CHECKING:
@@ -153,26 +152,7 @@ def load_directory() -> Directory:
     return directory
 
 
-class _Cached:
-    def __init__(self) -> None:
-        self.value: Directory | None = None
-        self.loaded_at = 0.0
-        self.lock = asyncio.Lock()
-
-    async def get(self) -> Directory:
-        if self.value is not None and time.monotonic() - self.loaded_at < DIRECTORY_TTL_SECONDS:
-            return self.value
-        async with self.lock:
-            if self.value is None or time.monotonic() - self.loaded_at >= DIRECTORY_TTL_SECONDS:
-                self.value = await sync_to_async(load_directory)()
-                self.loaded_at = time.monotonic()
-        return self.value
-
-    def invalidate(self) -> None:
-        self.loaded_at = 0.0
-
-
-_directory = _Cached()
+_directory = Snapshot(load_directory, DIRECTORY_TTL_SECONDS)
 
 
 async def directory() -> Directory:
