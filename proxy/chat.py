@@ -11,7 +11,7 @@ from proxy.errors import ApiError
 from proxy.http import ApiRequest, JsonResult, StreamResult
 from proxy.pipeline import GatewayOptions, Route, admit, now, parse_json_object, resolve_model
 from proxy.relay import relay
-from proxy.requestlog import log_refused
+from proxy.trace import log_refused
 from proxy.translate.openai_chat import (
     OpenAIStreamNormalizer,
     new_completion_id,

@@ -12,7 +12,7 @@ from proxy.errors import ApiError
 from proxy.http import ApiRequest, JsonResult, StreamResult
 from proxy.pipeline import GatewayOptions, Route, admit, parse_json_object, resolve_model
 from proxy.relay import relay
-from proxy.requestlog import log_refused
+from proxy.trace import log_refused
 from proxy.translate.anthropic_request import anthropic_to_openai
 from proxy.translate.anthropic_response import openai_to_anthropic
 from proxy.translate.anthropic_stream import AnthropicStreamTranslator

@@ -11,8 +11,8 @@ from instances.ratelimit import buckets_for, limiter
 from proxy.errors import ApiError
 from proxy.http import JsonResult, StreamResult
 from proxy.pipeline import GatewayOptions, Route, upstream_client, with_account
-from proxy.requestlog import RelayTrace
 from proxy.streaming import StreamSession, open_stream, stream_body
+from proxy.trace import RelayTrace
 from proxy.vision import inline_remote_images
 
 

@@ -2,12 +2,12 @@
 
 Where it is called:
 - `proxy/relay.py` records every request that reaches `relay()` through `RelayTrace`
-  (below): non-streaming answers after `answer()`, streams in the `finish` callback of
+  (proxy/trace.py): non-streaming answers after `answer()`, streams in the `finish` callback of
   `stream_body` (in-band error or None), errors before the stream with their status (a
   rate-limit refusal included). Errors it recorded are marked, so the handlers do not log
   them twice.
 - Requests refused before `relay()` (bad JSON, unknown model, wrong client key) are logged by
-  the handlers through `log_refused()`.
+  the handlers through `log_refused()` (proxy/trace.py).
 
 `log_request()` only puts the record on an asyncio queue (bounded: when full the record is
 dropped and counted). A task on the server's loop hands batches (100 rows, or whatever arrived
@@ -23,25 +23,16 @@ import contextlib
 import contextvars
 import logging
 import re
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from functools import cache
-from typing import TYPE_CHECKING, Any
 
 from django.db import close_old_connections
-from django.utils import timezone
 
 from instances import status as live_status
 from proxy import metrics
-from proxy.errors import ApiError
-from proxy.upstream.types import UpstreamError
-
-if TYPE_CHECKING:
-    from proxy.pipeline import Route
-    from proxy.streaming import StreamSession
 
 log = logging.getLogger(__name__)
 
@@ -236,190 +227,3 @@ def _flush_at_exit() -> None:
         records = _writer.take_all()
         if records:
             write_rows(records)
-
-
-# --- what relay() records -----------------------------------------------------------------------
-
-
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
-def _has_token(chunk: dict) -> bool:
-    for choice in chunk.get("choices") or ():
-        delta = choice.get("delta") if isinstance(choice, dict) else None
-        if isinstance(delta, dict) and any(
-                delta.get(k) for k in ("content", "reasoning_content", "reasoning", "tool_calls")):
-            return True
-    return False
-
-
-BODY_MAX = 256 * 1024  # characters kept of each body, when an instance logs bodies
-
-
-def _body_text(data: bytes) -> str:
-    text = data[:BODY_MAX].decode("utf-8", "replace")
-    return text + ("\n[… truncated]" if len(data) > BODY_MAX else "")
-
-
-def log_refused(error: Exception, *, api: str, started: float, requested_model: object = "",
-                instance: str = "default", key_label: str = "") -> None:
-    """A request refused before relay() (bad body, unknown model, wrong key). Errors that
-    relay() already recorded are skipped."""
-    if getattr(error, "logged", False):
-        return
-    status = getattr(error, "status", 500)
-    elapsed = time.monotonic() - started
-    log_request(RequestRecord(
-        started_at=timezone.now() - timedelta(seconds=elapsed), api=api,
-        requested_model=requested_model if isinstance(requested_model, str) else "",
-        status=status, latency_ms=round(elapsed * 1000), instance=instance,
-        key_label=key_label, error=clean_error(getattr(error, "message", str(error))),
-    ))
-    live_status.notify_changed()
-
-
-@dataclass
-class RelayTrace:
-    """The outcome of one relay() call: the route of its last attempt, timings, usage."""
-
-    model: str
-    api: str
-    requested_model: str
-    stream: bool
-    instance: str = "default"
-    key_label: str = ""
-    keep_bodies: bool = False
-    request_body: str = ""
-    response_parts: list[bytes] = field(default_factory=list)
-    response_size: int = 0
-    started_at: datetime = field(default_factory=timezone.now)
-    start: float = field(default_factory=time.monotonic)
-    account_id: int | None = None
-    secrets: tuple[str, ...] = ()
-    first_token: float | None = None
-    usage: dict | None = None
-    closed: bool = False
-    logged: bool = False
-    streaming: bool = False
-
-    def attempt(self, route: Route) -> None:
-        self.model = route.model.id
-        self.account_id = route.account.id
-        self.secrets = (route.account.api_key,)
-
-    def keep_request(self, body: bytes) -> None:
-        self.request_body = _body_text(body)
-
-    def keep_response(self, data: bytes) -> None:
-        if self.keep_bodies and self.response_size <= BODY_MAX:
-            self.response_parts.append(data)
-            self.response_size += len(data)
-
-    @property
-    def tokens(self) -> int:
-        usage = self.usage or {}
-        return (_count(usage.get("prompt_tokens")) or 0) + (
-            _count(usage.get("completion_tokens")) or 0)
-
-    def observe(self, session: StreamSession) -> StreamSession:
-        return _ObservedSession(session, self)
-
-    def stream_started(self) -> None:
-        self.streaming = True
-        live_status.stream_started(self.instance)
-        live_status.notify_changed()
-
-    def answered(self, completion: dict, body: bytes = b"") -> None:
-        usage = completion.get("usage") if isinstance(completion, dict) else None
-        self.usage = usage if isinstance(usage, dict) else None
-        self.keep_response(body)
-        self.finish(200)
-
-    def stream_finished(self, error: ApiError | None) -> None:
-        if self.streaming:
-            self.streaming = False
-            live_status.stream_finished(self.instance)
-        if error is not None:
-            self.finish(error.status, error.message)
-        elif self.closed:
-            self.finish(200)
-        else:
-            self.finish(499, "the client closed the connection before the end of the stream")
-
-    @contextlib.contextmanager
-    def failures(self) -> Iterator[None]:
-        """Records an exception leaving relay() with the status the client gets."""
-        try:
-            yield
-        except asyncio.CancelledError:
-            self.finish(499, "the client closed the connection")
-            raise
-        except (ApiError, UpstreamError) as exc:
-            self.finish(exc.status, exc.message)
-            exc.logged = True  # type: ignore[attr-defined]  # the handler must not log it again
-            raise
-        except Exception as exc:
-            from proxy.translate.types import UpstreamResponseError
-
-            invalid = isinstance(exc, UpstreamResponseError)
-            self.finish(502 if invalid else 500, str(exc) if invalid else type(exc).__name__)
-            raise
-
-    def finish(self, status: int, error: str = "") -> None:
-        if self.logged:
-            return
-        self.logged = True
-        try:
-            usage = self.usage or {}
-            ttft = None
-            if self.stream and self.first_token is not None:
-                ttft = round((self.first_token - self.start) * 1000)
-            log_request(RequestRecord(
-                started_at=self.started_at, api=self.api, model=self.model,
-                requested_model=self.requested_model, account_id=self.account_id,
-                stream=self.stream, status=status,
-                latency_ms=round((time.monotonic() - self.start) * 1000), ttft_ms=ttft,
-                tokens_in=_count(usage.get("prompt_tokens")),
-                tokens_out=_count(usage.get("completion_tokens")),
-                error=clean_error(error, self.secrets), instance=self.instance,
-                key_label=self.key_label, request_body=self.request_body,
-                response_body=_body_text(b"".join(self.response_parts))
-                if self.response_parts else "",
-            ))
-            live_status.notify_changed()  # the admin's live status page
-        except Exception:
-            log.exception("request log: record lost")
-
-
-class _ObservedSession:
-    """A StreamSession that notes the upstream usage and the first token for the trace."""
-
-    def __init__(self, inner: StreamSession, trace: RelayTrace) -> None:
-        self.inner = inner
-        self.trace = trace
-        self.keepalive = inner.keepalive
-
-    def feed(self, chunk: dict) -> list[bytes]:
-        if isinstance(chunk.get("usage"), dict):
-            self.trace.usage = chunk["usage"]
-        if self.trace.first_token is None and _has_token(chunk):
-            self.trace.first_token = time.monotonic()
-        return self._kept(self.inner.feed(chunk))
-
-    def close(self) -> list[bytes]:
-        out = self.inner.close()
-        self.trace.closed = True
-        return self._kept(out)
-
-    def fail(self, error: ApiError) -> list[bytes]:
-        for secret in self.trace.secrets:  # an upstream may quote the account's key
-            if secret and len(secret) >= 6:
-                error.message = error.message.replace(secret, "[redacted]")
-        return self._kept(self.inner.fail(error))
-
-    def _kept(self, out: list[bytes]) -> list[bytes]:
-        if self.trace.keep_bodies:
-            for data in out:
-                self.trace.keep_response(data)
-        return out
