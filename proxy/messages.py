@@ -105,7 +105,7 @@ async def messages(request: ApiRequest) -> JsonResult | StreamResult:
         result.headers.append(("request-id", request_id))
         return result
     except TranslationError as exc:
-        error = ApiError(400, exc.message, param=exc.param)
+        error = ApiError(400, exc.localized(gettext), param=exc.param)
         refused(error)
         return anthropic_error(error, request_id)
     except UpstreamResponseError as exc:

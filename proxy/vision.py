@@ -40,7 +40,7 @@ async def model_for_images(model: ModelRef, body: dict[str, Any],
                 if not url.startswith(f"data:{media_type};"):  # mislabelled: send the truth
                     set_image_url(part, to_data_url(media_type, data))
     except TranslationError as exc:
-        raise ApiError(400, exc.message, "invalid_image", exc.param) from exc
+        raise ApiError(400, exc.localized(gettext), "invalid_image", exc.param) from exc
     if model.vision:
         return model
     if conf["VISION_FALLBACK"] == "reject":
@@ -75,6 +75,6 @@ async def inline_remote_images(route: Route, body: dict[str, Any]) -> None:
             set_image_url(part, to_data_url(check_image(data, content_type, param, max_bytes),
                                             data))
     except TranslationError as exc:
-        raise ApiError(400, exc.message, "invalid_image", exc.param) from exc
+        raise ApiError(400, exc.localized(gettext), "invalid_image", exc.param) from exc
     except UpstreamError as exc:
         raise ApiError(exc.status, exc.message, exc.code) from exc

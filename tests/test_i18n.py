@@ -155,6 +155,27 @@ def chinese_server():
 
 
 @pytest.mark.e2e
+def test_translator_errors_follow_accept_language(chinese_server: GatewayServer):
+    """Errors from the pure translators (proxy/translate) are translated where they are
+    answered, with their field name and values kept."""
+    body = {"model": "claude-sonnet-4-6", "max_tokens": 10,
+            "messages": [{"role": "robot", "content": "hi"}]}
+
+    def message(language: str | None) -> str:
+        headers = {"accept-language": language} if language else {}
+        answer = httpx.post(chinese_server.url + "/v1/messages", json=body, headers=headers,
+                            timeout=10)
+        assert answer.status_code == 400, answer.text
+        return answer.json()["error"]["message"]
+
+    assert message(None) == "messages.0.role: expected 'user', 'assistant' or 'system'"
+    assert message("zh-CN") == "messages.0.role: 应为 'user'、'assistant' 或 'system'"
+    body["tool_choice"] = {"type": "sometimes"}
+    body["messages"] = [{"role": "user", "content": "hi"}]
+    assert message("zh-CN") == "tool_choice.type: 不支持的值 'sometimes'"
+
+
+@pytest.mark.e2e
 def test_api_errors_follow_accept_language(chinese_server: GatewayServer):
     url = chinese_server.url
     assert "正在" in chinese_server.output() and "提供服务" in chinese_server.output()

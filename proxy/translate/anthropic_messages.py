@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.translate.anthropic_tools import ToolNamer, synth_tool_id
-from proxy.translate.types import TranslateOptions, TranslationError
+from proxy.translate.types import TranslateOptions, TranslationError, gettext_noop
 
 TOOL_ERROR_PREFIX = "[tool error] "
 IMAGE_OMITTED = "[image omitted: this model does not accept images]"
@@ -57,11 +57,12 @@ def system_text(raw: Any) -> str:
     if isinstance(raw, str):
         return raw
     if not isinstance(raw, list):
-        raise TranslationError.at("system", "expected a string or a list of text blocks")
+        raise TranslationError.at(
+            "system", gettext_noop("expected a string or a list of text blocks"))
     texts: list[str] = []
     for i, block in enumerate(raw):
         if not isinstance(block, dict):
-            raise TranslationError.at(f"system.{i}", "expected an object")
+            raise TranslationError.at(f"system.{i}", gettext_noop("expected an object"))
         text = block.get("text")
         if block.get("type", "text") == "text" and isinstance(text, str) and text:
             texts.append(text)
@@ -71,7 +72,7 @@ def system_text(raw: Any) -> str:
 def _string(block: _Block, key: str) -> str:
     value = block.data.get(key)
     if not isinstance(value, str):
-        raise TranslationError.at(f"{block.param}.{key}", "expected a string")
+        raise TranslationError.at(f"{block.param}.{key}", gettext_noop("expected a string"))
     return value
 
 
@@ -89,12 +90,12 @@ def _keep(block: dict[str, Any]) -> bool:
 def _turns(raw: Any) -> list[_Turn]:
     """Validate, drop empty blocks/messages, merge consecutive same-role messages."""
     if not isinstance(raw, list) or not raw:
-        raise TranslationError.at("messages", "expected a non-empty list")
+        raise TranslationError.at("messages", gettext_noop("expected a non-empty list"))
     turns: list[_Turn] = []
     for i, message in enumerate(raw):
         param = f"messages.{i}"
         if not isinstance(message, dict):
-            raise TranslationError.at(param, "expected an object")
+            raise TranslationError.at(param, gettext_noop("expected an object"))
         role = message.get("role")
         content = message.get("content")
         if role == "system":
@@ -102,16 +103,19 @@ def _turns(raw: Any) -> list[_Turn]:
             # upstream gets them as user text in place, which every chat template accepts.
             role, content = "user", system_text(content)
         if role not in ("user", "assistant"):
-            raise TranslationError.at(f"{param}.role", "expected 'user', 'assistant' or 'system'")
+            raise TranslationError.at(
+                f"{param}.role", gettext_noop("expected 'user', 'assistant' or 'system'"))
         if isinstance(content, str):
             content = [{"type": "text", "text": content}]
         if not isinstance(content, list):
-            raise TranslationError.at(f"{param}.content", "expected a string or a list")
+            raise TranslationError.at(
+                f"{param}.content", gettext_noop("expected a string or a list"))
         blocks: list[_Block] = []
         for j, data in enumerate(content):
             bparam = f"{param}.content.{j}"
             if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-                raise TranslationError.at(bparam, "expected a block with a string 'type'")
+                raise TranslationError.at(
+                    bparam, gettext_noop("expected a block with a string 'type'"))
             if _keep(data):
                 blocks.append(_Block(data, bparam, i, j))
         if not blocks:
@@ -121,7 +125,7 @@ def _turns(raw: Any) -> list[_Turn]:
         else:
             turns.append(_Turn(role, blocks))
     if not turns:
-        raise TranslationError.at("messages", "every message is empty")
+        raise TranslationError.at("messages", gettext_noop("every message is empty"))
     return turns
 
 
@@ -129,19 +133,21 @@ def _image_part(block: _Block, opts: TranslateOptions) -> dict[str, Any]:
     source = block.data.get("source")
     sparam = f"{block.param}.source"
     if not isinstance(source, dict):
-        raise TranslationError.at(sparam, "expected an object")
+        raise TranslationError.at(sparam, gettext_noop("expected an object"))
     kind = source.get("type")
     if kind == "base64":
         media_type, data = source.get("media_type"), source.get("data")
         if not isinstance(media_type, str) or not isinstance(data, str) or not data:
-            raise TranslationError.at(sparam, "base64 source needs media_type and data")
+            raise TranslationError.at(
+                sparam, gettext_noop("base64 source needs media_type and data"))
         url = f"data:{media_type};base64,{data}"
     elif kind == "url":
         url = source.get("url")
         if not isinstance(url, str) or not url:
-            raise TranslationError.at(f"{sparam}.url", "expected a non-empty string")
+            raise TranslationError.at(f"{sparam}.url", gettext_noop("expected a non-empty string"))
     else:
-        raise TranslationError.at(f"{sparam}.type", f"unsupported image source {kind!r}")
+        raise TranslationError.at(f"{sparam}.type",
+                                 gettext_noop("unsupported image source %(value)r"), value=kind)
     if not opts.vision:  # validated first so bad input fails the same way on every model
         return {"type": "text", "text": IMAGE_OMITTED}
     return {"type": "image_url", "image_url": {"url": url}}
@@ -152,7 +158,7 @@ def _text_of_blocks(raw: Any, param: str) -> str:
     if isinstance(raw, str):
         return raw
     if not isinstance(raw, list):
-        raise TranslationError.at(param, "expected a string or a list")
+        raise TranslationError.at(param, gettext_noop("expected a string or a list"))
     texts = [b["text"] for b in raw if isinstance(b, dict) and isinstance(b.get("text"), str)]
     return _JOIN.join(t for t in texts if t)
 
@@ -161,13 +167,14 @@ def _document_part(block: _Block) -> dict[str, Any]:
     source = block.data.get("source")
     sparam = f"{block.param}.source"
     if not isinstance(source, dict):
-        raise TranslationError.at(sparam, "expected an object")
+        raise TranslationError.at(sparam, gettext_noop("expected an object"))
     title = block.data.get("title") if isinstance(block.data.get("title"), str) else ""
     kind = source.get("type")
     if kind == "base64":
         media_type, data = source.get("media_type"), source.get("data")
         if not isinstance(media_type, str) or not isinstance(data, str) or not data:
-            raise TranslationError.at(sparam, "base64 source needs media_type and data")
+            raise TranslationError.at(
+                sparam, gettext_noop("base64 source needs media_type and data"))
         file = {
             "file_data": f"data:{media_type};base64,{data}",
             "filename": title or "document.pdf",
@@ -176,11 +183,12 @@ def _document_part(block: _Block) -> dict[str, Any]:
     if kind == "text":
         text = source.get("data")
         if not isinstance(text, str):
-            raise TranslationError.at(f"{sparam}.data", "expected a string")
+            raise TranslationError.at(f"{sparam}.data", gettext_noop("expected a string"))
     elif kind == "content":
         text = _text_of_blocks(source.get("content"), f"{sparam}.content")
     else:  # url / file sources would need fetching or the Files API
-        raise TranslationError.at(f"{sparam}.type", f"unsupported document source {kind!r}")
+        raise TranslationError.at(f"{sparam}.type",
+                                 gettext_noop("unsupported document source %(value)r"), value=kind)
     return {"type": "text", "text": f"{title}\n\n{text}" if title else text}
 
 
@@ -204,7 +212,8 @@ def _user_part(block: _Block, opts: TranslateOptions) -> dict[str, Any] | None:
     if kind == "document":
         return _document_part(block)
     if kind == "tool_use":
-        raise TranslationError.at(block.param, "tool_use is only valid in assistant messages")
+        raise TranslationError.at(
+            block.param, gettext_noop("tool_use is only valid in assistant messages"))
     if kind == "thinking":
         return None
     text = _other_text(block)
@@ -225,7 +234,7 @@ def _tool_result(
     data = block.data
     raw_id = data.get("tool_use_id")
     if raw_id is not None and not isinstance(raw_id, str):
-        raise TranslationError.at(f"{block.param}.tool_use_id", "expected a string")
+        raise TranslationError.at(f"{block.param}.tool_use_id", gettext_noop("expected a string"))
     if raw_id:
         call_id = state.id_map.get(raw_id, raw_id)
     else:  # no id: answer the first still-open call of the previous assistant turn
@@ -244,10 +253,11 @@ def _tool_result(
         for j, raw in enumerate(content):
             inner_param = f"{block.param}.content.{j}"
             if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
-                raise TranslationError.at(inner_param, "expected a block with a string 'type'")
+                raise TranslationError.at(
+                    inner_param, gettext_noop("expected a block with a string 'type'"))
             inner = _Block(raw, inner_param, block.msg_index, block.block_index)
             if raw["type"] == "tool_result":
-                raise TranslationError.at(inner_param, "nested tool_result")
+                raise TranslationError.at(inner_param, gettext_noop("nested tool_result"))
             part = _user_part(inner, state.opts) if _keep(raw) else None
             if part is None:
                 continue
@@ -256,7 +266,8 @@ def _tool_result(
             else:
                 images.append(part)
     elif content is not None:
-        raise TranslationError.at(f"{block.param}.content", "expected a string or a list")
+        raise TranslationError.at(
+            f"{block.param}.content", gettext_noop("expected a string or a list"))
     text = _JOIN.join(t for t in texts if t)
     if images:
         note = f"[{len(images)} attachment(s) follow in the next user message]"
@@ -307,15 +318,16 @@ def _user_messages(turn: _Turn, state: _State) -> list[dict[str, Any]]:
 def _tool_call(block: _Block, state: _State) -> dict[str, Any]:
     name = _string(block, "name")
     if not name:
-        raise TranslationError.at(f"{block.param}.name", "expected a non-empty string")
+        raise TranslationError.at(
+            f"{block.param}.name", gettext_noop("expected a non-empty string"))
     tool_input = block.data.get("input", {})
     if tool_input is None:
         tool_input = {}
     if not isinstance(tool_input, dict):
-        raise TranslationError.at(f"{block.param}.input", "expected an object")
+        raise TranslationError.at(f"{block.param}.input", gettext_noop("expected an object"))
     raw_id = block.data.get("id")
     if raw_id is not None and not isinstance(raw_id, str):
-        raise TranslationError.at(f"{block.param}.id", "expected a string")
+        raise TranslationError.at(f"{block.param}.id", gettext_noop("expected a string"))
     short = state.namer(name)
     if state.opts.kimi_tool_ids:
         call_id = f"functions.{short}:{state.calls_seen}"
@@ -341,7 +353,8 @@ def _assistant_message(turn: _Turn, state: _State) -> dict[str, Any]:
         elif kind == "tool_use":
             calls.append(_tool_call(block, state))
         elif kind == "tool_result":
-            raise TranslationError.at(block.param, "tool_result is only valid in user messages")
+            raise TranslationError.at(
+                block.param, gettext_noop("tool_result is only valid in user messages"))
         elif kind not in ("image", "document"):  # not valid in assistant turns: dropped
             text = _other_text(block)
             if text:

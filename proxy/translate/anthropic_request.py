@@ -11,7 +11,12 @@ from typing import Any
 
 from proxy.translate.anthropic_messages import TOOL_ERROR_PREFIX, convert_messages, system_text
 from proxy.translate.anthropic_tools import ToolNamer, convert_tool_choice, convert_tools
-from proxy.translate.types import TranslatedRequest, TranslateOptions, TranslationError
+from proxy.translate.types import (
+    TranslatedRequest,
+    TranslateOptions,
+    TranslationError,
+    gettext_noop,
+)
 
 __all__ = ["TOOL_ERROR_PREFIX", "anthropic_to_openai", "reasoning_effort"]
 
@@ -54,7 +59,7 @@ def _max_tokens(body: dict[str, Any], opts: TranslateOptions) -> int:
     if value is None:
         value = opts.default_max_tokens
     elif not _is_int(value) or value < 1:
-        raise TranslationError.at("max_tokens", "expected a positive integer")
+        raise TranslationError.at("max_tokens", gettext_noop("expected a positive integer"))
     if opts.max_output_tokens is not None:
         value = min(value, opts.max_output_tokens)
     return value
@@ -64,13 +69,14 @@ def _stop(raw: Any) -> list[str] | None:
     if raw is None:
         return None
     if not isinstance(raw, list) or not all(isinstance(s, str) for s in raw):
-        raise TranslationError.at("stop_sequences", "expected a list of strings")
+        raise TranslationError.at("stop_sequences", gettext_noop("expected a list of strings"))
     return [s for s in raw if s] or None
 
 
 def anthropic_to_openai(body: dict[str, Any], opts: TranslateOptions) -> TranslatedRequest:
     if not isinstance(body, dict):
-        raise TranslationError("request body must be a JSON object")
+        raise TranslationError("request body must be a JSON object",
+                               problem=gettext_noop("request body must be a JSON object"))
     namer = ToolNamer()
     messages: list[dict[str, Any]] = []
     system = system_text(body.get("system"))
@@ -91,7 +97,7 @@ def anthropic_to_openai(body: dict[str, Any], opts: TranslateOptions) -> Transla
         if value is None:
             continue
         if not _is_number(value):
-            raise TranslationError.at(key, "expected a number")
+            raise TranslationError.at(key, gettext_noop("expected a number"))
         out[key] = value
     if body.get("stream") is True:
         out["stream"] = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from proxy.translate.types import TranslationError
+from proxy.translate.types import TranslationError, gettext_noop
 
 # OpenAI (and every OpenAI-compatible server we know) rejects function names over 64 chars;
 # MCP tools in Claude Code easily exceed it (mcp__<server>__<tool>).
@@ -50,28 +50,28 @@ def convert_tools(raw: Any, namer: ToolNamer) -> list[dict[str, Any]]:
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise TranslationError.at("tools", "expected a list")
+        raise TranslationError.at("tools", gettext_noop("expected a list"))
     out: list[dict[str, Any]] = []
     for i, tool in enumerate(raw):
         param = f"tools.{i}"
         if not isinstance(tool, dict):
-            raise TranslationError.at(param, "expected an object")
+            raise TranslationError.at(param, gettext_noop("expected an object"))
         if tool.get("type") not in _FUNCTION_TOOL_TYPES:
             continue  # web_search_20250305 & co.
         name = tool.get("name")
         if not isinstance(name, str) or not name:
-            raise TranslationError.at(f"{param}.name", "expected a non-empty string")
+            raise TranslationError.at(f"{param}.name", gettext_noop("expected a non-empty string"))
         schema = tool.get("input_schema")
         if schema is None:
             schema = {"type": "object", "properties": {}}
         elif not isinstance(schema, dict):
-            raise TranslationError.at(f"{param}.input_schema", "expected an object")
+            raise TranslationError.at(f"{param}.input_schema", gettext_noop("expected an object"))
         function: dict[str, Any] = {"name": namer(name)}
         description = tool.get("description")
         if isinstance(description, str) and description:
             function["description"] = description
         elif description is not None and not isinstance(description, str):
-            raise TranslationError.at(f"{param}.description", "expected a string")
+            raise TranslationError.at(f"{param}.description", gettext_noop("expected a string"))
         # Built fresh: cache_control, strict, defer_loading, input_examples... never leak upstream.
         function["parameters"] = schema
         out.append({"type": "function", "function": function})
@@ -85,7 +85,7 @@ def convert_tool_choice(raw: Any, namer: ToolNamer) -> tuple[Any, bool | None]:
     if isinstance(raw, str):  # tolerated shorthand: "auto" / "any" / "none"
         raw = {"type": raw}
     if not isinstance(raw, dict):
-        raise TranslationError.at("tool_choice", "expected an object")
+        raise TranslationError.at("tool_choice", gettext_noop("expected an object"))
     kind = raw.get("type")
     parallel = False if raw.get("disable_parallel_tool_use") is True else None
     if kind == "auto":
@@ -97,6 +97,8 @@ def convert_tool_choice(raw: Any, namer: ToolNamer) -> tuple[Any, bool | None]:
     if kind == "tool":
         name = raw.get("name")
         if not isinstance(name, str) or not name:
-            raise TranslationError.at("tool_choice.name", "expected a non-empty string")
+            raise TranslationError.at(
+                "tool_choice.name", gettext_noop("expected a non-empty string"))
         return {"type": "function", "function": {"name": namer(name)}}, parallel
-    raise TranslationError.at("tool_choice.type", f"unsupported value {kind!r}")
+    raise TranslationError.at("tool_choice.type", gettext_noop("unsupported value %(value)r"),
+                                 value=kind)

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+
+def gettext_noop(message: str) -> str:
+    """Marks a message for the translation catalogue (xgettext finds these calls). Translators
+    stay pure: the caller translates the message when it answers the client."""
+    return message
 
 
 class TranslationError(ValueError):
@@ -12,15 +19,28 @@ class TranslationError(ValueError):
     `param` names the offending field (e.g. "messages.2.content.0.source") when known.
     """
 
-    def __init__(self, message: str, param: str | None = None) -> None:
+    def __init__(self, message: str, param: str | None = None, *,
+                 problem: str | None = None, args: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self.problem = problem  # the catalogue message (with %(name)s placeholders)
+        self.args_ = args or {}
 
     @classmethod
-    def at(cls, param: str, problem: str) -> TranslationError:
-        """`raise TranslationError.at("messages.0.role", "expected ...")`: names the field."""
-        return cls(f"{param}: {problem}", param)
+    def at(cls, param: str, problem: str, **args: Any) -> TranslationError:
+        """`raise TranslationError.at("messages.0.role", gettext_noop("expected ..."))`: names
+        the field; `args` fill the problem's %(name)s placeholders."""
+        return cls(f"{param}: {problem % args if args else problem}", param,
+                   problem=problem, args=args)
+
+    def localized(self, translate: Callable[[str], str]) -> str:
+        """The message in the client's language (`translate` is the caller's gettext)."""
+        if self.problem is None:
+            return self.message
+        problem = translate(self.problem)
+        text = problem % self.args_ if self.args_ else problem
+        return f"{self.param}: {text}" if self.param else text
 
 
 class UpstreamResponseError(ValueError):

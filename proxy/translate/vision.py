@@ -9,7 +9,7 @@ import ipaddress
 from collections.abc import Iterator
 from typing import Any
 
-from proxy.translate.types import TranslationError
+from proxy.translate.types import TranslationError, gettext_noop
 
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 
@@ -29,7 +29,7 @@ def image_url_of(part: dict[str, Any], param: str) -> str:
     value = part.get("image_url")
     url = value.get("url") if isinstance(value, dict) else value
     if not isinstance(url, str) or not url:
-        raise TranslationError(f"{param}: image_url.url must be a non-empty string", param)
+        raise TranslationError.at(param, gettext_noop("image_url.url must be a non-empty string"))
     return url
 
 
@@ -54,15 +54,16 @@ def sniff_image_type(data: bytes) -> str | None:
 def check_image(data: bytes, declared: str | None, param: str, max_bytes: int) -> str:
     """The media type of valid image bytes; TranslationError (→ 400) otherwise."""
     if not data:
-        raise TranslationError(f"{param}: the image is empty", param)
+        raise TranslationError.at(param, gettext_noop("the image is empty"))
     if len(data) > max_bytes:
-        raise TranslationError(
-            f"{param}: the image is {len(data)} bytes; the limit is {max_bytes}", param)
+        raise TranslationError.at(
+            param, gettext_noop("the image is %(size)d bytes; the limit is %(limit)d"),
+            size=len(data), limit=max_bytes)
     actual = sniff_image_type(data)
     if actual is None:
-        raise TranslationError(
-            f"{param}: unsupported image type {declared or 'unknown'}; "
-            "send PNG, JPEG, GIF or WebP", param)
+        raise TranslationError.at(
+            param, gettext_noop("unsupported image type %(type)s; send PNG, JPEG, GIF or WebP"),
+            type=declared or "unknown")
     return actual
 
 
@@ -70,19 +71,21 @@ def decode_data_url(url: str, param: str, max_bytes: int) -> tuple[str, bytes]:
     """(media type, bytes) of a base64 `data:` URL, checked."""
     header, comma, payload = url.partition(",")
     if not comma or not header.startswith("data:") or not header.endswith(";base64"):
-        raise TranslationError(f"{param}: image data URLs must be data:<type>;base64,<data>",
-                               param)
+        raise TranslationError.at(
+            param, gettext_noop("image data URLs must be data:<type>;base64,<data>"))
     declared = header[5:-7].lower()
     if declared not in IMAGE_TYPES:
-        raise TranslationError(
-            f"{param}: unsupported image type {declared or 'unknown'}; "
-            "send PNG, JPEG, GIF or WebP", param)
+        raise TranslationError.at(
+            param, gettext_noop("unsupported image type %(type)s; send PNG, JPEG, GIF or WebP"),
+            type=declared or "unknown")
     if len(payload) > max_bytes * 4 // 3 + 8:
-        raise TranslationError(f"{param}: the image is larger than {max_bytes} bytes", param)
+        raise TranslationError.at(
+            param, gettext_noop("the image is larger than %(limit)d bytes"), limit=max_bytes)
     try:
         data = base64.b64decode(payload.strip(), validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise TranslationError(f"{param}: the image is not valid base64", param) from exc
+        raise TranslationError.at(
+            param, gettext_noop("the image is not valid base64")) from exc
     return check_image(data, declared, param, max_bytes), data
 
 
