@@ -3,9 +3,11 @@ that follows its creation; only its hash is kept."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.options import IS_POPUP_VAR
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
@@ -116,9 +118,13 @@ class ClientKeyAdmin(admin.ModelAdmin):
         if key is None:
             return super().response_add(request, obj, post_url_continue)
         # Rendered here, never stored: not in the database, the session or a message cookie.
+        # Opened from a "+" next to a key field: "Done" then fills that field (new_key.js).
+        popup = None
+        if IS_POPUP_VAR in request.POST:
+            popup = json.dumps({"value": str(obj.pk), "obj": str(obj)})
         return TemplateResponse(request, "instances/new_key.html", {
             **self.admin_site.each_context(request), "title": _("New client API key"),
-            "key": key, "row": obj, "opts": self.model._meta,
+            "key": key, "row": obj, "opts": self.model._meta, "popup_response": popup,
         }, headers={"Cache-Control": "no-store"})
 
     @admin.action(description=gettext_lazy("Enable the selected keys"))

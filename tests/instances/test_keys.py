@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import html
 import json
 import re
 from collections.abc import Iterator
@@ -289,6 +290,21 @@ def test_the_admin_shows_a_new_key_once(keyed, upstream):
             assert later.status_code == 200, path
             assert key[PREFIX_LENGTH:] not in later.text, path
         assert row["prefix"] in admin.get("/admin/instances/clientkey/").text
+
+        # From the "+" next to a key field (a rate rule's): the key is shown, then "Done"
+        # hands the new row to the opener like Django's popup response.
+        form = admin.get("/admin/instances/clientkey/add/?_popup=1&_to_field=id")
+        popup = admin.post("/admin/instances/clientkey/add/?_popup=1&_to_field=id", data={
+            "csrfmiddlewaretoken": csrf_token(form), "instance": str(default_id),
+            "name": "from-popup", "enabled": "on", "expires_at_0": "", "expires_at_1": "",
+            "allowed_models": "", "_popup": "1", "_to_field": "id", "_save": "Save"})
+        assert popup.status_code == 200, popup.text
+        assert re.search(r'value="sk-i2a-[^"]+"', popup.text)
+        [made] = query(server, "SELECT * FROM instances_clientkey WHERE name = 'from-popup'")
+        response = re.search(r'data-popup-response="([^"]+)"', popup.text)
+        assert response and json.loads(html.unescape(response.group(1))) == {
+            "value": str(made["id"]), "obj": f"from-popup ({made['prefix']}…)"}
+        assert "instances/new_key.js" in popup.text
     assert post_chat(server.url, {"authorization": f"Bearer {key}"}).status_code == 200
 
 
