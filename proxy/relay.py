@@ -32,7 +32,7 @@ async def relay(
     translates the chunks; the account's slot is held until the stream ends. Non-streaming:
     `answer(route, completion)` renders the result. The instance's rate rules are checked
     first (429 when over a limit)."""
-    # Request log (proxy/requestlog.py): the trace records the outcome, off the hot path.
+    # Request log (proxy/trace.py): the trace records the outcome, off the hot path.
     trace = RelayTrace(model.id, api, requested_model, stream, instance=opts.instance.name,
                        key_label=opts.key_label, keep_bodies=opts.instance.log_bodies)
     if opts.instance.log_bodies:
