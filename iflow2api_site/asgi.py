@@ -60,7 +60,7 @@ STATIC_PREFIX = "/" + settings.STATIC_URL.lstrip("/")
 async def http_app(scope, receive, send):  # type: ignore[no-untyped-def]
     path = scope["path"]
     if is_api_path(path):
-        await cors(await cors_policy_for(scope), api, scope, receive, send)
+        await cors(cors_policy_for, api, scope, receive, send)
     elif path.startswith(STATIC_PREFIX):
         await static_app(scope, receive, send)
     else:

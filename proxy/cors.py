@@ -64,13 +64,15 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-async def cors(policy: CorsPolicy, app: ASGIApp, scope: Scope,
-               receive: Callable[[], Awaitable[Message]],
+async def cors(policy_for: Callable[[Scope], Awaitable[CorsPolicy]], app: ASGIApp,
+               scope: Scope, receive: Callable[[], Awaitable[Message]],
                send: Callable[[Message], Awaitable[None]]) -> None:
+    """`policy_for(scope)` is asked only for requests from a browser (with an Origin)."""
     origin = _header(scope, b"origin")
     if origin is None:
         await app(scope, receive, send)
         return
+    policy = await policy_for(scope)
     allowed = policy.allow_origin(origin)
     vary = [] if policy.any_origin else [(b"vary", b"Origin")]
     if scope["method"] == "OPTIONS" and _header(scope, b"access-control-request-method"):

@@ -9,6 +9,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Self
 
 import httpx
 
@@ -53,16 +54,24 @@ class GatewayServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 40.0) -> GatewayServer:
+    def stderr_target(self) -> Any:
+        """Where the server's stderr goes: with stdout into the log (subclasses may split)."""
+        return subprocess.STDOUT
+
+    def everything_written(self) -> str:
+        """All the server wrote, for failure messages."""
+        return self.output()
+
+    def start(self, timeout: float = 40.0) -> Self:
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "iflow2api_site.cli", "serve", "--port", str(self.port)],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env=self.env, stdout=log, stderr=self.stderr_target(),
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.output()}")
+                raise RuntimeError(f"server exited early:\n{self.everything_written()}")
             try:
                 if httpx.get(self.url + "/health", timeout=1).status_code == 200:
                     return self
@@ -70,7 +79,7 @@ class GatewayServer:
                 pass
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"server did not come up:\n{self.output()}")
+        raise RuntimeError(f"server did not come up:\n{self.everything_written()}")
 
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         """Runs an `iflow2api` command against this server's home and database."""

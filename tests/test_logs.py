@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -218,24 +219,12 @@ def test_the_wrapper_keeps_an_id_the_app_set_and_logs_failures(caplog):
 class SplitOutputServer(GatewayServer):
     """A gateway whose stderr (the log) is kept apart from stdout (the serve banner)."""
 
-    def start(self, timeout: float = 40.0) -> SplitOutputServer:
+    def stderr_target(self) -> Any:
         self.err_path = Path(self.home) / "stderr.log"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "iflow2api_site.cli", "serve", "--port", str(self.port)],
-            cwd=ROOT, env=self.env, stdout=self.log_path.open("wb"),
-            stderr=self.err_path.open("wb"))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.output()}{self.log()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"server did not come up:\n{self.output()}{self.log()}")
+        return self.err_path.open("wb")
+
+    def everything_written(self) -> str:
+        return self.output() + self.log()
 
     def log(self) -> str:
         return self.err_path.read_text(errors="replace")

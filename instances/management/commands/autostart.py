@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from iflow2api_site.i18n import TranslatedHelp
 from instances.desktop import split_passthrough
 from instances.desktop.autostart import (
     KEPT_VARIABLES,
@@ -36,17 +37,14 @@ def shown_command(args: list[str]) -> str:
     return shlex.join([masked(a) for a in args])
 
 
-class Command(BaseCommand):
-    help = ""
-    requires_system_checks: list[str] = []  # no database or URL work: start fast
-
-    HELP = gettext_lazy(
+class Command(TranslatedHelp, BaseCommand):
+    help = gettext_lazy(
         "Start iflow2api when you log in: enable, disable or show the autostart entry. "
         "Options after `--` are passed to the started command, e.g. "
         "`autostart enable -- --port 28001`.")
+    requires_system_checks: list[str] = []  # no database or URL work: start fast
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
-        self.help = str(self.HELP)  # argparse cannot format a lazy string
         parser = super().create_parser(prog_name, subcommand, **kwargs)
         parse = parser.parse_args
 

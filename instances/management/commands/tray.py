@@ -10,20 +10,19 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from iflow2api_site.i18n import TranslatedHelp
 from instances.desktop import split_passthrough
 from instances.desktop.tray import POLL_SECONDS, TrayController
 
 
-class Command(BaseCommand):
-    help = ""
+class Command(TranslatedHelp, BaseCommand):
     requires_system_checks: list[str] = []  # no database or URL work: start fast
-    HELP = gettext_lazy(
+    help = gettext_lazy(
         "Run the server with a tray icon: green while it serves, red on an error, grey when "
         "stopped; its menu opens the admin and starts or stops instances. Other options (or "
         "those after `--`) are passed to `serve`, e.g. `iflow2api tray --port 28001`.")
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
-        self.help = str(self.HELP)  # argparse cannot format a lazy string
         parser = super().create_parser(prog_name, subcommand, **kwargs)
 
         def parse_args(args: Any = None, namespace: Any = None) -> Any:
