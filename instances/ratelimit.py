@@ -28,7 +28,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -105,7 +105,7 @@ def rule_refs() -> list[RuleRef]:
     return refs
 
 
-def buckets_for(rules: list[RuleRef], *, instance_id: int, key_id: int | None,
+def buckets_for(rules: Iterable[RuleRef], *, instance_id: int, key_id: int | None,
                 client_ip: str) -> list[Bucket]:
     """The counters one request touches. A rule applies when its instance (if set) and its key
     (if set) match. Key rules count per key (a rule naming no key gives every key its own

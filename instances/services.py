@@ -121,7 +121,7 @@ def config_of(instance: Instance, account_ids: frozenset[int], has_keys: bool) -
 class Directory:
     instances: dict[str, InstanceConfig] = field(default_factory=dict)
     keys: dict[str, KeyRef] = field(default_factory=dict)  # by key hash
-    rules: list[RuleRef] = field(default_factory=list)
+    rules: tuple[RuleRef, ...] = ()
 
     def instance(self, name: str) -> InstanceConfig:
         found = self.instances.get(name)
@@ -148,7 +148,7 @@ def load_directory() -> Directory:
             expires_at=key.expires_at.timestamp() if key.expires_at else None)
     from instances.ratelimit import rule_refs
 
-    directory.rules = rule_refs()
+    directory.rules = tuple(rule_refs())
     return directory
 
 

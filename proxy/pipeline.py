@@ -106,7 +106,7 @@ async def admit(request: ApiRequest) -> GatewayOptions:
             raise ApiError(401, gettext("this API key has expired"), "expired_api_key")
     conf = settings.IFLOW2API
     return GatewayOptions(
-        instance=instance, key=key, client_ip=client_ip(request), rules=tuple(found.rules),
+        instance=instance, key=key, client_ip=client_ip(request), rules=found.rules,
         keepalive_seconds=conf["KEEPALIVE_SECONDS"],
         prelude_seconds=conf["STREAM_PRELUDE_SECONDS"],
     )

@@ -37,7 +37,7 @@ async def relay(
                        key_label=opts.key_label, keep_bodies=opts.instance.log_bodies)
     if opts.instance.log_bodies:
         trace.keep_request(client_body)
-    buckets = buckets_for(list(opts.rules), instance_id=opts.instance.id or 0,
+    buckets = buckets_for(opts.rules, instance_id=opts.instance.id or 0,
                           key_id=opts.key.id if opts.key else None, client_ip=opts.client_ip)
     with trace.failures():
         admission = await limiter().admit(buckets, stream=stream) if buckets else None

@@ -59,7 +59,6 @@ def log_refused(error: Exception, *, api: str, started: float, requested_model: 
         status=status, latency_ms=round(elapsed * 1000), instance=instance,
         key_label=key_label, error=clean_error(getattr(error, "message", str(error))),
     ))
-    live_status.notify_changed()
 
 
 @dataclass
@@ -110,8 +109,7 @@ class RelayTrace:
 
     def stream_started(self) -> None:
         self.streaming = True
-        live_status.stream_started(self.instance)
-        live_status.notify_changed()
+        live_status.stream_started(self.instance)  # tells the status pages too
 
     def answered(self, completion: dict, body: bytes = b"") -> None:
         usage = completion.get("usage") if isinstance(completion, dict) else None
@@ -169,8 +167,7 @@ class RelayTrace:
                 key_label=self.key_label, request_body=self.request_body,
                 response_body=_body_text(b"".join(self.response_parts))
                 if self.response_parts else "",
-            ))
-            live_status.notify_changed()  # the admin's live status page
+            ))  # the writer tells the status pages once the row is in the database
         except Exception:
             log.exception("request log: record lost")
 
