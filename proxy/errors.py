@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.utils.translation import gettext, gettext_noop
@@ -44,6 +45,14 @@ UPSTREAM_MESSAGES = frozenset({
     gettext_noop("upstream sent invalid JSON"),
     gettext_noop("upstream sent an unexpected answer"),
 })
+
+
+def hide_secrets(err: UpstreamError | ApiError, secrets: Iterable[str]) -> None:
+    """An upstream may quote the key it was called with in its error text: never pass an
+    account's secrets on to our client (before the stream, or in-band)."""
+    for secret in secrets:
+        if secret and len(secret) >= 6 and secret in err.message:
+            err.message = err.message.replace(secret, "[redacted]")
 
 
 @dataclass

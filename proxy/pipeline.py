@@ -17,7 +17,7 @@ from accounts.pool import Lease, NoAccount, PoolExhausted, pool
 from accounts.services import AccountRef, ModelRef, request_refresh, routing
 from instances.ratelimit import RuleRef
 from instances.services import InstanceConfig, KeyRef, directory
-from proxy.errors import ApiError
+from proxy.errors import ApiError, hide_secrets
 from proxy.http import ApiRequest
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.providers import get_provider
@@ -238,7 +238,7 @@ async def with_account(model: ModelRef, attempt: Attempt[T], opts: GatewayOption
                 route_for(model, lease.account, opts.instance.upstream_proxy), lease)
         except UpstreamError as err:
             await pool().release(lease)
-            hide_secrets(err, lease.account)
+            hide_secrets(err, (lease.account.api_key,))
             await account_failed(lease.account, err)
             if err.status not in FAILOVER_STATUSES and err.account_action is None:
                 raise
@@ -249,14 +249,6 @@ async def with_account(model: ModelRef, attempt: Attempt[T], opts: GatewayOption
             raise
     assert failed is not None
     raise failed
-
-
-def hide_secrets(err: UpstreamError | ApiError, account: AccountRef) -> None:
-    """An upstream may quote the key it was called with in its error text: never pass the
-    account's secrets on to our client."""
-    for secret in (account.api_key,):
-        if secret and len(secret) >= 6 and secret in err.message:
-            err.message = err.message.replace(secret, "[redacted]")
 
 
 async def account_failed(account: AccountRef, err: UpstreamError) -> None:

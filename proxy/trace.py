@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from django.utils import timezone
 
 from instances import status as live_status
-from proxy.errors import ApiError
+from proxy.errors import ApiError, hide_secrets
 from proxy.requestlog import RequestRecord, clean_error, log, log_request
 from proxy.upstream.types import UpstreamError
 
@@ -193,9 +193,7 @@ class _ObservedSession:
         return self._kept(out)
 
     def fail(self, error: ApiError) -> list[bytes]:
-        for secret in self.trace.secrets:  # an upstream may quote the account's key
-            if secret and len(secret) >= 6:
-                error.message = error.message.replace(secret, "[redacted]")
+        hide_secrets(error, self.trace.secrets)
         return self._kept(self.inner.fail(error))
 
     def _kept(self, out: list[bytes]) -> list[bytes]:

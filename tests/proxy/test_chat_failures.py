@@ -229,3 +229,24 @@ def test_no_traceback_ever_reaches_the_client(gateway, upstream):
                                              "stream": True}))
     assert "Traceback" not in response.text
     assert_openai_error(response, 502, "empty_stream")  # nothing usable came
+
+
+def test_an_upstream_error_quoting_the_account_key_never_shows_it(gateway, upstream):
+    """Some upstreams echo the key they were called with in their error text: the client gets
+    the error without it, before the stream and in-band."""
+    quoted = {"error": {"message": f"Incorrect API key provided: {FAKE_KEY}", "type": "x"}}
+    upstream.script(sc.http_error(500, quoted))
+    answer = httpx.post(gateway.url + "/v1/chat/completions", timeout=30,
+                        json={"model": "glm-5", "messages": MESSAGES})
+    assert answer.status_code == 502
+    assert FAKE_KEY not in answer.text and "[redacted]" in answer.json()["error"]["message"]
+
+    first = {"choices": [{"index": 0, "delta": {"content": "partial"}}]}
+    upstream.script(sc.slow(sc.events([first, quoted]), chunk_delay=0.6))
+    stream = httpx.post(gateway.url + "/v1/chat/completions", timeout=30,
+                        json={"model": "glm-5", "messages": MESSAGES, "stream": True})
+    assert stream.status_code == 200  # the error came after the stream began: in-band
+    payloads = data_payloads(stream.content)
+    assert payloads[-1] == "[DONE]"
+    error = json.loads(payloads[-2])["error"]
+    assert "[redacted]" in error["message"] and FAKE_KEY not in stream.text
