@@ -1,28 +1,33 @@
 """Which instance a listening port belongs to, in this process: the server registers each
-listener it opens, and the API looks the instance of a request up by the port it came in on."""
+listener it opens, and the API looks the instance of a request up by the port it came in on.
+
+Listeners are keyed on the instance's id, never its name: a rename changes nothing here, so a
+request can never be served with another instance's policy while the name changes.
+"""
 
 from __future__ import annotations
 
-from instances.models import DEFAULT_INSTANCE
+NO_INSTANCE = 0  # no row has id 0: the directory finds nothing and the request is refused
 
-_by_port: dict[int, str] = {}
+_by_port: dict[int, int] = {}  # port → instance id
 
 
-def register(port: int, name: str) -> None:
-    _by_port[port] = name
+def register(port: int, instance_id: int) -> None:
+    _by_port[port] = instance_id
 
 
 def unregister(port: int) -> None:
+    """Forgets the port (tests). The supervisor does not call it when it closes a listener:
+    connections that listener accepted carry on, and their requests stay its instance's."""
     _by_port.pop(port, None)
 
 
-def instance_for_port(port: int | None) -> str:
-    """The instance served on `port`; the default one for a port we did not open (tests that
-    call the app directly, or a server started some other way)."""
+def instance_for_port(port: int | None) -> int | None:
+    """The id of the instance served on `port`. None when this process opened no listener
+    (tests that call the app directly, a server started some other way): the default
+    instance. NO_INSTANCE for a port this process never opened while it serves others."""
+    if not _by_port:
+        return None
     if port is None:
-        return DEFAULT_INSTANCE
-    return _by_port.get(port, DEFAULT_INSTANCE)
-
-
-def listening() -> dict[int, str]:
-    return dict(_by_port)
+        return NO_INSTANCE
+    return _by_port.get(port, NO_INSTANCE)

@@ -119,15 +119,19 @@ def config_of(instance: Instance, account_ids: frozenset[int], has_keys: bool) -
 
 @dataclass
 class Directory:
-    instances: dict[str, InstanceConfig] = field(default_factory=dict)
+    instances: dict[int, InstanceConfig] = field(default_factory=dict)  # by id
     keys: dict[str, KeyRef] = field(default_factory=dict)  # by key hash
     rules: tuple[RuleRef, ...] = ()
 
-    def instance(self, name: str) -> InstanceConfig:
-        found = self.instances.get(name)
-        if found is None:  # no such row (tests, or a database without instances yet)
-            found = self.instances.get(DEFAULT_INSTANCE) or global_config(name)
-        return found
+    def instance(self, instance_id: int | None) -> InstanceConfig | None:
+        """The instance a listener serves (runtime.instance_for_port), or None when it cannot
+        be resolved (deleted, or not in this snapshot yet): the caller refuses the request
+        rather than serve it with another instance's policy. `instance_id` None: this process
+        opened no listener of its own; the default instance then."""
+        if instance_id is not None:
+            return self.instances.get(instance_id)
+        found = next((i for i in self.instances.values() if i.name == DEFAULT_INSTANCE), None)
+        return found or global_config()  # a database without instances yet (tests)
 
     def key(self, given: str) -> KeyRef | None:
         return self.keys.get(hash_key(given)) if given else None
@@ -140,7 +144,7 @@ def load_directory() -> Directory:
     with_keys = set(ClientKey.objects.values_list("instance_id", flat=True).distinct())
     for row in rows:
         ids = frozenset(a.pk for a in row.accounts.all())
-        directory.instances[row.name] = config_of(row, ids, row.pk in with_keys)
+        directory.instances[row.pk] = config_of(row, ids, row.pk in with_keys)
     for key in ClientKey.objects.all():
         directory.keys[key.key_hash] = KeyRef(
             id=key.pk, instance_id=key.instance_id, name=key.name, prefix=key.prefix,
@@ -193,6 +197,6 @@ def usable_key_count(instance: Instance) -> int:
     return ClientKey.objects.usable().filter(instance=instance).count()
 
 
-def set_state(name: str, state: str, message: str = "") -> None:
-    Instance.objects.filter(name=name).update(
+def set_state(instance_id: int, state: str, message: str = "") -> None:
+    Instance.objects.filter(pk=instance_id).update(
         state=state, state_message=message[:300], state_changed_at=timezone.now())

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import close_old_connections
 from django.utils.translation import gettext as _
 
@@ -48,10 +49,12 @@ def is_loopback(host: str) -> bool:
 class Wanted:
     """What the database says about one instance, for this server."""
 
+    id: int
     name: str
     address: Address
     refusal: str = ""  # why it must not listen; empty when it may
     note: str = ""  # shown while it runs: the address comes from the command line
+    warning: str = ""  # logged when it starts listening
 
 
 def open_relay_refusal(name: str, host: str) -> str:
@@ -67,19 +70,33 @@ def wanted_instances(overrides: dict[str, Address], only: frozenset[str] | None)
         if only is not None and instance.name not in only:
             continue
         host, port = overrides.get(instance.name, (instance.host, instance.port))
-        refusal = note = ""
-        if not is_loopback(host) and usable_key_count(instance) == 0:
+        refusal = note = warning = ""
+        keys = usable_key_count(instance)
+        if not is_loopback(host) and keys == 0:
             refusal = open_relay_refusal(instance.name, host)
         if (host, port) != (instance.host, instance.port):  # else the admin shows the wrong one
             note = _("listening on %(host)s:%(port)s, set by --host/--port or IFLOW2API_HOST/"
                      "IFLOW2API_PORT") % {"host": host, "port": port}
-        found.append(Wanted(instance.name, (host, port), refusal, note))
+        if keys == 0 and any_web_page_allowed(instance):
+            warning = any_origin_warning(instance.name)
+        found.append(Wanted(instance.pk, instance.name, (host, port), refusal, note, warning))
     return found
 
 
-def known_names(only: frozenset[str] | None) -> set[str]:
-    names = set(Instance.objects.values_list("name", flat=True))
-    return names if only is None else names & only
+def any_web_page_allowed(instance: Instance) -> bool:
+    origins = instance.origins or settings.IFLOW2API["CORS_ALLOWED_ORIGINS"]
+    return "*" in (o.strip() for o in origins)
+
+
+def any_origin_warning(name: str) -> str:
+    return _("instance %(name)s allows CORS origin * and has no client key: any web page its "
+             "users visit can call it and spend the upstream quota") % {"name": name}
+
+
+def known_instances(only: frozenset[str] | None) -> dict[int, str]:
+    """Every instance's name by id (those named by `only`, when given)."""
+    return {pk: name for pk, name in Instance.objects.values_list("pk", "name")
+            if only is None or name in only}
 
 
 class Supervisor:
@@ -94,8 +111,10 @@ class Supervisor:
         self.only = only
         self.on_change = on_change  # (name, state, message): for the console
         self.active = active  # False once the server drains: open nothing new
-        self.listening: dict[str, tuple[Address, Any]] = {}
-        self.states: dict[str, tuple[str, str]] = {}
+        # By instance id, not name: a rename keeps the listener and whose requests it serves.
+        self.listening: dict[int, tuple[Address, Any]] = {}
+        self.names: dict[int, str] = {}  # the latest name of each instance seen, for messages
+        self.states: dict[int, tuple[str, str]] = {}
         self.stopped = False
 
     async def run(self, poll_seconds: float = POLL_SECONDS) -> None:
@@ -109,39 +128,41 @@ class Supervisor:
             await asyncio.sleep(poll_seconds)
 
     async def reconcile(self) -> None:
-        wanted = {w.name: w for w in await sync_to_async(wanted_instances)(
+        wanted = {w.id: w for w in await sync_to_async(wanted_instances)(
             self.overrides, self.only)}
-        for name, (address, port) in list(self.listening.items()):
-            want = wanted.get(name)
+        known = await sync_to_async(known_instances)(self.only)
+        self.names.update(known)
+        for pk, (address, port) in list(self.listening.items()):
+            want = wanted.get(pk)
             if want is None or want.refusal or want.address != address:
-                await self._close(name, port)
+                await self._close(pk, port)
                 if want is None:
-                    await self._state(name, Instance.State.STOPPED)
-        for name, want in wanted.items():
+                    await self._state(pk, Instance.State.STOPPED)
+        for pk, want in wanted.items():
             if want.refusal:
-                await self._state(name, Instance.State.ERROR, want.refusal)
-            elif name not in self.listening:
+                await self._state(pk, Instance.State.ERROR, want.refusal)
+            elif pk not in self.listening:
                 await self._open(want)
-        for name in await sync_to_async(known_names)(self.only):
-            if name not in wanted and self.states.get(name, ("",))[0] != Instance.State.STOPPED:
-                await self._state(name, Instance.State.STOPPED)
+        for pk in known:
+            if pk not in wanted and self.states.get(pk, ("",))[0] != Instance.State.STOPPED:
+                await self._state(pk, Instance.State.STOPPED)
 
     async def stop(self) -> None:
         """Closes every listener (open connections carry on) and marks the instances stopped."""
         self.stopped = True
-        for name, (_address, port) in list(self.listening.items()):
-            await self._close(name, port)
+        for pk, (_address, port) in list(self.listening.items()):
+            await self._close(pk, port)
             with contextlib.suppress(Exception):
-                await self._state(name, Instance.State.STOPPED)
+                await self._state(pk, Instance.State.STOPPED)
 
     def mark_stopped(self) -> None:
         """At exit (sync, from the reactor's shutdown trigger): the instances this server ran
         are stopped. In a thread: the ORM refuses to run on the event loop's thread."""
-        names = list(self.listening)
+        ids = list(self.listening)
 
         def write() -> None:
-            for name in names:
-                set_state(name, Instance.State.STOPPED)
+            for pk in ids:
+                set_state(pk, Instance.State.STOPPED)
             close_old_connections()
 
         worker = threading.Thread(target=write, name="instance-states")
@@ -155,27 +176,29 @@ class Supervisor:
         except Exception as exc:
             error = getattr(exc, "socketError", None) or exc  # Twisted's CannotListenError
             reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
-            await self._state(want.name, Instance.State.ERROR,
+            await self._state(want.id, Instance.State.ERROR,
                               _("cannot listen on %(host)s:%(port)s: %(reason)s")
                               % {"host": host, "port": port_number, "reason": reason})
             return
-        self.listening[want.name] = (want.address, port)
-        runtime.register(port_number, want.name)
+        self.listening[want.id] = (want.address, port)
+        runtime.register(port_number, want.id)
+        if want.warning:
+            log.warning("%s", want.warning)
         invalidate_directory()
-        await self._state(want.name, Instance.State.RUNNING, want.note)
+        await self._state(want.id, Instance.State.RUNNING, want.note)
 
-    async def _close(self, name: str, port: Any) -> None:
-        address, _port = self.listening.pop(name)
-        runtime.unregister(address[1])
+    async def _close(self, pk: int, port: Any) -> None:
+        # The port stays registered to this instance: connections it accepted carry on.
+        self.listening.pop(pk)
         try:
             await self.close_listener(port)
         except Exception:
-            log.exception("instance %s: closing its listener failed", name)
+            log.exception("instance %s: closing its listener failed", self.names.get(pk, pk))
 
-    async def _state(self, name: str, state: str, message: str = "") -> None:
-        if self.states.get(name) == (state, message):
+    async def _state(self, pk: int, state: str, message: str = "") -> None:
+        if self.states.get(pk) == (state, message):
             return
-        self.states[name] = (state, message)
-        await sync_to_async(set_state)(name, state, message)
+        self.states[pk] = (state, message)
+        await sync_to_async(set_state)(pk, state, message)
         if self.on_change is not None:
-            self.on_change(name, state, message)
+            self.on_change(self.names.get(pk, str(pk)), state, message)

@@ -86,7 +86,7 @@ async def _serve(scope: dict[str, Any], receive: Receive, send: Send, handler: H
     client = scope.get("client") or ("", 0)
     server = scope.get("server") or ("", None)
     request = ApiRequest(scope["method"], scope["path"], headers, body, client[0],
-                         instance_for_port(server[1]))
+                         instance_id=instance_for_port(server[1]))
     result = await call_handler(handler, request, render_error)
     if isinstance(result, JsonResult):
         await _send_json(send, result)

@@ -26,7 +26,9 @@ class ApiRequest:
     headers: dict[str, str]  # lower-case names
     body: bytes
     client_ip: str = ""
-    instance: str = "default"  # the name of the instance whose port it came in on
+    # The id of the instance whose port it came in on (runtime.instance_for_port).
+    instance_id: int | None = None
+    instance: str = "default"  # its name, for the logs: set by admit() once resolved
 
     @classmethod
     def from_django(cls, request: HttpRequest, body: bytes) -> ApiRequest:
@@ -36,7 +38,7 @@ class ApiRequest:
             headers={k.lower(): v for k, v in request.headers.items()},
             body=body,
             client_ip=request.META.get("REMOTE_ADDR", ""),
-            instance=instance_for_port(_port(request.META.get("SERVER_PORT"))),
+            instance_id=instance_for_port(_port(request.META.get("SERVER_PORT"))),
         )
 
 

@@ -88,7 +88,12 @@ async def admit(request: ApiRequest) -> GatewayOptions:
     """The request's instance and client key; 401 when the instance has keys and the request
     brings none that is valid for it."""
     found = await directory()
-    instance = found.instance(request.instance)
+    instance = found.instance(request.instance_id)
+    if instance is None:  # fail closed: never another instance's policy
+        raise ApiError(503, gettext("this port's instance is unavailable (removed or being "
+                                    "changed); retry shortly"), "instance_unavailable",
+                       retry_after=1)
+    request.instance = instance.name
     key = None
     if instance.requires_key:
         given = client_keys(request)

@@ -92,12 +92,15 @@ def test_enabled_instances_listen_and_disabled_ones_stop(db, listeners):
     assert listeners.addresses == {("127.0.0.1", 41001), ("127.0.0.1", 41002)}
     assert state("one") == state("two") == ("running", "")
     assert state("off")[0] == "stopped"
-    assert runtime.instance_for_port(41002) == "two"  # requests on that port are "two"'s
+    two = Instance.objects.get(name="two").pk
+    assert runtime.instance_for_port(41002) == two  # requests on that port are "two"'s
     Instance.objects.filter(name="two").update(enabled=False)
     reconcile()
     assert listeners.closed == [("127.0.0.1", 41002)]
     assert listeners.addresses == {("127.0.0.1", 41001)}
-    assert state("two")[0] == "stopped" and runtime.instance_for_port(41002) == "default"
+    # Connections the closed listener accepted carry on, still "two"'s: never another's policy.
+    assert state("two")[0] == "stopped" and runtime.instance_for_port(41002) == two
+    assert runtime.instance_for_port(41999) == runtime.NO_INSTANCE  # never ours: refused
     reconcile()  # nothing changed: nothing reopened or closed again
     assert listeners.closed == [("127.0.0.1", 41002)] and len(listeners.open) == 1
     async_to_sync(supervisor.stop)()
@@ -413,3 +416,76 @@ def test_serve_instance_serves_only_that_one(fake_iflow):
         assert "(instance solo)" in gateway.output()
     finally:
         gateway.stop()
+
+
+# --- a rename never serves the instance with another instance's policy (issue 13, item 5) -------
+
+KEYED_SETUP = """
+from instances.models import ClientKey, Instance
+keyed = Instance.objects.create(name="keyed", host="127.0.0.1", port={port})
+print(keyed.pk, ClientKey.create(keyed, "k")[1])
+"""
+
+
+class KeylessLoop(threading.Thread):
+    """Key-less requests on one port, one after another, until told to stop: their statuses."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port, self.statuses = port, []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=5) as client:
+            while not self.done.is_set():
+                try:
+                    self.statuses.append(client.get("/v1/models").status_code)
+                except httpx.TransportError:
+                    self.statuses.append(0)
+                    time.sleep(0.01)
+
+
+@pytest.mark.e2e
+def test_renaming_an_instance_never_serves_it_without_its_key(server):
+    port = free_port()
+    pk, key = server.shell(KEYED_SETUP.format(port=port)).split()[-2:]
+    assert eventually(lambda: answers(port)), server.output()[-2000:]
+    admin = Admin(server)
+    loop = KeylessLoop(port)
+    loop.start()
+    try:
+        time.sleep(0.3)
+        admin.submit_form(f"{CHANGELIST}{pk}/change/", name="keyed-renamed")
+        # Long enough for the supervisor's round and the directory's refresh to both pass.
+        assert eventually(lambda: "Running" in admin.row(int(pk))
+                          and "keyed-renamed" in admin.row(int(pk)))
+        time.sleep(5)
+    finally:
+        loop.done.set()
+        loop.join(10)
+    assert loop.statuses.count(401) > 10, loop.statuses  # it did ask, before and after
+    assert 200 not in loop.statuses, f"{loop.statuses.count(200)} key-less requests served"
+    mine = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5,
+                     headers={"authorization": f"Bearer {key}"})
+    assert mine.status_code == 200
+
+
+def test_a_listener_whose_instance_is_gone_refuses_with_503(db):
+    from instances.services import invalidate_directory
+    from proxy.errors import ApiError
+    from proxy.http import ApiRequest
+    from proxy.pipeline import admit
+
+    gone = Instance.objects.create(name="gone", port=41061)
+    runtime.register(41061, gone.pk)
+    try:
+        gone.delete()
+        invalidate_directory()
+        request = ApiRequest("GET", "/v1/models", {}, b"",
+                             instance_id=runtime.instance_for_port(41061))
+        with pytest.raises(ApiError) as refused:
+            async_to_sync(admit)(request)
+        assert refused.value.status == 503 and refused.value.code == "instance_unavailable"
+        assert refused.value.openai_body()["error"]["type"] != "invalid_request_error"
+    finally:
+        runtime.unregister(41061)

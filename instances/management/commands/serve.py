@@ -123,8 +123,9 @@ class Command(TranslatedHelp, BaseCommand):
 
     def _banner_text(self, supervisor: Supervisor) -> str:
         lines = []
-        for name, ((host, port), _listener) in sorted(supervisor.listening.items(),
-                                                       key=lambda item: item[1][0][1]):
+        for pk, ((host, port), _listener) in sorted(supervisor.listening.items(),
+                                                     key=lambda item: item[1][0][1]):
+            name = supervisor.names.get(pk, str(pk))
             base = f"http://{url_host(host)}:{port}"
             head = (_("iflow2api serving on %(url)s") if name == DEFAULT_INSTANCE
                     else _("iflow2api serving on %(url)s  (instance %(name)s)"))
