@@ -1,5 +1,6 @@
-"""The status page's websocket: staff only; a full snapshot on connect and after each change,
-at most one per THROTTLE_SECONDS per connection."""
+"""The status page's websocket: active staff with the page's permission (status.VIEW_PERMISSION)
+only; a full snapshot on connect and after each change, at most one per THROTTLE_SECONDS per
+connection."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
-from django.contrib.auth import SESSION_KEY
+from django.contrib.auth import SESSION_KEY, get_user_model
 
 from instances import status
 
@@ -24,7 +25,9 @@ def _session_store() -> Any:
 
 
 def _allowed(user: Any) -> bool:
-    return bool(user is not None and user.is_authenticated and user.is_active and user.is_staff)
+    """Sync: has_perm reads the database."""
+    return bool(user is not None and user.is_authenticated and user.is_active and user.is_staff
+                and user.has_perm(status.VIEW_PERMISSION))
 
 
 class StatusConsumer(AsyncJsonWebsocketConsumer):
@@ -32,7 +35,7 @@ class StatusConsumer(AsyncJsonWebsocketConsumer):
         self.joined = False
         self.last_sent = float("-inf")
         self.pending: asyncio.Task[None] | None = None
-        if not _allowed(self.scope.get("user")):
+        if not await database_sync_to_async(_allowed)(self.scope.get("user")):
             # Accepted then closed, so the browser sees the code (a refused handshake is 1006).
             await self.accept()
             await self.close(code=FORBIDDEN)
@@ -80,11 +83,13 @@ class StatusConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"type": "snapshot", "data": data})
 
     def _checked_snapshot(self) -> dict[str, Any] | None:
-        """The snapshot, if the user still may see it: staff, and still logged in."""
-        user = self.scope.get("user")
-        try:
-            user.refresh_from_db(fields=["is_active", "is_staff"])
-        except Exception:  # deleted
+        """The snapshot, if the user still may see it: staff with the permission, and still
+        logged in."""
+        # Read afresh (rights are cached on a user object): losing staff status or the
+        # permission ends this connection too.
+        pk = getattr(self.scope.get("user"), "pk", None)
+        user = get_user_model().objects.filter(pk=pk).first() if pk is not None else None
+        if user is None:  # deleted, or never logged in
             return None
         session = self.scope.get("session")
         key = getattr(session, "session_key", None)

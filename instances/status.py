@@ -41,6 +41,9 @@ from instances.models import Instance
 log = logging.getLogger(__name__)
 
 GROUP = "iflow2api.status"
+# The page shows account labels and errors and recent request errors: the same right as the
+# usage page and the request log (a staff user without it sees neither).
+VIEW_PERMISSION = "proxy.view_requestlog"
 CHANGED = {"type": "status.changed"}
 NOTIFY_INTERVAL = 0.5  # seconds between two group messages from one process
 SEND_TIMEOUT = 5.0  # a stuck channel layer must not pile up tasks

@@ -1,4 +1,5 @@
-"""The admin's live status page (staff only: iflow2api_site/urls.py wraps it in admin_view).
+"""The admin's live status page: staff (iflow2api_site/urls.py wraps it in admin_view) with
+view access to the request log (status.VIEW_PERMISSION), like the usage page.
 
 Rendered server-side from a snapshot, so it is useful without JavaScript; instances/static/
 instances/status.js then keeps it current over the websocket (instances/consumers.py)."""
@@ -10,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.translation import gettext as _
@@ -65,6 +67,8 @@ def labels() -> dict[str, Any]:
 
 
 def status_page(request: HttpRequest) -> HttpResponse:
+    if not request.user.has_perm(status.VIEW_PERMISSION):
+        raise PermissionDenied
     context = {
         **admin.site.each_context(request),
         "title": _("Live status"),

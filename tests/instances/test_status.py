@@ -13,6 +13,7 @@ import pytest
 from channels.layers import channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.core.cache import cache
 from django.test import Client
 from django.utils import timezone
@@ -174,9 +175,13 @@ def session_of(user) -> str:
     return client.cookies["sessionid"].value
 
 
-def make_user(staff: bool = True):
-    return get_user_model().objects.create_user(
+def make_user(staff: bool = True, may_view: bool = True):
+    """A user; `may_view`: with the status page's permission (view the request log)."""
+    user = get_user_model().objects.create_user(
         f"user-{uuid.uuid4().hex[:8]}", password="x-unused-password", is_staff=staff)
+    if may_view:
+        user.user_permissions.add(Permission.objects.get(codename="view_requestlog"))
+    return user
 
 
 def communicator(session: str | None = None, origin: str | None = ORIGIN,
@@ -256,11 +261,11 @@ def test_notify_changed_and_the_stream_counters_push_to_the_page():
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("who", ["anonymous", "not staff", "inactive"])
-def test_only_active_staff_may_connect(who):
+@pytest.mark.parametrize("who", ["anonymous", "not staff", "inactive", "without permission"])
+def test_only_active_staff_with_the_permission_may_connect(who):
     session = None
     if who != "anonymous":
-        user = make_user(staff=who != "not staff")
+        user = make_user(staff=who != "not staff", may_view=who != "without permission")
         session = session_of(user)
         if who == "inactive":
             user.is_active = False
@@ -287,6 +292,23 @@ def test_a_logout_elsewhere_ends_the_connection_at_the_next_push():
         assert (await ws.connect(timeout=5))[0]
         await next_snapshot(ws)
         await asyncio.to_thread(client.logout)
+        await get_channel_layer().group_send(status.GROUP, {"type": "status.changed"})
+        closed = await ws.receive_output(timeout=3)
+        assert closed == {"type": "websocket.close", "code": 4403}
+
+    asyncio.run(go())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_permission_taken_away_ends_the_connection_at_the_next_push():
+    user = make_user()
+    session = session_of(user)
+
+    async def go() -> None:
+        ws = communicator(session)
+        assert (await ws.connect(timeout=5))[0]
+        await next_snapshot(ws)
+        await asyncio.to_thread(user.user_permissions.clear)
         await get_channel_layer().group_send(status.GROUP, {"type": "status.changed"})
         closed = await ws.receive_output(timeout=3)
         assert closed == {"type": "websocket.close", "code": 4403}
@@ -342,3 +364,14 @@ def test_the_page_is_for_staff_only(client):
     client.force_login(make_user(staff=False))
     answer = client.get("/admin/status/")
     assert answer.status_code == 302 and "/admin/login/" in answer["Location"]
+
+
+@pytest.mark.django_db
+def test_the_page_needs_the_usage_pages_permission(client):
+    """Account labels and errors, recent errors: not for a staff user without a single right."""
+    client.force_login(make_user(may_view=False))
+    assert client.get("/admin/status/").status_code == 403
+    assert "/admin/status/" not in client.get("/admin/").content.decode()
+    client.force_login(make_user())
+    assert client.get("/admin/status/").status_code == 200
+    assert "/admin/status/" in client.get("/admin/").content.decode()
