@@ -118,8 +118,10 @@ class UpstreamClient:
     ) -> AsyncIterator[list[dict[str, Any]]]:
         """Yields the chunk objects of each network read as one batch (relaying a batch costs
         one write instead of one per event); raises UpstreamError for errors before or during
-        the stream, and for a stream that ends without a single chunk."""
+        the stream, for a stream that ends without a single chunk, and for one that ends before
+        the upstream said it was done (see StreamEnd)."""
         count = 0
+        end = StreamEnd()
         try:
             async with self._send(prepared, proxy=proxy) as response:
                 if response.status != 200:
@@ -132,22 +134,33 @@ class UpstreamClient:
                     yield batch
                     return
                 parser = SSEDataParser()
-                finished = False
                 async for raw in response.content.iter_any():
-                    batch, finished = _parse_batch(provider, parser.feed(raw))
+                    batch, end.done = _parse_batch(provider, parser.feed(raw))
                     if batch:
+                        end.see(batch)
                         count += len(batch)
                         yield batch
-                    if finished:
-                        return
-                batch, _ = _parse_batch(provider, parser.close())
-                if batch:
-                    count += len(batch)
-                    yield batch
+                    if end.done:
+                        break
+                else:
+                    batch, end.done = _parse_batch(provider, parser.close())
+                    if batch:
+                        end.see(batch)
+                        count += len(batch)
+                        yield batch
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise _transport_error(exc, started=count > 0) from exc
+            if not end.complete:
+                raise _transport_error(exc, started=count > 0) from exc
+            # The answer is whole; only what follows its finish_reason (usage, [DONE]) is lost.
+            log.info("upstream stream broke after its finish_reason (%s)", type(exc).__name__)
         if count == 0:
             raise UpstreamError(502, "upstream returned an empty stream", "empty_stream")
+        if not end.complete:
+            # However the body was framed: a close-delimited body cut short ends like a whole one.
+            raise UpstreamError(502, "upstream connection lost mid-stream",
+                                "upstream_disconnected")
+        if not end.finished:
+            log.info("upstream sent [DONE] without a finish_reason: taken as complete")
 
     async def fetch_image(
         self, url: str, *, max_bytes: int, timeout: float, allow_private: bool
@@ -228,6 +241,41 @@ def _json_object(body: bytes) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise UpstreamError(502, "upstream sent an unexpected answer", "upstream_invalid_json")
     return payload
+
+
+class StreamEnd:
+    """Whether an upstream stream said its answer was complete: `data: [DONE]`, or a
+    finish_reason for every choice it started. The HTTP framing cannot tell: a close-delimited
+    body, or a chunked one ended by a proxy, looks whole however early it stops."""
+
+    __slots__ = ("closed", "done", "open")
+
+    def __init__(self) -> None:
+        self.done = False  # [DONE] came
+        self.open: set[int] = set()  # choices started, no finish_reason yet
+        self.closed: set[int] = set()  # choices with their finish_reason
+
+    def see(self, batch: list[dict[str, Any]]) -> None:
+        for chunk in batch:
+            choices = chunk.get("choices")
+            for choice in choices if isinstance(choices, list) else ():
+                if not isinstance(choice, dict):
+                    continue
+                index = choice.get("index")
+                index = index if isinstance(index, int) else 0
+                if choice.get("finish_reason"):
+                    self.closed.add(index)
+                    self.open.discard(index)
+                elif index not in self.closed:
+                    self.open.add(index)
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.closed) and not self.open
+
+    @property
+    def complete(self) -> bool:
+        return self.done or self.finished
 
 
 def _parse_batch(provider: Provider, payloads: list[str]) -> tuple[list[dict[str, Any]], bool]:

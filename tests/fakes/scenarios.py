@@ -22,6 +22,7 @@ __all__ = [
     "Plan",
     "RenderContext",
     "Scenario",
+    "close_delimited",
     "drop_after",
     "empty_stream",
     "envelope_error",
@@ -68,6 +69,8 @@ class Scenario:
     chunk_delay: float = 0.0
     drop_after: int | None = None
     reset: bool = False
+    cut_inside: bool = False
+    body_framing: Framing | None = None  # overrides the framing the kind would use
 
     @property
     def label(self) -> str:
@@ -98,6 +101,7 @@ class Plan:
     header_delay: float = 0.0
     drop_after: int | None = None
     reset: bool = False
+    cut_inside: bool = False
 
 
 # --------------------------------------------------------------------------- constructors
@@ -268,10 +272,20 @@ def slow(
     )
 
 
-def drop_after(n_chunks: int, scenario: Scenario, *, reset: bool = False) -> Scenario:
+def drop_after(
+    n_chunks: int, scenario: Scenario, *, reset: bool = False, cut_inside: bool = False
+) -> Scenario:
     """Send the headers and ``n_chunks`` body parts, then kill the connection (no [DONE], no
-    terminating HTTP chunk). reset=True sends a TCP RST instead of a FIN."""
-    return dataclasses.replace(scenario, drop_after=n_chunks, reset=reset)
+    terminating HTTP chunk). reset=True sends a TCP RST instead of a FIN. cut_inside=True also
+    sends the first half of the next part (for chunked framing: its whole chunk-size line but
+    only half its bytes), so the body breaks inside an HTTP chunk and inside an SSE event."""
+    return dataclasses.replace(scenario, drop_after=n_chunks, reset=reset, cut_inside=cut_inside)
+
+
+def close_delimited(scenario: Scenario) -> Scenario:
+    """Answer without Content-Length or chunked encoding, with ``Connection: close``: the body
+    ends when the connection does (HTTP/1.0 style, as some servers and proxies send)."""
+    return dataclasses.replace(scenario, body_framing="close")
 
 
 # --------------------------------------------------------------------------- rendering
@@ -473,4 +487,10 @@ def render(sc: Scenario, ctx: RenderContext) -> Plan:
     plan.header_delay = sc.header_delay
     plan.drop_after = sc.drop_after
     plan.reset = sc.reset
+    plan.cut_inside = sc.cut_inside
+    if sc.body_framing is not None and not plan.hang:
+        plan.framing = sc.body_framing
+        plan.headers = [(k, v) for k, v in plan.headers if k.lower() != "content-length"]
+        if sc.body_framing == "close":
+            plan.headers.append(("Connection", "close"))
     return plan

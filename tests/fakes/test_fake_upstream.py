@@ -20,6 +20,7 @@ import pytest
 from tests.fakes.upstream import (
     IFLOW_MODELS,
     FakeUpstream,
+    close_delimited,
     drop_after,
     empty_stream,
     envelope_error,
@@ -391,6 +392,42 @@ def test_raw_exact_bytes(fake: FakeUpstream) -> None:
             data += chunk
     assert data.startswith(b"HTTP/1.1 200 OK\r\n")
     assert data.endswith(b'a\r\ndata:{"a":\r\n4\r\n1}\n\n\r\n0\r\n\r\n')
+
+
+def raw_exchange(fake: FakeUpstream, body: dict[str, Any]) -> bytes:
+    """One request on a socket, everything the fake wrote until it closed."""
+    with socket.create_connection(("127.0.0.1", fake.port), timeout=3) as sock:
+        data = json.dumps(body).encode()
+        head = "".join(f"{k}: {v}\r\n" for k, v in iflow_headers().items())
+        sock.sendall(
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n{head}"
+            f"Content-Length: {len(data)}\r\n\r\n".encode() + data
+        )
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_close_delimited_body_has_no_length_and_no_chunks(fake: FakeUpstream) -> None:
+    fake.script(close_delimited(drop_after(2, text("a b c", chunks=3))))
+    head, _, body = raw_exchange(fake, STREAM).partition(b"\r\n\r\n")
+    headers = head.decode().lower()
+    assert "content-length" not in headers and "transfer-encoding" not in headers
+    assert "connection: close" in headers
+    assert body.startswith(b"data:{") and len(sse_data(body.decode())) == 2
+    assert b"\r\n" not in body  # no chunk-size lines
+
+
+def test_drop_after_cut_inside_breaks_an_http_chunk(fake: FakeUpstream) -> None:
+    fake.script(drop_after(1, text("a b c", chunks=3), cut_inside=True))
+    _, _, body = raw_exchange(fake, STREAM).partition(b"\r\n\r\n")
+    first_size, _, rest = body.partition(b"\r\n")
+    first, _, rest = rest.partition(b"\r\n")
+    assert len(first) == int(first_size, 16)  # the first part whole
+    size, _, cut = rest.partition(b"\r\n")
+    assert 0 < len(cut) < int(size, 16)  # the second announced, then cut half-way
+    assert fake.last is not None and fake.last.server_aborted
 
 
 def test_events_fill_chunk_fields(fake: FakeUpstream, client: httpx.Client) -> None:

@@ -36,6 +36,7 @@ from .scenarios import (
     Plan,
     RenderContext,
     Scenario,
+    close_delimited,
     drop_after,
     empty_stream,
     envelope_error,
@@ -56,6 +57,7 @@ __all__ = [
     "RecordedRequest",
     "Scenario",
     "ScenarioSource",
+    "close_delimited",
     "drop_after",
     "empty_stream",
     "envelope_error",
@@ -737,6 +739,9 @@ class FakeUpstream:
                 await conn.drain()
                 await asyncio.sleep(delay)
             if plan.drop_after is not None and i >= plan.drop_after:
+                if plan.cut_inside and part:
+                    half = part[: max(1, len(part) // 2)]
+                    out += (b"%x\r\n" % len(part) + half) if chunked else half
                 break
             if not chunked:
                 out += part
