@@ -244,6 +244,8 @@ IFLOW2API = {
     "VISION_FALLBACK": env_str("VISION_FALLBACK", "route"),
     "IMAGE_MAX_BYTES": int(env_float("IMAGE_MAX_BYTES", 10 * 1024 * 1024)),
     "IMAGE_FETCH_TIMEOUT": env_float("IMAGE_FETCH_TIMEOUT", 10.0),
+    # Image URLs fetched (in parallel) per request for iFlow; more is a 400.
+    "IMAGE_MAX_URLS": int(env_float("IMAGE_MAX_URLS", 8)),
     # Fetching image URLs that resolve to private/loopback/link-local addresses (SSRF guard).
     "IMAGE_ALLOW_PRIVATE_URLS": env_bool("IMAGE_ALLOW_PRIVATE_URLS"),
     # Browser clients on other origins: "*" (no credentials) or a comma-separated list.

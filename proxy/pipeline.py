@@ -131,8 +131,6 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     return data
 
 
-DATA_URL_ONLY_PROVIDERS = frozenset({"iflow"})
-
 
 @dataclass(frozen=True)
 class Route:
@@ -140,11 +138,6 @@ class Route:
     account: AccountRef
     provider: Provider
     target: UpstreamTarget
-
-    @property
-    def inlines_images(self) -> bool:
-        """iFlow takes images only as data URLs: URL images are fetched and inlined."""
-        return self.provider.name in DATA_URL_ONLY_PROVIDERS
 
     def prepare(self, body: dict[str, Any], *, stream: bool) -> PreparedRequest:
         return self.provider.prepare_chat(self.target, body, stream=stream)

@@ -55,7 +55,6 @@ async def relay(
 
     async def attempt(route: Route, lease: Lease) -> JsonResult | StreamResult:
         trace.attempt(route)
-        await inline_remote_images(route, body)
         prepared = route.prepare(body, stream=stream)
         client = upstream_client()
         proxy = route.target.proxy_url
@@ -80,6 +79,8 @@ async def relay(
 
     try:
         with trace.failures():
+            # Before any account slot is taken: a slow image host must not hold one.
+            await inline_remote_images(model, body, opts)
             return await with_account(model, attempt, opts)
     except BaseException:
         await settle()

@@ -3,14 +3,15 @@ take only data URLs, and refuse bad images with a 400 instead of letting the ups
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from django.conf import settings
 from django.utils.translation import gettext
 
-from accounts.services import ModelRef
+from accounts.services import ModelRef, routing
 from proxy.errors import ApiError
-from proxy.pipeline import GatewayOptions, Route, resolve_model, upstream_client
+from proxy.pipeline import GatewayOptions, resolve_model, upstream_client
 from proxy.translate.types import TranslationError
 from proxy.translate.vision import (
     check_image,
@@ -21,6 +22,9 @@ from proxy.translate.vision import (
     to_data_url,
 )
 from proxy.upstream.types import UpstreamError
+
+# Providers that take images only as data URLs: URL images are fetched and inlined for them.
+DATA_URL_ONLY_PROVIDERS = frozenset({"iflow"})
 
 
 async def model_for_images(model: ModelRef, body: dict[str, Any],
@@ -57,23 +61,54 @@ async def model_for_images(model: ModelRef, body: dict[str, Any],
     return vision
 
 
-async def inline_remote_images(route: Route, body: dict[str, Any]) -> None:
-    """iFlow takes only data URLs: fetch URL images (SSRF-guarded) and inline them. After the
-    first account's attempt nothing is left to fetch, so a failover costs nothing here."""
-    if not route.inlines_images:
+async def inline_remote_images(model: ModelRef, body: dict[str, Any],
+                               opts: GatewayOptions) -> None:
+    """iFlow takes only data URLs: when an account that may serve `model` is iFlow, fetch the
+    URL images (SSRF-guarded, in parallel, at most IMAGE_MAX_URLS) and inline them. Runs once
+    per request before an account slot is taken: a slow image host must not hold a slot."""
+    remote = [(param, part, url) for param, part in image_parts(body)
+              if not (url := _image_url(part, param)).startswith("data:")]
+    if not remote or not await _some_account_needs_data_urls(model, opts):
         return
+    conf = settings.IFLOW2API
+    if len(remote) > conf["IMAGE_MAX_URLS"]:
+        raise ApiError(400, gettext("the request has %(count)d image URLs; at most %(limit)d "
+                                    "are fetched per request (send the others as base64)")
+                       % {"count": len(remote), "limit": conf["IMAGE_MAX_URLS"]},
+                       "too_many_images", "messages")
+    fetches = [asyncio.ensure_future(_fetch_data_url(url, param)) for param, _, url in remote]
+    try:
+        data_urls = await asyncio.gather(*fetches)
+    finally:
+        for fetch in fetches:  # the first failure answers: stop the other downloads
+            fetch.cancel()
+    for (_, part, _), data_url in zip(remote, data_urls, strict=True):
+        set_image_url(part, data_url)
+
+
+def _image_url(part: dict[str, Any], param: str) -> str:
+    try:
+        return image_url_of(part, param)
+    except TranslationError as exc:
+        raise ApiError(400, exc.localized(gettext), "invalid_image", exc.param) from exc
+
+
+async def _some_account_needs_data_urls(model: ModelRef, opts: GatewayOptions) -> bool:
+    """Whether an account that with_account may pick for `model` takes only data URLs."""
+    accounts = (await routing()).accounts_for(model)
+    allowed = opts.instance.account_ids
+    return any(a.provider in DATA_URL_ONLY_PROVIDERS for a in accounts
+               if not allowed or a.id in allowed)
+
+
+async def _fetch_data_url(url: str, param: str) -> str:
     conf = settings.IFLOW2API
     max_bytes = conf["IMAGE_MAX_BYTES"]
     try:
-        for param, part in image_parts(body):
-            url = image_url_of(part, param)
-            if url.startswith("data:"):
-                continue
-            content_type, data = await upstream_client().fetch_image(
-                url, max_bytes=max_bytes, timeout=conf["IMAGE_FETCH_TIMEOUT"],
-                allow_private=conf["IMAGE_ALLOW_PRIVATE_URLS"])
-            set_image_url(part, to_data_url(check_image(data, content_type, param, max_bytes),
-                                            data))
+        content_type, data = await upstream_client().fetch_image(
+            url, max_bytes=max_bytes, timeout=conf["IMAGE_FETCH_TIMEOUT"],
+            allow_private=conf["IMAGE_ALLOW_PRIVATE_URLS"])
+        return to_data_url(check_image(data, content_type, param, max_bytes), data)
     except TranslationError as exc:
         raise ApiError(400, exc.localized(gettext), "invalid_image", exc.param) from exc
     except UpstreamError as exc:

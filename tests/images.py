@@ -30,12 +30,18 @@ def data_url(data: bytes, media_type: str = "image/png") -> str:
 
 
 @contextmanager
-def image_server(files: dict[str, tuple[str, bytes]]) -> Iterator[str]:
+def image_server(files: dict[str, tuple[str, bytes]], *, seen: list[str] | None = None,
+                 gate: threading.Event | None = None) -> Iterator[str]:
     """Serves {path: (content type, bytes)} on loopback; a path mapped to ("redirect", b"/x")
-    redirects. Yields the base URL."""
+    redirects. Yields the base URL. `seen` records each requested path as it arrives; with a
+    `gate`, answers wait until it is set (at most 20 s)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if seen is not None:
+                seen.append(self.path)
+            if gate is not None:
+                gate.wait(20)
             content_type, body = files.get(self.path, ("text/plain", b""))
             if self.path not in files:
                 self.send_response(404)

@@ -1,11 +1,10 @@
-"""Images in OpenAI chat bodies: finding them, checking data URLs, and which addresses an image
-URL may be fetched from. Pure: the fetching itself is the upstream client's."""
+"""Images in OpenAI chat bodies: finding them and checking data URLs. Pure: fetching image URLs
+(and the SSRF guard) is the upstream client's (proxy/upstream/images.py)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 from collections.abc import Iterator
 from typing import Any
 
@@ -92,14 +91,3 @@ def decode_data_url(url: str, param: str, max_bytes: int) -> tuple[str, bytes]:
 def to_data_url(media_type: str, data: bytes) -> str:
     return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
 
-
-def is_public_address(address: str) -> bool:
-    """Whether an image URL may be fetched from this address (SSRF guard)."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
-                or ip.is_reserved or ip.is_unspecified)

@@ -17,7 +17,7 @@ import aiohttp
 from yarl import URL
 
 from proxy.translate.sse import SSEDataParser
-from proxy.translate.vision import is_public_address
+from proxy.upstream.images import ImageFetcher
 from proxy.upstream.providers.base import Provider
 from proxy.upstream.types import PreparedRequest, UpstreamError
 from proxy.wire import loads
@@ -25,7 +25,6 @@ from proxy.wire import loads
 log = logging.getLogger(__name__)
 
 SessionFactory = Callable[[], aiohttp.ClientSession]
-MAX_REDIRECTS = 3
 
 
 class UpstreamClient:
@@ -46,6 +45,7 @@ class UpstreamClient:
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
         self._socks_sessions: dict[tuple[asyncio.AbstractEventLoop, str],
                                    aiohttp.ClientSession] = {}
+        self.images = ImageFetcher()
 
     def _default_session(self) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
@@ -165,68 +165,16 @@ class UpstreamClient:
     async def fetch_image(
         self, url: str, *, max_bytes: int, timeout: float, allow_private: bool
     ) -> tuple[str, bytes]:
-        """(content type, bytes) of an image URL a client sent, for upstreams that take only
-        data URLs. Refuses private, loopback and link-local addresses unless allowed, checks
-        every redirect hop the same way, and stops reading past max_bytes."""
-        session = self._session()
-        limit = aiohttp.ClientTimeout(total=timeout)
-        for _hop in range(MAX_REDIRECTS + 1):
-            try:
-                target = URL(url)
-            except ValueError as exc:
-                raise _image_error(f"invalid image URL {url[:100]}") from exc
-            if target.scheme not in {"http", "https"} or not target.host:
-                raise _image_error(f"image URLs must be http(s): {url[:100]}")
-            if not allow_private:
-                await _check_public(target)
-            try:
-                async with session.get(target, headers={"accept": "image/*"}, timeout=limit,
-                                       allow_redirects=False) as response:
-                    if response.status in {301, 302, 303, 307, 308} and \
-                            "location" in response.headers:
-                        url = str(target.join(URL(response.headers["location"])))
-                        continue
-                    if response.status != 200:
-                        raise _image_error(
-                            f"fetching image {url[:100]} gave HTTP {response.status}")
-                    content_type = response.headers.get("content-type", "").split(";")[0]
-                    if not content_type.strip().startswith("image/"):
-                        raise _image_error(
-                            f"{url[:100]} is not an image ({content_type or '?'})")
-                    data = bytearray()
-                    async for piece in response.content.iter_chunked(65536):
-                        data += piece
-                        if len(data) > max_bytes:
-                            raise _image_error(
-                                f"image {url[:100]} is larger than {max_bytes} bytes")
-                    return content_type.strip(), bytes(data)
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                raise _image_error(
-                    f"cannot fetch image {url[:100]}: {type(exc).__name__}") from exc
-        raise _image_error(f"too many redirects fetching image {url[:100]}")
+        """(content type, bytes) of an image URL a client sent (proxy/upstream/images.py)."""
+        return await self.images.fetch(url, max_bytes=max_bytes, timeout=timeout,
+                                       allow_private=allow_private)
 
     async def aclose(self) -> None:
+        await self.images.aclose()
         for session in [*self._sessions.values(), *self._socks_sessions.values()]:
             await session.close()
         self._sessions.clear()
         self._socks_sessions.clear()
-
-
-def _image_error(message: str) -> UpstreamError:
-    return UpstreamError(400, message, "invalid_image_url")
-
-
-async def _check_public(url: URL) -> None:
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(url.host, url.port)
-    except OSError as exc:
-        raise _image_error(f"cannot resolve image host {url.host}") from exc
-    addresses = {info[4][0] for info in infos}
-    if not addresses or not all(is_public_address(a) for a in addresses):
-        raise _image_error(
-            f"image URL host {url.host} resolves to a private or local address; refused "
-            "(IMAGE_ALLOW_PRIVATE_URLS=true allows it)")
 
 
 def _lower_headers(headers: Any) -> dict[str, str]:

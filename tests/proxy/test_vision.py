@@ -4,6 +4,8 @@ images as 400s."""
 from __future__ import annotations
 
 import base64
+import threading
+import time
 
 import httpx
 import pytest
@@ -98,7 +100,8 @@ def test_bad_anthropic_image_is_an_anthropic_400(gateway, upstream):
 @pytest.fixture(scope="module")
 def lenient_gateway(fake_iflow):
     env = {"IFLOW_API_KEY": FAKE_KEY, "IFLOW_BASE_URL": fake_iflow.base_url,
-           "IMAGE_ALLOW_PRIVATE_URLS": "true", "IMAGE_MAX_BYTES": "20000"}
+           "IMAGE_ALLOW_PRIVATE_URLS": "true", "IMAGE_MAX_BYTES": "20000",
+           "IMAGE_MAX_URLS": "4", "POOL_QUEUE_TIMEOUT": "3"}
     with GatewayServer(env) as server:
         yield server
 
@@ -129,6 +132,64 @@ def test_url_images_are_fetched_and_inlined_for_iflow(lenient_gateway, upstream)
         missing = httpx.post(lenient_gateway.url + "/v1/chat/completions", timeout=30,
                              json=openai_image_body(base + "/nope.png", model="qwen-vl-max"))
         assert missing.status_code == 400 and "HTTP 404" in missing.text
+
+
+def wait_for(condition, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
+def url_images_body(urls: list[str]) -> dict:
+    return {"model": "qwen-vl-max", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": url}} for url in urls]}]}
+
+
+def test_images_are_fetched_in_parallel_before_an_account_slot_is_taken(
+        lenient_gateway, upstream):
+    """The iFlow account serves one request at a time. While a request's four image downloads
+    hang, a text request is still served, and all four downloads are in flight at once."""
+    images = {f"/{i}.png": ("image/png", png(padding=i + 1)) for i in range(4)}
+    seen: list[str] = []
+    gate = threading.Event()
+    answers: list[httpx.Response] = []
+    with image_server(images, seen=seen, gate=gate) as base:
+        body = url_images_body([base + path for path in images])
+        sender = threading.Thread(target=lambda: answers.append(httpx.post(
+            lenient_gateway.url + "/v1/chat/completions", json=body, timeout=30)))
+        sender.start()
+        try:
+            assert wait_for(lambda: seen), "the gateway never fetched an image"
+            text = httpx.post(lenient_gateway.url + "/v1/chat/completions", timeout=15,
+                              json={"model": "glm-5",
+                                    "messages": [{"role": "user", "content": "hi"}]})
+            assert text.status_code == 200, text.text  # not queued behind the downloads
+            assert wait_for(lambda: len(seen) == 4, 5), f"not fetched in parallel: {seen}"
+        finally:
+            gate.set()
+            sender.join(30)
+    assert answers and answers[0].status_code == 200, answers and answers[0].text
+    assert sorted(sent_image_urls(upstream)) == sorted(data_url(data) for _, data in
+                                                       images.values())
+
+
+def test_too_many_image_urls_is_a_400_in_each_api_shape(lenient_gateway, upstream):
+    seen: list[str] = []
+    with image_server({"/a.png": ("image/png", PNG)}, seen=seen) as base:
+        urls = [f"{base}/a.png?{i}" for i in range(5)]
+        openai = httpx.post(lenient_gateway.url + "/v1/chat/completions", timeout=30,
+                            json=url_images_body(urls))
+        anthropic = httpx.post(lenient_gateway.url + "/v1/messages", timeout=30, json={
+            "model": "qwen-vl-max", "max_tokens": 50, "messages": [{"role": "user", "content": [
+                {"type": "image", "source": {"type": "url", "url": url}} for url in urls]}]})
+    assert openai.status_code == 400
+    assert openai.json()["error"]["code"] == "too_many_images"
+    assert "at most 4" in openai.json()["error"]["message"]
+    assert anthropic.status_code == 400
+    assert anthropic.json()["type"] == "error"
+    assert "at most 4" in anthropic.json()["error"]["message"]
+    assert seen == [] and upstream.chat_requests == []
 
 
 def test_reject_policy(fake_iflow, upstream):
