@@ -11,11 +11,10 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
 from accounts import refresh
-from accounts.models import Account, ModelInfo
+from accounts.models import DESTINATION_FIELDS, SECRET_FIELDS, Account, ModelInfo
 from accounts.refresh import refresh_account
 from accounts.services import invalidate_routing
 
-SECRET_FIELDS = ("api_key", "oauth_access_token", "oauth_refresh_token", "cookie")
 # RefreshResult.status codes as the "Refresh now" action reports them.
 STATUS_WORDS = {
     refresh.REFRESHED: gettext_lazy("refreshed"),
@@ -41,13 +40,37 @@ class AccountForm(forms.ModelForm):
             is_set = bool(self.instance.pk and getattr(self.instance, name))
             field.help_text = (_("Set (hidden). Leave empty to keep it.") if is_set
                                else _("Not set."))
+        if "base_url" in self.fields:
+            self.fields["base_url"].help_text = _(
+                "Changing it or the provider needs the API key entered again; stored secrets "
+                "not entered again are cleared.")
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
-        for name in SECRET_FIELDS:
-            if not cleaned.get(name) and self.instance.pk:
-                cleaned[name] = getattr(self.instance, name)  # empty input keeps the secret
+        if not self.instance.pk:
+            return cleaned
+        key_entered = bool(cleaned.get("api_key"))
+        if self._moves_the_secrets():
+            # Never send a stored secret to a new address: only what is entered now is kept.
+            if not cleaned.get("api_key") and self._holds_secrets():
+                self.add_error("api_key", _(
+                    "The base URL or provider changed: enter the API key again. Stored secrets "
+                    "are not sent to a new address."))
+        else:
+            for name in SECRET_FIELDS:
+                if not cleaned.get(name):
+                    cleaned[name] = getattr(self.instance, name)  # empty input keeps it
+        if (key_entered and "state" not in self.changed_data
+                and self.instance.state == Account.State.NEEDS_LOGIN):
+            cleaned["state"] = Account.State.ACTIVE  # a fresh key makes it usable again
+            cleaned["last_error"] = ""
         return cleaned
+
+    def _moves_the_secrets(self) -> bool:
+        return any(name in self.changed_data for name in DESTINATION_FIELDS)
+
+    def _holds_secrets(self) -> bool:
+        return any(getattr(self.instance, name) for name in SECRET_FIELDS)
 
 
 @admin.register(Account)
@@ -85,6 +108,8 @@ class AccountAdmin(admin.ModelAdmin):
 
     @admin.action(description=gettext_lazy("Enable selected accounts"))
     def enable_accounts(self, request: Any, queryset: Any) -> None:
+        # Enabling vouches for the key: a blocked account goes back into rotation too.
+        queryset.filter(state=Account.State.BLOCKED).update(state=Account.State.ACTIVE)
         count = queryset.update(enabled=True, updated_at=timezone.now())
         self._changed(request, ngettext("Enabled %(count)d account.",
                                         "Enabled %(count)d accounts.", count) % {"count": count})

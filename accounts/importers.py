@@ -93,7 +93,10 @@ def import_iflow_settings(directory: Path) -> Account | None:
         defaults["api_key_expires_at"] = key_expiry
     source = f"iflow-settings:{settings_path}"
     existing = Account.objects.filter(source=source).first()
-    if existing is not None and not _file_is_newer(existing, expiry):
+    # A new baseUrl in the file: the stored secrets may not follow it (Account.save clears
+    # them), so the file's own go with it.
+    moved = existing is not None and existing.base_url != defaults["base_url"]
+    if existing is not None and not moved and not _file_is_newer(existing, expiry):
         # Our refresh already replaced these single-use tokens (and the key fetched with
         # them): writing the file's older ones back would kill the account.
         for name in ("api_key", "oauth_access_token", "oauth_refresh_token",

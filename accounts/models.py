@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.core.validators import URLValidator
 from django.db import models
@@ -29,6 +30,43 @@ DEFAULT_BASE_URLS = {
     Provider.IFLOW: "https://apis.iflow.cn/v1",
     Provider.OPENAI: "https://api.openai.com/v1",
 }
+
+# The secrets an account holds, and the fields that decide where they are sent. Moving an
+# account (new base URL or provider) keeps only the secrets given again in the same change:
+# otherwise anyone allowed to edit the URL could have the stored key sent to their own server.
+SECRET_FIELDS = ("api_key", "oauth_access_token", "oauth_refresh_token", "cookie")
+DESTINATION_FIELDS = ("provider", "base_url")
+
+
+def moved_secrets_error() -> str:
+    return str(_("The base URL or provider changed without its secrets: enter the API key "
+                 "again (or log in again)."))
+
+
+def _holds(names: list[str]) -> models.Q:
+    """Rows where any of these secrets is set."""
+    held = models.Q()
+    for name in names:
+        held |= ~models.Q(**{name: ""})
+    return held
+
+
+class AccountQuerySet(models.QuerySet["Account"]):
+    def update(self, **kwargs: object) -> int:
+        """An update that moves accounts clears, on the rows it moves, the secrets it does not
+        set itself (as Account.save does)."""
+        moving = [name for name in DESTINATION_FIELDS if name in kwargs]
+        stale = [name for name in SECRET_FIELDS if name not in kwargs]
+        if moving and stale:
+            moved = models.Q()
+            for name in moving:
+                moved |= ~models.Q(**{name: kwargs[name]})
+            targets = self.filter(moved)
+            if "api_key" in stale:
+                targets.filter(_holds(stale)).update(state=Account.State.NEEDS_LOGIN,
+                                                     last_error=moved_secrets_error())
+            targets.update(**{name: "" for name in stale})
+        return super().update(**kwargs)
 
 
 class Account(models.Model):
@@ -90,6 +128,8 @@ class Account(models.Model):
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
+    objects = AccountQuerySet.as_manager()
+
     class Meta:
         ordering = ["id"]
         verbose_name = _("account")
@@ -102,6 +142,54 @@ class Account(models.Model):
 
     def __str__(self) -> str:
         return f"{self.label} ({self.get_provider_display()})"
+
+    # --- the secrets follow their destination ------------------------------------------------
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._secrets_given: set[str] = set()  # secrets assigned since loaded or last saved
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in SECRET_FIELDS and "_secrets_given" in self.__dict__:
+            self._secrets_given.add(name)
+        super().__setattr__(name, value)
+
+    def refresh_from_db(self, *args: Any, **kwargs: Any) -> None:
+        super().refresh_from_db(*args, **kwargs)  # values from the row are not "given"
+        fields = kwargs.get("fields") or (args[1] if len(args) > 1 else None)
+        self._secrets_given.difference_update(fields or SECRET_FIELDS)
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:  # also a row built by hand with its pk, never loaded
+            update_fields = kwargs.get("update_fields")
+            dropped = self._drop_secrets_if_moved(update_fields)
+            if dropped and update_fields is not None:
+                kwargs["update_fields"] = {*update_fields, *dropped}
+        super().save(*args, **kwargs)
+        self._secrets_given = set()
+
+    def _drop_secrets_if_moved(self, update_fields: Any) -> list[str]:
+        """When this save sends the account somewhere else, empty the secrets not given again
+        (fail closed); the names of the fields that changed."""
+        saved = [name for name in DESTINATION_FIELDS
+                 if update_fields is None or name in update_fields]
+        if not saved:
+            return []
+        row = type(self)._base_manager.filter(pk=self.pk)
+        stored = row.values(*saved).first()
+        if stored is None or all(stored[name] == getattr(self, name) for name in saved):
+            return []
+        stale = [name for name in SECRET_FIELDS if name not in self._secrets_given]
+        if not stale:
+            return []
+        held = any(getattr(self, name) for name in stale) or row.filter(_holds(stale)).exists()
+        for name in stale:
+            self.__dict__[name] = ""
+        if held and not self.api_key:  # left without a key: unusable until one is entered
+            self.state = self.State.NEEDS_LOGIN
+            self.last_error = moved_secrets_error()
+            return [*stale, "state", "last_error"]
+        return stale
 
 
 class ModelInfo(models.Model):

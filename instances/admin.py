@@ -55,6 +55,14 @@ class InstanceAdmin(admin.ModelAdmin):
                                             "created_at", "updated_at")}),
     )
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        # Every account key this instance uses travels through its proxy (in clear for http
+        # upstreams): choosing the proxy is choosing where the keys go, so superusers only.
+        if not request.user.is_superuser:
+            fields += ("upstream_proxy",)
+        return fields
+
     @admin.display(description=gettext_lazy("address"), ordering="port")
     def address(self, obj: Instance) -> str:
         return f"{obj.host}:{obj.port}"
