@@ -248,8 +248,9 @@ IFLOW2API = {
     "IMAGE_MAX_URLS": int(env_float("IMAGE_MAX_URLS", 8)),
     # Fetching image URLs that resolve to private/loopback/link-local addresses (SSRF guard).
     "IMAGE_ALLOW_PRIVATE_URLS": env_bool("IMAGE_ALLOW_PRIVATE_URLS"),
-    # Browser clients on other origins: "*" (no credentials) or a comma-separated list.
-    "CORS_ALLOWED_ORIGINS": env_list("CORS_ALLOWED_ORIGINS", "*"),
+    # Browser clients on other origins: "*" (no credentials) or a comma-separated list. Unset:
+    # instances with client keys allow any origin, those without only loopback pages (cors.py).
+    "CORS_ALLOWED_ORIGINS": env_list("CORS_ALLOWED_ORIGINS"),
     # Serve the hot API routes on a lean ASGI path instead of Django's handler (proxy/fastpath.py).
     "FAST_PATH": env_bool("FAST_PATH", True),
     # --- accounts: logins, refresh, pool ---

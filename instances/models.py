@@ -67,7 +67,9 @@ class Instance(models.Model):
     cors_allowed_origins = models.TextField(
         blank=True, verbose_name=_("CORS allowed origins"),
         help_text=_("Browser origins that may call this API, comma or newline separated; * for "
-                    "any (without credentials); empty: CORS_ALLOWED_ORIGINS."))
+                    "any (without credentials). Empty: CORS_ALLOWED_ORIGINS; if that is unset "
+                    "too, only pages on this machine (localhost) when the instance has no "
+                    "client key, any origin when it has one."))
     log_bodies = models.BooleanField(
         _("log bodies"), default=False,
         help_text=_("Store request and response bodies in the request log."))

@@ -1,18 +1,26 @@
 """CORS for the API paths, as a small ASGI wrapper so streaming responses get their headers too.
 
-Default `*` without credentials (like the original tool), or a list of origins, per instance
-(CORS_ALLOWED_ORIGINS when the instance sets none). Only the API paths go through here: the
-admin, its websocket and the OAuth views never send CORS headers.
+The allowed origins are the instance's list, else CORS_ALLOWED_ORIGINS (`*` only when asked for).
+With neither: an instance with client keys allows any origin (a page needs a key to use it);
+one without keys allows only loopback pages, and a request from any other origin is refused
+with 403 — a `text/plain` POST needs no preflight, so leaving out the CORS headers would not
+stop a web page from spending the user's quota. Only the API paths go through here: the admin,
+its websocket and the OAuth views never send CORS headers.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from functools import lru_cache
 from typing import Any
 
+from django.utils.translation import gettext
+
 from instances.runtime import instance_for_port
 from instances.services import directory
+from proxy.errors import ApiError
+from proxy.wire import dumps
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -28,33 +36,50 @@ DEFAULT_ALLOW_HEADERS = (b"authorization, x-api-key, content-type, anthropic-ver
                          b"x-stainless-timeout, x-stainless-async, x-stainless-helper-method")
 EXPOSE_HEADERS = b"request-id, retry-after, x-request-id"
 MAX_AGE = b"86400"
+LOOPBACK_ORIGIN = re.compile(r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?")
 
 
 class CorsPolicy:
-    def __init__(self, origins: Iterable[str]) -> None:
+    def __init__(self, origins: Iterable[str], *, loopback: bool = False,
+                 refuse_others: bool = False) -> None:
         cleaned = [o.strip().rstrip("/") for o in origins if o.strip()]
         self.any_origin = "*" in cleaned
         self.origins = frozenset(o.lower() for o in cleaned if o != "*")
+        self.loopback = loopback  # any port on localhost, 127.0.0.1 and [::1]
+        self.refuse_others = refuse_others  # other origins get 403, not just no headers
 
     def allow_origin(self, origin: bytes | None) -> bytes | None:
         """The Access-Control-Allow-Origin value for this request, or None."""
         if self.any_origin:
             return b"*"
-        if origin and origin.decode("latin-1").lower() in self.origins:
+        if not origin:
+            return None
+        text = origin.decode("latin-1").lower()
+        if text in self.origins or (self.loopback and LOOPBACK_ORIGIN.fullmatch(text)):
             return origin
         return None
 
 
 @lru_cache(maxsize=64)
-def policy_of(origins: tuple[str, ...]) -> CorsPolicy:
-    return CorsPolicy(origins)
+def policy_of(origins: tuple[str, ...], requires_key: bool = False) -> CorsPolicy:
+    """`origins`: the instance's, else CORS_ALLOWED_ORIGINS; empty when neither is set."""
+    if origins:
+        return CorsPolicy(origins, refuse_others=not requires_key)
+    if requires_key:
+        return CorsPolicy(["*"])
+    return CorsPolicy([], loopback=True, refuse_others=True)
+
+
+NOBODY = CorsPolicy([], refuse_others=True)
 
 
 async def cors_policy_for(scope: Scope) -> CorsPolicy:
     """The allowed origins of the instance whose port the request came in on."""
     server = scope.get("server") or ("", None)
     config = (await directory()).instance(instance_for_port(server[1]))
-    return policy_of(config.cors_origins)
+    if config is None:  # unresolved: the API answers 503; no origin is allowed meanwhile
+        return NOBODY
+    return policy_of(config.cors_origins, config.requires_key)
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -88,6 +113,9 @@ async def cors(policy_for: Callable[[Scope], Awaitable[CorsPolicy]], app: ASGIAp
             *vary,
         ])
         return
+    if allowed is None and policy.refuse_others:
+        await _refuse(scope, send, origin, vary)
+        return
     if allowed is None:
         await app(scope, receive, send)
         return
@@ -106,7 +134,23 @@ async def cors(policy_for: Callable[[Scope], Awaitable[CorsPolicy]], app: ASGIAp
 
 
 async def _respond(send: Callable[[Message], Awaitable[None]], status: int,
-                   headers: list[tuple[bytes, bytes]]) -> None:
+                   headers: list[tuple[bytes, bytes]], body: bytes = b"") -> None:
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-length", b"0"), *headers]})
-    await send({"type": "http.response.body", "body": b""})
+                "headers": [(b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def is_anthropic_path(path: str) -> bool:
+    return path.startswith(("/v1/messages", "/messages"))
+
+
+async def _refuse(scope: Scope, send: Callable[[Message], Awaitable[None]], origin: bytes,
+                  vary: list[tuple[bytes, bytes]]) -> None:
+    """403 in the client's own error shape, before the request reaches the API."""
+    error = ApiError(403, gettext(
+        "requests from the web page at %(origin)s are not allowed on this instance: add the "
+        "origin to its CORS allowed origins (or CORS_ALLOWED_ORIGINS), or give the instance a "
+        "client key")
+        % {"origin": origin.decode("latin-1")[:200]}, "origin_not_allowed")
+    body = error.anthropic_body() if is_anthropic_path(scope["path"]) else error.openai_body()
+    await _respond(send, 403, [(b"content-type", b"application/json"), *vary], dumps(body))
