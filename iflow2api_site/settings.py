@@ -284,7 +284,13 @@ AUTHENTICATION_BACKENDS = [
     *globals().get("AUTHENTICATION_BACKENDS", ["django.contrib.auth.backends.ModelBackend"]),
 ]
 AXES_FAILURE_LIMIT = int(env_float("AXES_FAILURE_LIMIT", 5))
-AXES_COOLOFF_TIME = timedelta(minutes=env_float("AXES_COOLOFF_MINUTES", 15))
+# A lockout always ends by itself (at least a second): a permanent one would lock the real
+# admin out until someone runs axes_reset.
+AXES_COOLOFF_TIME = timedelta(minutes=max(env_float("AXES_COOLOFF_MINUTES", 15), 1 / 60))
+# Counted from the last failure: attempts during the lockout (the real admin retrying with the
+# right password) do not restart it.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "iflow2api_site.lockout.lockout_response"  # says when it ends
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False
