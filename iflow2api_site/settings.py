@@ -53,6 +53,24 @@ def secret_file(path: Path, make: callable) -> str:  # type: ignore[valid-type]
     raise RuntimeError(f"{path} is empty")
 
 
+def private_sqlite_database(name: object) -> None:
+    """The database holds the encrypted secrets: owner-only (0600) from its first byte, and an
+    older, readable one is made private. SQLite gives its -journal, -wal and -shm files the
+    database file's mode."""
+    if not name or str(name) == ":memory:" or str(name).startswith("file:"):
+        return
+    path = Path(name)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))  # an empty file is a database
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            sidecar = path.with_name(path.name + suffix)
+            if sidecar.exists():
+                os.chmod(sidecar, 0o600)
+    except OSError:
+        pass  # not ours to change (a read-only or foreign-owned file): SQLite will say more
+
+
 HOME_DIR = Path(env_str("IFLOW2API_HOME") or Path.home() / ".iflow2api").expanduser()
 HOME_DIR.mkdir(parents=True, exist_ok=True)
 os.chmod(HOME_DIR, 0o700)
@@ -128,6 +146,8 @@ else:
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
         }
     }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    private_sqlite_database(DATABASES["default"]["NAME"])
 
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
@@ -168,9 +188,6 @@ STATIC_ROOT = HOME_DIR / "static"
 STATICFILES_DIRS = [path for path in [BASE_DIR / "static"] if path.is_dir()]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Bodies carry base64 images: accept up to 32 MiB, answer 413 beyond.
-DATA_UPLOAD_MAX_MEMORY_SIZE = 32 * 1024 * 1024
-FILE_UPLOAD_MAX_MEMORY_SIZE = 32 * 1024 * 1024
 
 # Secrets at rest: Fernet keys, comma separated, newest first (rotation: prepend a new key).
 FIELD_ENCRYPTION_KEYS = env_list("FIELD_ENCRYPTION_KEY")
@@ -253,6 +270,13 @@ IFLOW2API = {
     "CORS_ALLOWED_ORIGINS": env_list("CORS_ALLOWED_ORIGINS"),
     # Serve the hot API routes on a lean ASGI path instead of Django's handler (proxy/fastpath.py).
     "FAST_PATH": env_bool("FAST_PATH", True),
+    # Work one request body may cause (proxy/bodies.py); beyond, a 400 naming the setting.
+    # MAX_JSON_NODES is estimated before parsing from the body's `{`, `[` and `"` bytes.
+    "MAX_JSON_NODES": int(env_float("MAX_JSON_NODES", 500_000)),
+    "MAX_JSON_DEPTH": int(env_float("MAX_JSON_DEPTH", 100)),
+    "MAX_REQUEST_MESSAGES": int(env_float("MAX_REQUEST_MESSAGES", 10_000)),
+    "MAX_REQUEST_CONTENT_BLOCKS": int(env_float("MAX_REQUEST_CONTENT_BLOCKS", 50_000)),
+    "MAX_REQUEST_TOOLS": int(env_float("MAX_REQUEST_TOOLS", 1_000)),
     # --- accounts: logins, refresh, pool ---
     # Where browsers reach this server (OAuth callback); defaults to the serve address.
     "PUBLIC_BASE_URL": env_str("PUBLIC_BASE_URL"),
@@ -273,7 +297,22 @@ IFLOW2API = {
     "SHUTDOWN_GRACE_SECONDS": env_float("SHUTDOWN_GRACE_SECONDS", 30.0),
     "HOST": env_str("IFLOW2API_HOST", "127.0.0.1"),
     "PORT": int(env_str("IFLOW2API_PORT", "28000")),
+    # --- the listeners (iflow2api_site/server.py) ---
+    # Connections the kernel queues while the server is busy accepting (capped by somaxconn);
+    # Twisted's 50 made bursts of clients wait for SYN retransmits.
+    "LISTEN_BACKLOG": int(env_float("LISTEN_BACKLOG", 2048)),
+    # Largest request body (bodies carry base64 images); beyond: 413 before the body is read.
+    "MAX_BODY_BYTES": int(env_float("MAX_BODY_BYTES", 32 * 1024 * 1024)),
+    # Slow clients: the request line and headers must arrive within HEADER_TIMEOUT of their
+    # first byte, the body within BODY_TIMEOUT of the headers' end (408 and closed after
+    # that); a connection with no request in progress is closed after KEEPALIVE_TIMEOUT.
+    # Responses (long streams) are not timed by these.
+    "HEADER_TIMEOUT": env_float("HEADER_TIMEOUT", 30.0),
+    "BODY_TIMEOUT": env_float("BODY_TIMEOUT", 120.0),
+    "KEEPALIVE_TIMEOUT": env_float("KEEPALIVE_TIMEOUT", 30.0),
 }
+# Django's own body limit (the admin; the API with FAST_PATH off) is the listeners' one.
+DATA_UPLOAD_MAX_MEMORY_SIZE = FILE_UPLOAD_MAX_MEMORY_SIZE = IFLOW2API["MAX_BODY_BYTES"]
 
 
 # --- admin hardening: login lockout (django-axes), cookies, HTTPS ------------------------------
