@@ -102,10 +102,20 @@ def with_request_id(app: ASGIApp) -> ASGIApp:
         token = request_id.set(rid)
         started = time.monotonic()
         status: int | None = None
+        complete = client_left = False
+
+        async def receive_watched() -> Message:
+            nonlocal client_left
+            message = await receive()
+            if message["type"] == "http.disconnect" and not complete:
+                client_left = True
+            return message
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
+            nonlocal status, complete
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                complete = True
+            elif message["type"] == "http.response.start":
                 status = message["status"]
                 headers = list(message.get("headers") or ())
                 if not any(name.lower() == HEADER for name, _ in headers):
@@ -114,11 +124,13 @@ def with_request_id(app: ASGIApp) -> ASGIApp:
             await send(message)
 
         try:
-            await app(scope, receive, send_with_id)
+            await app(scope, receive_watched, send_with_id)
         except BaseException:
             status = status or 500
             raise
         finally:
+            if client_left:  # before the end of the answer: as the request log says
+                status = 499
             _log_access(scope, status, time.monotonic() - started)
             request_id.reset(token)
 
@@ -138,7 +150,7 @@ def _log_access(scope: Scope, status: int | None, seconds: float) -> None:
     method = scope.get("method", "")
     path = _printable(path)
     duration_ms = round(seconds * 1000)
-    # status None: the client left before the response started.
+    # status None: no answer was started (and the client did not leave: that is 499).
     access_log.log(level, "%s %s %s %dms", method, path, status or "-", duration_ms,
                    extra={"method": method, "path": path, "status": status,
                           "duration_ms": duration_ms})

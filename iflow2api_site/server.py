@@ -8,14 +8,17 @@ import asyncio
 import logging
 import signal
 import weakref
+from pathlib import Path
 from typing import Any
 
 from daphne.endpoints import build_endpoint_description_strings
 from daphne.http_protocol import HTTPFactory
 from daphne.server import Server
+from django.conf import settings
 from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
 
+from iflow2api_site.listener import GuardedChannel, GuardedRequest
 from proxy.lifecycle import lifecycle
 
 log = logging.getLogger(__name__)
@@ -23,17 +26,32 @@ log = logging.getLogger(__name__)
 
 class ListenerFactory(HTTPFactory):
     """Daphne's HTTP factory for one listener, remembering its connections: closing the
-    listener must also end the keep-alive connections that would outlive it."""
+    listener must also end the keep-alive connections that would outlive it. Its connections
+    enforce the body limit and the read timeouts (listener.py); plain HTTP/1.1 (our listeners
+    have no TLS, so no HTTP/2 to negotiate)."""
+
+    protocol = GuardedChannel
 
     def __init__(self, server: Server) -> None:
         super().__init__(server)
         self.channels: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.timeOut = settings.IFLOW2API["KEEPALIVE_TIMEOUT"] or None  # idle connections
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)
         if channel is not None:
+            channel.requestFactory = GuardedRequest  # Daphne set its own
             self.channels.add(channel)
         return channel
+
+
+def listen_backlog() -> int:
+    """LISTEN_BACKLOG, capped by the kernel's somaxconn (it would cap it silently)."""
+    wanted = max(1, settings.IFLOW2API["LISTEN_BACKLOG"])
+    try:
+        return min(wanted, int(Path("/proc/sys/net/core/somaxconn").read_text()))
+    except (OSError, ValueError):  # not Linux
+        return wanted
 
 
 def end_keepalive(factory: Any) -> None:
@@ -66,6 +84,7 @@ class DrainingServer(Server):
     async def open_listener(self, host: str, port: int) -> Any:
         """Starts listening on host:port for the running server (an instance started later)."""
         (description,) = build_endpoint_description_strings(host=host, port=port)
+        description += f":backlog={listen_backlog()}"
         listening = serverFromString(reactor, description).listen(ListenerFactory(self))
         port_object = await listening.asFuture(asyncio.get_running_loop())
         self.listen_success(port_object)

@@ -53,24 +53,6 @@ def secret_file(path: Path, make: callable) -> str:  # type: ignore[valid-type]
     raise RuntimeError(f"{path} is empty")
 
 
-def private_sqlite_database(name: object) -> None:
-    """The database holds the encrypted secrets: owner-only (0600) from its first byte, and an
-    older, readable one is made private. SQLite gives its -journal, -wal and -shm files the
-    database file's mode."""
-    if not name or str(name) == ":memory:" or str(name).startswith("file:"):
-        return
-    path = Path(name)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))  # an empty file is a database
-        for suffix in ("", "-journal", "-wal", "-shm"):
-            sidecar = path.with_name(path.name + suffix)
-            if sidecar.exists():
-                os.chmod(sidecar, 0o600)
-    except OSError:
-        pass  # not ours to change (a read-only or foreign-owned file): SQLite will say more
-
-
 HOME_DIR = Path(env_str("IFLOW2API_HOME") or Path.home() / ".iflow2api").expanduser()
 HOME_DIR.mkdir(parents=True, exist_ok=True)
 os.chmod(HOME_DIR, 0o700)
@@ -146,8 +128,6 @@ else:
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
         }
     }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    private_sqlite_database(DATABASES["default"]["NAME"])
 
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
@@ -270,13 +250,6 @@ IFLOW2API = {
     "CORS_ALLOWED_ORIGINS": env_list("CORS_ALLOWED_ORIGINS"),
     # Serve the hot API routes on a lean ASGI path instead of Django's handler (proxy/fastpath.py).
     "FAST_PATH": env_bool("FAST_PATH", True),
-    # Work one request body may cause (proxy/bodies.py); beyond, a 400 naming the setting.
-    # MAX_JSON_NODES is estimated before parsing from the body's `{`, `[` and `"` bytes.
-    "MAX_JSON_NODES": int(env_float("MAX_JSON_NODES", 500_000)),
-    "MAX_JSON_DEPTH": int(env_float("MAX_JSON_DEPTH", 100)),
-    "MAX_REQUEST_MESSAGES": int(env_float("MAX_REQUEST_MESSAGES", 10_000)),
-    "MAX_REQUEST_CONTENT_BLOCKS": int(env_float("MAX_REQUEST_CONTENT_BLOCKS", 50_000)),
-    "MAX_REQUEST_TOOLS": int(env_float("MAX_REQUEST_TOOLS", 1_000)),
     # --- accounts: logins, refresh, pool ---
     # Where browsers reach this server (OAuth callback); defaults to the serve address.
     "PUBLIC_BASE_URL": env_str("PUBLIC_BASE_URL"),

@@ -15,6 +15,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from django.conf import settings
 from django.utils.translation import gettext
 
 from instances.runtime import instance_for_port
@@ -34,8 +35,6 @@ Handler = Callable[[ApiRequest], Awaitable[JsonResult | StreamResult]]
 Renderer = Callable[[ApiError], JsonResult]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
-
-MAX_BODY = 32 * 1024 * 1024
 
 
 def _routes() -> dict[tuple[str, str], tuple[Handler, Renderer]]:
@@ -87,16 +86,26 @@ async def _serve(scope: dict[str, Any], receive: Receive, send: Send, handler: H
     server = scope.get("server") or ("", None)
     request = ApiRequest(scope["method"], scope["path"], headers, body, client[0],
                          instance_id=instance_for_port(server[1]))
-    result = await call_handler(handler, request, render_error)
-    if isinstance(result, JsonResult):
-        await _send_json(send, result)
-    else:
-        await _send_stream(send, receive, result)
+    # From here on the client may leave at any moment: the work for it stops at once (the
+    # upstream request is closed), whether it is still being prepared or already streaming.
+    client_left = asyncio.ensure_future(_client_leaves(receive))
+    try:
+        result = await _unless_client_leaves(call_handler(handler, request, render_error),
+                                             client_left)
+        if isinstance(result, JsonResult):
+            await _send_json(send, result)
+        elif result is not None:
+            await _send_stream(send, client_left, result)
+    finally:
+        client_left.cancel()
 
 
 async def _read_body(scope: dict[str, Any], receive: Receive) -> bytes | ApiError | None:
+    # The listener refuses larger bodies before reading them (iflow2api_site/listener.py);
+    # this holds for any other server.
+    limit = settings.IFLOW2API["MAX_BODY_BYTES"]
     for name, value in scope["headers"]:
-        if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
             return body_too_large()
     parts: list[bytes] = []
     size = 0
@@ -106,7 +115,7 @@ async def _read_body(scope: dict[str, Any], receive: Receive) -> bytes | ApiErro
             return None
         chunk = message.get("body", b"")
         size += len(chunk)
-        if size > MAX_BODY:
+        if size > limit:
             return body_too_large()
         parts.append(chunk)
         if not message.get("more_body"):
@@ -124,7 +133,33 @@ async def _send_json(send: Send, result: JsonResult) -> None:
     await send({"type": "http.response.body", "body": result.body})
 
 
-async def _send_stream(send: Send, receive: Receive, result: StreamResult) -> None:
+async def _client_leaves(receive: Receive) -> None:
+    """Returns when the client has gone (the request body was read before)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_client_leaves(
+    work: Awaitable[JsonResult | StreamResult], client_left: asyncio.Future[None],
+) -> JsonResult | StreamResult | None:
+    """The handler's result, or None once the client has left (the handler is cancelled)."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.wait({task, client_left}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+    if not client_left.done():
+        return task.result()
+    with contextlib.suppress(asyncio.CancelledError):
+        result = await task
+        if isinstance(result, StreamResult) and result.cleanup is not None:
+            await result.cleanup()  # a stream ready just as the client left
+    return None
+
+
+async def _send_stream(send: Send, client_left: asyncio.Future[None],
+                       result: StreamResult) -> None:
     """Relays the stream; a disconnect cancels it at once (closing the upstream request)."""
 
     async def relay() -> None:
@@ -136,19 +171,12 @@ async def _send_stream(send: Send, receive: Receive, result: StreamResult) -> No
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 
-    async def watch_disconnect() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-
     relay_task = asyncio.ensure_future(relay())
-    watch_task = asyncio.ensure_future(watch_disconnect())
     try:
-        await asyncio.wait({relay_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({relay_task, client_left}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (relay_task, watch_task):
-            task.cancel()
-        for task in (relay_task, watch_task):
-            with contextlib.suppress(BaseException):
-                await task
+        relay_task.cancel()
+        with contextlib.suppress(BaseException):
+            await relay_task
         if result.cleanup is not None:
             await result.cleanup()

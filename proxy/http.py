@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils import translation
 from django.utils.translation import gettext
@@ -93,8 +94,10 @@ def to_django(result: JsonResult | StreamResult) -> HttpResponse:
 
 
 def body_too_large() -> ApiError:
-    return ApiError(413, gettext("request body too large (the limit is 32 MiB)"),
-                    "request_too_large")
+    limit = settings.IFLOW2API["MAX_BODY_BYTES"]
+    size = f"{limit / 2**20:g} MiB" if limit >= 2**20 else f"{limit} B"
+    return ApiError(413, gettext("request body too large (the limit is %(size)s)")
+                    % {"size": size}, "request_too_large")
 
 
 async def call_handler(

@@ -1,0 +1,176 @@
+"""The HTTP/1.1 connection of our listeners: Daphne's, with limits enforced while the request
+is read, before any of it reaches the application (issue 13).
+
+- A body over MAX_BODY_BYTES is refused with 413 as soon as that is known: at once from its
+  Content-Length (before `100 Continue`, before a byte of the body is read), or, for a chunked
+  body, when the received part passes the limit. What follows is read and dropped for a moment
+  (so that a client still sending can see the answer), then the connection is closed. Nothing
+  over the limit is kept, in memory or on disk.
+- Slow clients: the request line and headers must arrive within HEADER_TIMEOUT of their first
+  byte and the body within BODY_TIMEOUT of the end of the headers, else 408 and closed;
+  a connection without a request in progress is closed after KEEPALIVE_TIMEOUT. Responses
+  (streams of many minutes) are not timed.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from typing import Any
+from urllib.parse import unquote
+
+from daphne.http_protocol import WebRequest
+from django.conf import settings
+from django.utils import translation
+from django.utils.translation import gettext
+from twisted.web.http import HTTPChannel
+
+from iflow2api_site.i18n import api_language
+from proxy import chat, fastpath
+from proxy.errors import ApiError
+from proxy.http import JsonResult, body_too_large
+
+# Bodies up to this size stay in memory; larger ones (within the limit) are spooled to a
+# temporary file, as Twisted does.
+IN_MEMORY_BODY_BYTES = 1024 * 1024
+# After a refusal, what a client still sends is read and dropped for up to this long, and up
+# to twice the body limit; then the connection is closed (reset if the client is still sending).
+LINGER_SECONDS = 5.0
+
+
+def _limits() -> dict[str, Any]:
+    return settings.IFLOW2API
+
+
+class GuardedRequest(WebRequest):
+    """Daphne's request, keeping its body only while it is within the limit."""
+
+    def __init__(self, channel: GuardedChannel, *args: Any, **kwargs: Any) -> None:
+        # Daphne never reads Twisted's parsed form arguments: do not parse uploads into them.
+        kwargs["parsePOSTFormSubmission"] = False
+        super().__init__(channel, *args, **kwargs)
+        self.body_size = 0
+        self.refused = False
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > _limits()["MAX_BODY_BYTES"]:
+            self.refused = True
+            self.requestHeaders.removeHeader(b"Expect")  # no `100 Continue` after our 413
+            self.content = io.BytesIO()  # stays empty
+            self.channel.refuse_too_large()
+            return
+        # Closed by Twisted's Request when it is done.
+        self.content = tempfile.SpooledTemporaryFile(IN_MEMORY_BODY_BYTES)  # noqa: SIM115
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.refused:
+            return
+        self.body_size += len(data)
+        if self.body_size > _limits()["MAX_BODY_BYTES"]:
+            self.refused = True
+            self.content.truncate(0)
+            self.channel.refuse_too_large()
+            return
+        super().handleContentChunk(data)
+
+    def process(self) -> Any:
+        if self.refused:  # answered already; the connection is closing
+            return None
+        return super().process()
+
+
+class GuardedChannel(HTTPChannel):
+    """One client connection: Twisted's HTTP/1.1 parser with read deadlines and refusals."""
+
+    requestFactory = GuardedRequest
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._read_deadline: Any = None  # the pending header or body deadline (DelayedCall)
+        self._linger: Any = None
+        self._drop_left = 0
+
+    # --- read deadlines ---------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._read_deadline is None and not self._handlingRequest and data.strip():
+            # The first byte of a request: its head must be complete in time.
+            self._start_deadline(_limits()["HEADER_TIMEOUT"])
+        super().dataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        self._start_deadline(_limits()["BODY_TIMEOUT"])
+        super().allHeadersReceived()
+
+    def allContentReceived(self) -> None:
+        self._cancel_deadline()
+        super().allContentReceived()
+
+    def connectionLost(self, reason: Any) -> None:
+        self._cancel_deadline()
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
+        super().connectionLost(reason)
+
+    def _start_deadline(self, seconds: float) -> None:
+        self._cancel_deadline()
+        if seconds > 0:
+            self._read_deadline = self.callLater(seconds, self._too_slow)
+
+    def _cancel_deadline(self) -> None:
+        if self._read_deadline is not None and self._read_deadline.active():
+            self._read_deadline.cancel()
+        self._read_deadline = None
+
+    def _too_slow(self) -> None:
+        self._read_deadline = None
+        error = ApiError(408, gettext("the request was not received in time"),
+                         "request_timeout")
+        self._answer_and_close(error)
+
+    # --- refusals ---------------------------------------------------------------------------
+
+    def refuse_too_large(self) -> None:
+        self._answer_and_close(body_too_large())
+
+    def _render(self, error: ApiError) -> JsonResult:
+        """The error in the shape of the API asked (Anthropic's for /v1/messages), else
+        OpenAI's, in the language the request asks for."""
+        method = getattr(self, "_command", b"").decode("latin-1")  # once the request line came
+        target = getattr(self, "_path", b"").decode("latin-1")
+        _handler, render = fastpath.ROUTES.get((method, unquote(target.split("?", 1)[0])),
+                                               (None, chat.openai_error))
+        headers = self.requests[-1].requestHeaders if self.requests else None
+        accept = b", ".join(headers.getRawHeaders(b"Accept-Language", [])) if headers else b""
+        with translation.override(api_language({"accept-language": accept.decode("latin-1")})):
+            return render(error)
+
+    def _answer_and_close(self, error: ApiError) -> None:
+        """Answers in the client's error shape, then reads and drops what the client still
+        sends for a moment (closing at once could reset the connection before the answer is
+        read) and closes."""
+        self._cancel_deadline()
+        self.setTimeout(None)
+        self.persistent = False
+        result = self._render(error)
+        reason = {408: b"Request Timeout", 413: b"Content Too Large"}.get(result.status, b"")
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (result.status, reason, len(result.body),
+                                               result.body))
+        self._drop_left = 2 * _limits()["MAX_BODY_BYTES"]
+        self.dataReceived = self._drop  # type: ignore[method-assign]
+        self.rawDataReceived = self._drop  # type: ignore[method-assign]  # rest of this read
+        self.transport.loseWriteConnection()  # the client sees the end of our answer
+        self._linger = self.callLater(LINGER_SECONDS, self._close)
+
+    def _drop(self, data: bytes) -> None:
+        self._drop_left -= len(data)
+        if self._drop_left < 0:
+            self._close()
+
+    def _close(self) -> None:
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
+        self._linger = None
+        self.transport.abortConnection()

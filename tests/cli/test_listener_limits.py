@@ -1,0 +1,264 @@
+"""The listeners of a real `iflow2api serve`: their listen backlog, the body limit enforced
+before a body is read (nothing over it reaches the disk), and the slow-client timeouts
+(issue 12 item 1; issue 13 items 1 and 3)."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import FAKE_KEY
+from tests.fakes import scenarios as sc
+from tests.servers import GatewayServer, free_port
+
+LIMIT = 1024 * 1024  # MAX_BODY_BYTES of the server here
+GIB = 1024 * 1024 * 1024
+HEADER_TIMEOUT = BODY_TIMEOUT = 1.0
+KEEPALIVE_TIMEOUT = 2.0
+CHAT = "/v1/chat/completions"
+
+
+@pytest.fixture(scope="module")
+def server(fake_iflow) -> Iterator[GatewayServer]:
+    tmpdir = tempfile.mkdtemp(prefix="iflow2api-tmp-")
+    env = {"IFLOW_API_KEY": FAKE_KEY, "IFLOW_BASE_URL": fake_iflow.base_url,
+           "MAX_BODY_BYTES": str(LIMIT), "HEADER_TIMEOUT": str(HEADER_TIMEOUT),
+           "BODY_TIMEOUT": str(BODY_TIMEOUT), "KEEPALIVE_TIMEOUT": str(KEEPALIVE_TIMEOUT),
+           "TMPDIR": tmpdir}  # where Twisted would spool bodies
+    with GatewayServer(env) as gateway:
+        yield gateway
+    shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+# --- the listen backlog -------------------------------------------------------------------------
+
+
+def listen_backlog(port: int) -> int | None:
+    """The backlog of the socket listening on the port: `ss` shows it as Send-Q."""
+    out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True,
+                         timeout=10, check=True).stdout.split()
+    return int(out[2]) if len(out) >= 3 and out[0] == "LISTEN" else None
+
+
+def test_every_listener_has_a_large_backlog(server):
+    if shutil.which("ss") is None:
+        pytest.skip("`ss` (iproute2) is not installed: no way to read a socket's backlog")
+    try:
+        somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    except OSError:
+        pytest.skip("no /proc/sys/net/core/somaxconn: not Linux")
+    expected = min(2048, somaxconn)  # the default LISTEN_BACKLOG, capped by the kernel's
+    assert listen_backlog(server.port) == expected
+    # An instance enabled while the server runs: the supervisor opens its listener.
+    later = free_port()
+    server.shell("from instances.models import Instance\n"
+                 f"Instance.objects.create(name='later', port={later})\n")
+    deadline = time.monotonic() + 20
+    while listen_backlog(later) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert listen_backlog(later) == expected, server.output()[-2000:]
+
+
+# --- the body limit -----------------------------------------------------------------------------
+
+
+def head(path: str, *lines: str) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            + "".join(line + "\r\n" for line in lines) + "\r\n").encode()
+
+
+def answer(sock: socket.socket, timeout: float = 5.0) -> tuple[bytes, bytes]:
+    """The status line and body of the answer on a raw connection (it closes after it)."""
+    sock.settimeout(timeout)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    top, _, body = data.partition(b"\r\n\r\n")
+    return top.split(b"\r\n")[0], body
+
+
+def test_a_declared_length_over_the_limit_is_413_before_the_body_is_sent(server):
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(head(CHAT, f"content-length: {LIMIT + 1}"))  # no body follows
+        status, body = answer(sock)
+    assert status.startswith(b"HTTP/1.1 413 ")
+    error = json.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["code"] == "request_too_large" and "1 MiB" in error["message"]
+
+
+def test_anthropic_clients_get_their_shape_and_no_100_continue(server):
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(head("/v1/messages", f"content-length: {LIMIT + 1}",
+                          "expect: 100-continue"))
+        status, body = answer(sock)
+    assert status.startswith(b"HTTP/1.1 413 ")  # not `100 Continue` first
+    assert json.loads(body)["type"] == "error"
+
+
+def chat_body(size: int) -> bytes:
+    start, end = b'{"model": "glm-5", "messages": [{"role": "user", "content": "', b'"}]}'
+    return start + b"x" * (size - len(start) - len(end)) + end
+
+
+def test_a_body_of_exactly_the_limit_is_served(server, upstream):
+    upstream.script(sc.text("ok"), sc.text("ok"))
+    body = chat_body(LIMIT)
+    assert httpx.post(server.url + CHAT, content=body, timeout=30).status_code == 200
+    # Chunked (no length given): counted as it comes, the same limit.
+    chunked = httpx.post(server.url + CHAT, timeout=30,
+                         content=(body[i:i + 65536] for i in range(0, len(body), 65536)))
+    assert chunked.status_code == 200
+    assert len(upstream.chat_requests[-1].body) >= LIMIT - 100
+
+
+class SpoolWatch:
+    """The most bytes the server process held in files under its TMPDIR at once (deleted
+    temporary files included: they are found through /proc/<pid>/fd)."""
+
+    def __init__(self, server: GatewayServer) -> None:
+        self.pid = server.process.pid
+        self.tmpdir = os.path.realpath(server.env["TMPDIR"])
+        self.most = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _held(self) -> int:
+        total = 0
+        fd_dir = f"/proc/{self.pid}/fd"
+        for fd in os.listdir(fd_dir):
+            try:
+                if os.readlink(f"{fd_dir}/{fd}").startswith(self.tmpdir):
+                    total += os.stat(f"{fd_dir}/{fd}").st_size
+            except OSError:
+                continue  # closed meanwhile
+        return total
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self.most = max(self.most, self._held())
+            time.sleep(0.005)
+
+    def __enter__(self) -> SpoolWatch:
+        if not os.path.isdir(f"/proc/{self.pid}/fd"):
+            pytest.skip("no /proc/<pid>/fd: cannot watch the server's temporary files")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def upload_gib(server: GatewayServer, *, declared: bool) -> tuple[int, int | None]:
+    """Streams a 1 GiB body from a generator; returns the bytes the client got to send and the
+    status it read (None when the server cut the connection first)."""
+    sent = 0
+
+    def body() -> Iterator[bytes]:
+        nonlocal sent
+        chunk = b"x" * (1024 * 1024)
+        for _ in range(GIB // len(chunk)):
+            sent += len(chunk)
+            yield chunk
+
+    headers = {"content-type": "application/json"}
+    if declared:
+        headers["content-length"] = str(GIB)
+    try:
+        status = httpx.post(server.url + CHAT, content=body(), headers=headers,
+                            timeout=30).status_code
+    except httpx.TransportError:
+        status = None
+    return sent, status
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_a_gib_body_is_refused_without_reading_it_or_spooling_it(server, declared):
+    with SpoolWatch(server) as spool:
+        sent, status = upload_gib(server, declared=declared)
+    assert spool.most <= LIMIT, f"{spool.most} bytes held in temporary files"
+    # The server stopped reading: the client could send only what the limit, the bytes read
+    # and dropped after the answer (twice the limit) and the socket buffers hold.
+    assert sent < 64 * 1024 * 1024, f"the client sent {sent} bytes"
+    assert status in {None, 413}
+    assert httpx.get(server.url + "/health", timeout=10).status_code == 200
+
+
+# --- slow clients -------------------------------------------------------------------------------
+
+
+def dribble(port: int, start: bytes, then: bytes, gap: float = 0.2,
+            give_up: float = 10.0) -> tuple[float, bytes]:
+    """Sends `start`, then `then` a byte every `gap` seconds until the server answers or
+    closes; returns how long that took and what it answered."""
+    began = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(start)
+        for byte in then:
+            if select.select([sock], [], [], gap)[0] or time.monotonic() - began > give_up:
+                break
+            try:
+                sock.send(bytes([byte]))
+            except OSError:
+                break
+        try:
+            status, _body = answer(sock, timeout=give_up)
+        except OSError:
+            status = b""
+    return time.monotonic() - began, status
+
+
+def test_a_client_sending_its_headers_slowly_is_cut_off(server):
+    seconds, status = dribble(server.port, b"POST /v1/chat/completions HTTP/1.1\r\n",
+                              b"x-padding: " + b"a" * 200)
+    assert status.startswith(b"HTTP/1.1 408 ")
+    assert seconds < HEADER_TIMEOUT + 3
+
+
+def test_a_client_sending_its_body_slowly_is_cut_off(server):
+    seconds, status = dribble(server.port, head(CHAT, "content-length: 200"), b"b" * 200)
+    assert status.startswith(b"HTTP/1.1 408 ")
+    assert seconds < BODY_TIMEOUT + 3
+
+
+def closed_after(sock: socket.socket, give_up: float = 10.0) -> float:
+    began = time.monotonic()
+    sock.settimeout(give_up)
+    while sock.recv(65536):
+        pass
+    return time.monotonic() - began
+
+
+def test_idle_connections_are_closed(server):
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        assert closed_after(sock) < KEEPALIVE_TIMEOUT + 3  # never sent a request
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        for _ in range(2):  # kept alive between requests while within the timeout
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            sock.settimeout(5)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+            time.sleep(KEEPALIVE_TIMEOUT / 4)
+        assert closed_after(sock) < KEEPALIVE_TIMEOUT + 3
+
+
+def test_a_stream_longer_than_every_timeout_is_not_cut(server, upstream):
+    upstream.script(sc.slow(sc.text("one two three four five six", chunks=6), chunk_delay=0.6))
+    began = time.monotonic()
+    response = httpx.post(server.url + CHAT, timeout=30, json={
+        "model": "glm-5", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    assert time.monotonic() - began > HEADER_TIMEOUT + BODY_TIMEOUT + KEEPALIVE_TIMEOUT
+    assert response.status_code == 200
+    assert b"[DONE]" in response.content and b"six" in response.content
