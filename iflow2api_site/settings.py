@@ -53,6 +53,24 @@ def secret_file(path: Path, make: callable) -> str:  # type: ignore[valid-type]
     raise RuntimeError(f"{path} is empty")
 
 
+def private_sqlite_database(name: object) -> None:
+    """The database holds the encrypted secrets: owner-only (0600) from its first byte, and an
+    older, readable one is made private. SQLite gives its -journal, -wal and -shm files the
+    database file's mode."""
+    if not name or str(name) == ":memory:" or str(name).startswith("file:"):
+        return
+    path = Path(name)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))  # an empty file is a database
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            sidecar = path.with_name(path.name + suffix)
+            if sidecar.exists():
+                os.chmod(sidecar, 0o600)
+    except OSError:
+        pass  # not ours to change (a read-only or foreign-owned file): SQLite will say more
+
+
 HOME_DIR = Path(env_str("IFLOW2API_HOME") or Path.home() / ".iflow2api").expanduser()
 HOME_DIR.mkdir(parents=True, exist_ok=True)
 os.chmod(HOME_DIR, 0o700)
@@ -128,6 +146,8 @@ else:
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
         }
     }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    private_sqlite_database(DATABASES["default"]["NAME"])
 
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
