@@ -9,7 +9,7 @@ from django.utils.translation import gettext
 
 from proxy.errors import ApiError
 from proxy.http import ApiRequest, JsonResult, StreamResult
-from proxy.pipeline import GatewayOptions, Route, admit, now, parse_json_object, resolve_model
+from proxy.pipeline import GatewayOptions, Route, admit, now, read_json_object, resolve_model
 from proxy.relay import relay
 from proxy.trace import log_refused
 from proxy.translate.openai_chat import (
@@ -98,7 +98,7 @@ async def chat_completions(request: ApiRequest) -> JsonResult | StreamResult:
     body: dict[str, Any] = {}
     try:
         opts = await admit(request)
-        body = parse_json_object(request.body)
+        body = await read_json_object(request.body)
         validate_chat_body(body)
         model = await resolve_model(body["model"].strip(), opts)
         upstream_body = {**body, "model": model.upstream_id}

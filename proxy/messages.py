@@ -6,11 +6,12 @@ import time
 import uuid
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.utils.translation import gettext
 
 from proxy.errors import ApiError
 from proxy.http import ApiRequest, JsonResult, StreamResult
-from proxy.pipeline import GatewayOptions, Route, admit, parse_json_object, resolve_model
+from proxy.pipeline import GatewayOptions, Route, admit, read_json_object, resolve_model
 from proxy.relay import relay
 from proxy.trace import log_refused
 from proxy.translate.anthropic_request import anthropic_to_openai
@@ -34,8 +35,8 @@ def anthropic_error(error: ApiError, request_id: str | None = None) -> JsonResul
     return JsonResult.of(body, error.status, [*error.headers(), ("request-id", body["request_id"])])
 
 
-def _messages_body(request: ApiRequest) -> dict[str, Any]:
-    body = parse_json_object(request.body)
+async def _messages_body(request: ApiRequest) -> dict[str, Any]:
+    body = await read_json_object(request.body)
     if not isinstance(body.get("messages"), list):
         raise ApiError(400, gettext("messages: Field required (an array of messages)"),
                        param="messages")
@@ -72,16 +73,20 @@ async def messages(request: ApiRequest) -> JsonResult | StreamResult:
 
     try:
         opts = await admit(request)
-        body = _messages_body(request)
+        body = await _messages_body(request)
         model_name = body.get("model")
         if not isinstance(model_name, str) or not model_name.strip():
             raise ApiError(400, gettext("model: Field required (a string)"), param="model")
         model = await resolve_model(model_name.strip(), opts, map_unknown=True)
-        translated = anthropic_to_openai(body, TranslateOptions(
+        # In a worker thread (with the request's language), like the parsing: a long
+        # conversation takes a while and must not hold up the event loop meanwhile.
+        translate_options = TranslateOptions(
             upstream_model=model.upstream_id,
             max_output_tokens=model.max_output_tokens,
             kimi_tool_ids=model.upstream_id.lower().startswith("kimi"),
-        ))
+        )
+        translated = await sync_to_async(anthropic_to_openai, thread_sensitive=False)(
+            body, translate_options)
         upstream_body = translated.body
         model = await model_for_images(model, upstream_body, opts)
         stop_sequences = body.get("stop_sequences") if isinstance(
@@ -122,7 +127,8 @@ async def count_tokens(request: ApiRequest) -> JsonResult:
     """A local estimate: Claude Code's editor extension sends bursts of these at start-up."""
     try:
         await admit(request)
-        body = _messages_body(request)
-        return JsonResult.of({"input_tokens": max(1, estimate_tokens(body))})
+        body = await _messages_body(request)
+        tokens = await sync_to_async(estimate_tokens, thread_sensitive=False)(body)
+        return JsonResult.of({"input_tokens": max(1, tokens)})
     except ApiError as error:
         return anthropic_error(error)

@@ -17,8 +17,10 @@ from accounts.pool import Lease, NoAccount, PoolExhausted, pool
 from accounts.services import AccountRef, ModelRef, request_refresh, routing
 from instances.ratelimit import RuleRef
 from instances.services import InstanceConfig, KeyRef, directory
-from proxy.errors import ApiError, hide_secrets
+from proxy.bodies import BodyLimits, check_before_parsing, check_parsed, too_deep_error
+from proxy.errors import ApiError, echo, hide_secrets
 from proxy.http import ApiRequest
+from proxy.unusable import no_account_error
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.providers import get_provider
 from proxy.upstream.providers.base import Provider
@@ -118,18 +120,31 @@ async def admit(request: ApiRequest) -> GatewayOptions:
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
+    """A client's body as a JSON object within the request limits (proxy/bodies.py); strict
+    JSON (no NaN/Infinity, no lone surrogates)."""
     if not body.strip():
         raise ApiError(400, gettext("the request body is empty; send a JSON object"),
                        "invalid_json")
+    limits = BodyLimits.configured()
+    check_before_parsing(body, limits)
     try:
         data = loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
+        if "depth limit" in str(exc):  # orjson's own ceiling (1024 levels)
+            raise too_deep_error(limits.depth) from exc
         raise ApiError(400, gettext("the request body is not valid JSON: %(error)s")
                        % {"error": exc}, "invalid_json") from exc
     if not isinstance(data, dict):
         raise ApiError(400, gettext("the request body must be a JSON object"), "invalid_json")
+    check_parsed(data, limits)
     return data
 
+
+async def read_json_object(body: bytes) -> dict[str, Any]:
+    """parse_json_object in a worker thread: a large body must not hold up the event loop
+    (and every other request on it) while it is parsed and checked. sync_to_async, not
+    asyncio.to_thread: it carries the request's language into the thread."""
+    return await sync_to_async(parse_json_object, thread_sensitive=False)(body)
 
 
 @dataclass(frozen=True)
@@ -164,16 +179,16 @@ async def resolve_model(model_name: str, opts: GatewayOptions, *,
             raise ApiError(404, gettext(
                 "`%(model)s` maps to `%(mapped)s`, which is not in the model catalogue; set the "
                 "default model / claude-* tiers (instance or DEFAULT_MODEL / CLAUDE_*_MODEL) to "
-                "a served model") % {"model": model_name, "mapped": mapped},
+                "a served model") % {"model": echo(model_name), "mapped": echo(mapped)},
                 "model_not_found", "model")
     if model is None:
         raise ApiError(404, gettext("The model `%(model)s` does not exist or is not served "
                                     "here; GET /v1/models lists the models.")
-                       % {"model": model_name}, "model_not_found", "model")
+                       % {"model": echo(model_name)}, "model_not_found", "model")
     if check_key and opts.key is not None and not opts.key.allows(
             model_name, name, model.id, *model.aliases):
         raise ApiError(403, gettext("this API key may not use the model `%(model)s`")
-                       % {"model": model_name}, "model_not_allowed", "model")
+                       % {"model": echo(model_name)}, "model_not_allowed", "model")
     return model
 
 
@@ -212,10 +227,7 @@ async def with_account(model: ModelRef, attempt: Attempt[T], opts: GatewayOption
     if allowed:
         accounts = [a for a in accounts if a.id in allowed]
     if not accounts:
-        raise ApiError(503, gettext(
-            "no usable upstream account for `%(model)s`: add one in the admin, or set "
-            "IFLOW_API_KEY or UPSTREAM_BASE_URL (accounts that are blocked or need a login do "
-            "not count)") % {"model": model.id}, "no_upstream")
+        raise await no_account_error(model, allowed)
     conf = settings.IFLOW2API
     failed: UpstreamError | None = None
     tried: set[int] = set()
@@ -227,12 +239,11 @@ async def with_account(model: ModelRef, attempt: Attempt[T], opts: GatewayOption
             if failed is not None:
                 raise failed from None
             if isinstance(exc, NoAccount):
-                raise ApiError(503, gettext("no usable upstream account for `%(model)s`")
-                               % {"model": model.id}, "no_upstream") from None
+                raise await no_account_error(model, allowed) from None
             raise ApiError(429, exc.message, "rate_limit_exceeded",
                            retry_after=exc.retry_after) from None
         try:
-            return await attempt(
+            result = await attempt(
                 route_for(model, lease.account, opts.instance.upstream_proxy), lease)
         except UpstreamError as err:
             await pool().release(lease)
@@ -245,6 +256,10 @@ async def with_account(model: ModelRef, attempt: Attempt[T], opts: GatewayOption
         except BaseException:
             await pool().release(lease)
             raise
+        else:
+            if (lease.account.cooldown_until or 0.0) > time.time():
+                await pool().recovered(lease.account)  # served while cooling: limit is over
+            return result
     assert failed is not None
     raise failed
 
@@ -258,9 +273,13 @@ async def account_failed(account: AccountRef, err: UpstreamError) -> None:
     elif err.account_action == "refresh":
         await pool().cool_down(account, conf["AUTH_COOLDOWN_SECONDS"], reason)
         await sync_to_async(request_refresh)(account.id)
-    elif err.account_action == "cooldown" or err.status == 429:
-        await pool().cool_down(
-            account, err.retry_after or conf["RATE_LIMIT_COOLDOWN_SECONDS"], reason)
+    elif err.status == 429:
+        await pool().rate_limited(account, err.retry_after, reason)
+    elif err.account_action == "cooldown":
+        # A refused key (401/403) may work again later; anything else (no balance) sooner.
+        default = "AUTH_COOLDOWN_SECONDS" if err.status in (401, 403) else \
+            "RATE_LIMIT_COOLDOWN_SECONDS"
+        await pool().cool_down(account, err.retry_after or conf[default], reason)
 
 
 def now() -> int:

@@ -12,13 +12,21 @@ except ImportError:  # pragma: no cover - orjson is a dependency; keep working w
     orjson = None
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def loads(data: bytes | str) -> Any:
+    """Strict JSON, for client bodies and upstream answers alike: NaN/Infinity, lone surrogates
+    (they cannot be re-encoded as UTF-8) and nesting beyond 1024 levels are a ValueError, never
+    a value or a RecursionError further on. No second try with the standard library: it
+    accepts all three."""
     if orjson is not None:
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass  # e.g. integers beyond 64 bits: the standard library decides
-    return json.loads(data)
+        return orjson.loads(data)
+    try:  # pragma: no cover - without orjson
+        return json.loads(data, parse_constant=_refuse_constant)
+    except RecursionError as exc:  # pragma: no cover
+        raise ValueError("depth limit exceeded") from exc
 
 
 def dumps(data: Any) -> bytes:

@@ -6,6 +6,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+ECHO_MAX_CHARS = 100
+
+
+def echo(value: Any, limit: int = ECHO_MAX_CHARS) -> str:
+    """A client's value as quoted in an error message: at most `limit` characters and an
+    ellipsis, so a 1 MB model name is not sent back (or logged) in full. The one helper for
+    every echoed value (proxy/errors.py re-exports it for the Django side)."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
 
 def gettext_noop(message: str) -> str:
     """Marks a message for the translation catalogue (xgettext finds these calls). Translators
@@ -30,7 +40,10 @@ class TranslationError(ValueError):
     @classmethod
     def at(cls, param: str, problem: str, **args: Any) -> TranslationError:
         """`raise TranslationError.at("messages.0.role", gettext_noop("expected ..."))`: names
-        the field; `args` fill the problem's %(name)s placeholders."""
+        the field; `args` (client values) fill the problem's %(name)s placeholders, cut short
+        by `echo`."""
+        args = {name: value if isinstance(value, int | float | None) else echo(value)
+                for name, value in args.items()}
         return cls(f"{param}: {problem % args if args else problem}", param,
                    problem=problem, args=args)
 

@@ -150,3 +150,28 @@ def test_random_corruption_only_raises_translation_error(seed: int) -> None:
         anthropic_to_openai(body, OPTS)
     except TranslationError as exc:
         assert str(exc)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"messages": [user("x")], "tool_choice": {"type": "t" * 1_000_000}},
+        {"messages": [user([{"type": "image", "source": {"type": "s" * 1_000_000}}])]},
+        {"messages": [user([{"type": "document", "source": {"type": ["d"] * 100_000}}])]},
+    ],
+)
+def test_client_values_quoted_in_errors_are_cut_short(body: dict[str, Any]) -> None:
+    with pytest.raises(TranslationError) as raised:
+        anthropic_to_openai(body, OPTS)
+    message = raised.value.localized(lambda text: text)
+    assert "…" in message and len(message) < 200, message[:300]
+    assert str(raised.value) == message
+
+
+def test_short_values_are_quoted_whole() -> None:
+    with pytest.raises(TranslationError) as raised:
+        anthropic_to_openai({"messages": [user("x")], "tool_choice": {"type": "sure"}}, OPTS)
+    assert str(raised.value) == "tool_choice.type: unsupported value 'sure'"
+    with pytest.raises(TranslationError) as raised:
+        anthropic_to_openai({"messages": [user("x")], "tool_choice": {"type": None}}, OPTS)
+    assert str(raised.value) == "tool_choice.type: unsupported value None"
