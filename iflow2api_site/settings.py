@@ -270,6 +270,13 @@ IFLOW2API = {
     "CORS_ALLOWED_ORIGINS": env_list("CORS_ALLOWED_ORIGINS"),
     # Serve the hot API routes on a lean ASGI path instead of Django's handler (proxy/fastpath.py).
     "FAST_PATH": env_bool("FAST_PATH", True),
+    # Work one request body may cause (proxy/bodies.py); beyond, a 400 naming the setting.
+    # MAX_JSON_NODES is estimated before parsing from the body's `{`, `[` and `"` bytes.
+    "MAX_JSON_NODES": int(env_float("MAX_JSON_NODES", 500_000)),
+    "MAX_JSON_DEPTH": int(env_float("MAX_JSON_DEPTH", 100)),
+    "MAX_REQUEST_MESSAGES": int(env_float("MAX_REQUEST_MESSAGES", 10_000)),
+    "MAX_REQUEST_CONTENT_BLOCKS": int(env_float("MAX_REQUEST_CONTENT_BLOCKS", 50_000)),
+    "MAX_REQUEST_TOOLS": int(env_float("MAX_REQUEST_TOOLS", 1_000)),
     # --- accounts: logins, refresh, pool ---
     # Where browsers reach this server (OAuth callback); defaults to the serve address.
     "PUBLIC_BASE_URL": env_str("PUBLIC_BASE_URL"),
