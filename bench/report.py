@@ -52,19 +52,24 @@ def added(cases: dict[str, Any], key: str, field: str) -> float | None:
 
 def table(cases: dict[str, Any], messages: bool, messages_na: str | None,
           rss: dict[str, Any] | None) -> str:
+    has_bare = any("bare" in per for per in cases.values())
     head = f"{'metric':36} {'ours':>9} {'direct':>9} {'ours/dir':>9} {'errors o/d':>11} " \
-           f"{'CPU% gw/fake':>13}"
+           f"{'CPU% gw/fake':>13}" + (f" {'bare':>9} {'ours/bare':>9}" if has_bare else "")
     lines = [head, "-" * len(head)]
     for label, key, field in ROWS + (MESSAGE_ROWS if messages else []):
         dkey = MESSAGE_DIRECT.get(key, key)
         o, d = get(cases, key, "ours", field), get(cases, dkey, "direct", field)
+        b = get(cases, dkey, "bare", field)
         eo, ed = get(cases, key, "ours", "errors"), get(cases, dkey, "direct", "errors")
         co, cd = get(cases, key, "ours", "cpu_pct"), get(cases, dkey, "direct", "cpu_pct")
         errs = f"{fmt(eo, 0)}/{fmt(ed, 0)}"
         cpu = f"{fmt(co, 0)}/{fmt(cd, 0)}"
         if key.startswith("messages") and messages_na:
             o, d, errs, cpu = None, None, "-", "-"
-        lines.append(f"{label:36} {fmt(o):>9} {fmt(d):>9} {ratio(o, d):>9} {errs:>11} {cpu:>13}")
+        line = f"{label:36} {fmt(o):>9} {fmt(d):>9} {ratio(o, d):>9} {errs:>11} {cpu:>13}"
+        if has_bare:
+            line += f" {fmt(b):>9} {ratio(o, b):>9}"
+        lines.append(line)
     lines.append(f"{'added p50 at c=1 ms (non-stream)':36} "
                  f"{fmt(added(cases, 'chat@1', 'p50_ms'), 3):>9}")
     lines.append(f"{'added TTFB p50 at c=1 ms (stream)':36} "
@@ -97,7 +102,8 @@ def error_lines(cases: dict[str, Any]) -> list[str]:
 
 
 def summary(cases: dict[str, Any], messages: bool, messages_na: str | None,
-            rss: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+            rss: dict[str, Any] | None, seq: dict[str, Any] | None = None,
+            bursts: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
     def check(name: str, value: float | None, target: float, higher: bool, unit: str) -> str:
         if value is None:
             return f"  {name:34} n/a (target {'>=' if higher else '<='} {target:g} {unit})"
@@ -122,7 +128,94 @@ def summary(cases: dict[str, Any], messages: bool, messages_na: str | None,
         lines.append(check("slow streams peak RSS", peak, 150, False, "MB"))
         lines.append(f"  {'slow streams streaming at once':34} {at_once} of {rss['n']}")
         data.update(rss_peak_mb=peak, streams_at_once=at_once)
+    more, more_data = target_lines(seq or {}, cases, bursts)
+    lines += more
+    data.update(more_data)
     total = sum(r.get("errors", 0) for per in cases.values() for r in per.values())
     lines.append(f"  {'errors (all runs)':34} {total}")
     data["errors"] = total
     return "\n".join(lines), data
+
+
+SEQ_COLUMNS = [("chat", "p50_ms"), ("chat", "p99_ms"), ("chat", "p999_ms"),
+               ("chat_stream", "ttfb_p50_ms"), ("chat_stream", "ttfb_p99_ms"),
+               ("chat_stream", "ttfb_p999_ms")]
+C50_COLUMNS = [("chat@50", "rps"), ("chat@50", "p50_ms"), ("chat@50", "p99_ms"),
+               ("chat_stream@50", "rps")]
+
+
+def seq_table(seq: dict[str, Any], cases: dict[str, Any]) -> str:
+    """c=1 from the sequential client (ms), c=50 from wrk/aiohttp; ratios within this run."""
+    if not seq:
+        return ""
+    n = next(iter(seq["chat"].values()))["ok"] if seq.get("chat") else 0
+    head = (f"{'c=1 sequential (ms) | c=50':14} {'p50':>7} {'p99':>7} {'p99.9':>7} "
+            f"{'TTFB p50':>9} {'p99':>7} {'p99.9':>7} | {'c=50 rps':>8} {'p50':>7} {'p99':>7} "
+            f"{'strm rps':>8}")
+    lines = [f"non-stream total / stream TTFB at c=1 ({n} requests one after another on one "
+             "connection); c=50 non-stream and stream", head, "-" * len(head)]
+    rows: dict[str, list[float | None]] = {}
+    for target in ("ours", "bare", "direct"):
+        if target not in seq.get("chat", {}):
+            continue
+        rows[target] = [seq.get(k, {}).get(target, {}).get(f) for k, f in SEQ_COLUMNS] + \
+            [get(cases, k, target, f) for k, f in C50_COLUMNS]
+    for name, other in (("ours/bare", "bare"), ("ours/direct", "direct")):
+        if "ours" in rows and other in rows:
+            rows[name] = [None if o is None or not b else o / b
+                          for o, b in zip(rows["ours"], rows[other], strict=True)]
+    for name, vals in rows.items():
+        text = [f"{v:.2f}x" if "/" in name and v is not None else fmt(v) for v in vals]
+        lines.append(f"{name:14} " + " ".join(f"{t:>7}" for t in text[:3]) + f" {text[3]:>9} "
+                     + " ".join(f"{t:>7}" for t in text[4:6]) + f" | {text[6]:>8} "
+                     + " ".join(f"{t:>7}" for t in text[7:9]) + f" {text[9]:>8}")
+    return "\n".join(lines)
+
+
+def burst_table(bursts: dict[str, Any] | None) -> str:
+    if not bursts:
+        return ""
+    head = (f"{'burst':>6} {'round':>5} | {'ours: at once':>13} {'OK':>5} {'TTFB p50':>9} "
+            f"{'p99 ms':>8} | {'direct: at once':>15} {'TTFB p50':>9} {'p99 ms':>8} | "
+            f"{'p99 o/d':>7}")
+    lines = [f"connection bursts: N streams opened at once, 20 events {bursts['gap_ms']:.0f} ms "
+             "apart", head, "-" * len(head)]
+    for n, per in bursts["sizes"].items():
+        for i, (o, d) in enumerate(zip(per["ours"], per["direct"], strict=True)):
+            lines.append(f"{n:>6} {i + 1:>5} | {o['streaming_peak']:>13} {o['ok']:>5} "
+                         f"{fmt(o['ttfb_p50_ms']):>9} {fmt(o['ttfb_p99_ms']):>8} | "
+                         f"{d['streaming_peak']:>15} {fmt(d['ttfb_p50_ms']):>9} "
+                         f"{fmt(d['ttfb_p99_ms']):>8} | "
+                         f"{ratio(o['ttfb_p99_ms'], d['ttfb_p99_ms']):>7}")
+    return "\n".join(lines)
+
+
+def target_lines(seq: dict[str, Any], cases: dict[str, Any], bursts: dict[str, Any] | None,
+                 ) -> tuple[list[str], dict[str, Any]]:
+    """The goals of shared/spec/performance.md that this run can check."""
+    lines, data = [], {}
+    ours, bare = get(cases, "chat@50", "ours", "rps"), get(cases, "chat@50", "bare", "rps")
+    if ours and bare:
+        share = ours / bare
+        data["share_of_bare_c50"] = round(share, 3)
+        lines.append(f"  {'c=50 share of the bare proxy':34} {share:.0%}  (target >= 80%: "
+                     f"{'met' if share >= 0.8 else 'NOT met'})")
+    for kind, key, label in (("chat", "", "non-stream"), ("chat_stream", "ttfb_", "stream TTFB")):
+        r = seq.get(kind, {}).get("ours")
+        if not r or r.get(f"{key}p99_ms") is None:
+            continue
+        p99, p999 = r[f"{key}p99_ms"], r[f"{key}p999_ms"]
+        good = p99 <= 3 and p999 <= 10
+        data[f"c1_{kind}_p99_ms"], data[f"c1_{kind}_p999_ms"] = p99, p999
+        lines.append(f"  {'c=1 ' + label + ' p99 / p99.9':34} {fmt(p99)} / {fmt(p999)} ms  "
+                     f"(target <= 3 / <= 10: {'met' if good else 'NOT met'})")
+    for n, per in (bursts or {}).get("sizes", {}).items():
+        all_at_once = all(o["streaming_peak"] == int(n) for o in per["ours"])
+        worst = max((o["ttfb_p99_ms"] or 1e9) / (d["ttfb_p99_ms"] or 1e-9)
+                    for o, d in zip(per["ours"], per["direct"], strict=True))
+        data[f"burst_{n}_all_at_once"], data[f"burst_{n}_worst_p99_ratio"] = \
+            all_at_once, round(worst, 2)
+        lines.append(f"  {'burst ' + n + ': all streaming at once':34} "
+                     f"{'yes' if all_at_once else 'NO'} every round; worst TTFB p99 "
+                     f"{worst:.1f}x direct (target <= 3x: {'met' if worst <= 3 else 'NOT met'})")
+    return lines, data

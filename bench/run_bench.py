@@ -1,11 +1,13 @@
-"""One-command benchmark: our gateway against a fast fake upstream, and the fake directly.
+"""One-command benchmark: our gateway against a fast fake upstream, the fake directly, and a
+bare ASGI proxy under Daphne (the ceiling for our design), all in the same run.
 
   python bench/run_bench.py [--quick | --duration S] [--messages] [--rss] [--json FILE]
 
-Starts bench/fake_upstream.py on CPU 0 and `python -m iflow2api_site.cli serve` on CPU 1
-(taskset), measures with wrk (if installed; else the aiohttp client) and the aiohttp client
-(TTFB) from CPU 0, prints ours / direct / ratio, and stops everything it started. Only
-127.0.0.1 is ever contacted. See bench/README.md.
+Starts bench/fake_upstream.py on CPU 0, `python -m iflow2api_site.cli serve` and the bare proxy
+(bench/bare_proxy.py) on CPU 1 (taskset), measures with wrk (if installed; else the aiohttp
+client) and the aiohttp client (TTFB) from CPU 0, then the c=1 tails with a sequential client
+(seqclient.py) and connection bursts (burst.py); prints ours / direct / bare and ratios, and
+stops everything it started. Only 127.0.0.1 is ever contacted. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import burst
 import loadgen
 import procs
 import report
+import seqclient
 import wrkrun
 
 BENCH = Path(__file__).resolve().parent
@@ -44,11 +48,22 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--streams", type=int, default=500, help="streams for --rss (default 500)")
     p.add_argument("--hold", type=float, default=5.0, help="seconds per slow stream (--rss)")
     p.add_argument("--no-wrk", action="store_true", help="use the aiohttp client even with wrk")
+    p.add_argument("--no-bare", action="store_true", help="skip the bare Daphne+aiohttp proxy")
+    p.add_argument("--seq", type=int, default=10_000,
+                   help="requests of the sequential c=1 client per case (default 10000, "
+                        "--quick 3000; 0 skips)")
+    p.add_argument("--burst", default="500,2000", metavar="N,N",
+                   help="streams opened at once per burst round (default 500,2000; '' skips)")
+    p.add_argument("--rounds", type=int, default=3, help="burst rounds per size (--quick 2)")
     p.add_argument("--json", metavar="FILE", help="write all results as JSON")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, database)")
     a = p.parse_args()
     if a.quick:
         a.duration = 3.0
+        a.seq = min(a.seq, 3000)
+        a.rounds = min(a.rounds, 2)
+    a.burst_sizes = [max(1, min(int(n), 5000)) for n in a.burst.split(",") if n.strip()]
+    a.rounds = max(1, min(a.rounds, 10))
     a.warmup = 1.0 if a.quick else 2.0
     a.repeats = max(1, min(a.repeats, 10))
     a.streams = max(1, min(a.streams, 5000))
@@ -95,7 +110,7 @@ def run_cases(args: argparse.Namespace, targets: dict[str, tuple[str, procs.CpuM
                  ("messages_stream", 50, "aiohttp")]
     for kind in ("chat", "chat_stream") + (("messages_stream",) if messages else ()):
         for name, (base, _) in targets.items():
-            if kind.startswith("messages") and name == "direct":
+            if kind.startswith("messages") and name != "ours":
                 continue
             loadgen.new_loop_run(lambda b=base, k=kind: loadgen.load(b, k, 10, args.warmup))
     cases: dict[str, Any] = {}
@@ -106,7 +121,7 @@ def run_cases(args: argparse.Namespace, targets: dict[str, tuple[str, procs.CpuM
         runs: dict[str, list[dict[str, Any]]] = {}
         for _ in range(args.repeats):
             for name, (base, meter) in targets.items():
-                if kind.startswith("messages") and name == "direct":
+                if kind.startswith("messages") and name != "ours":
                     continue
                 r = measure(base, kind, conc, args.duration, how, meter)
                 runs.setdefault(name, []).append(r)
@@ -118,6 +133,27 @@ def run_cases(args: argparse.Namespace, targets: dict[str, tuple[str, procs.CpuM
         if how == "aiohttp" and kind != "chat" and f"{kind}@{conc}" not in cases:
             cases[f"{kind}@{conc}"] = cases[key]
     return cases
+
+
+def sequential(targets: dict[str, tuple[str, procs.CpuMeter]], n: int, messages: bool,
+               ) -> dict[str, Any]:
+    """c=1 tails: per kind and target, `n` requests one after another on one connection."""
+    out: dict[str, Any] = {}
+    for kind in ("chat", "chat_stream") + (("messages_stream",) if messages else ()):
+        for name, (base, meter) in targets.items():
+            if kind.startswith("messages") and name != "ours":
+                continue
+            meter.start()
+            r = seqclient.run(base, kind, n)
+            r["cpu_pct"] = meter.stop()
+            out.setdefault(kind, {})[name] = r
+            what = "total" if kind == "chat" else "TTFB"
+            key = "" if kind == "chat" else "ttfb_"
+            print(f"  {time.strftime('%H:%M:%S')} {name:6} {kind:16} c=1 sequential "
+                  f"{r['rps']:>7,.0f} req/s  {what} p50 {r[key + 'p50_ms']} p99 "
+                  f"{r[key + 'p99_ms']} p99.9 {r[key + 'p999_ms']} ms  errors {r['errors']}",
+                  flush=True)
+    return out
 
 
 def probe_messages(gw: str) -> str | None:
@@ -184,8 +220,8 @@ def log_problems(log: Path, limit: int = 60) -> list[str]:
     counts: dict[str, int] = {}
     bad = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback")
     for rec in records:
-        if not any(bad.search(ln) for ln in rec):
-            continue
+        if not any(bad.search(ln) for ln in rec) or "shutting down:" in rec[0]:
+            continue  # the drain at the end of the run is expected
         key = stamp.sub("", rec[0]) + " | " + rec[-1]
         seen.setdefault(key, rec[:16])
         counts[key] = counts.get(key, 0) + 1
@@ -196,6 +232,18 @@ def log_problems(log: Path, limit: int = 60) -> list[str]:
     return out[:limit]
 
 
+def start_bare(fake: str, home: str, pinned: bool) -> tuple[str, procs.CpuMeter]:
+    """bench/bare_proxy.py under Daphne (its defaults), pinned like the gateway."""
+    port = procs.free_port()
+    env = dict(os.environ, BARE_UPSTREAM=f"{fake}/v1", PYTHONUNBUFFERED="1")
+    proc = procs.start([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+                        "bare_proxy:app"], GATEWAY_CPU if pinned else None,
+                       Path(home) / "bare.log", env=env, cwd=str(BENCH))
+    base = f"http://127.0.0.1:{port}"
+    procs.wait_http(f"{base}/v1/models", proc, 30)
+    return base, procs.CpuMeter(proc.pid)
+
+
 def on_signal(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # so that the finally block stops every child
 
@@ -204,6 +252,9 @@ def main() -> int:
     args = parse_args()
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):  # SIGINT: even if inherited
         signal.signal(sig, on_signal)                             # as ignored (background job)
+    fds = burst.raise_fd_limit(2 * max(args.burst_sizes, default=0) + 1024)
+    if args.burst_sizes and fds < max(args.burst_sizes) + 100:
+        print(f"note: only {fds} file descriptors allowed: bursts will fail", flush=True)
     pinned = procs.TASKSET is not None and (os.cpu_count() or 1) >= 2
     if pinned:
         os.sched_setaffinity(0, {LOAD_CPU})  # the aiohttp client runs in this process
@@ -233,18 +284,28 @@ def main() -> int:
             print(f"  {messages_na}", flush=True)
         targets = {"ours": (gw, procs.CpuMeter(gw_proc.pid)),
                    "direct": (fake, procs.CpuMeter(fake_proc.pid))}
-        cases = run_cases(args, targets, args.messages and not messages_na)
+        if not args.no_bare:
+            targets["bare"] = start_bare(fake, home, pinned)
+        with_messages = args.messages and not messages_na
+        cases = run_cases(args, targets, with_messages)
+        seq = sequential(targets, args.seq, with_messages) if args.seq > 0 else {}
+        bursts = burst.run(fake, {"ours": (gw, gw_proc.pid), "direct": (fake, fake_proc.pid)},
+                           args.burst_sizes, args.rounds, args.hold) if args.burst_sizes else None
         rss = rss_test(args, fake, {"ours": (gw, gw_proc.pid), "direct": (fake, fake_proc.pid)}
                        ) if args.rss else None
         if gw_proc.poll() is not None:
             print(f"!! the gateway exited with {gw_proc.returncode} during the run")
-        text, data = report.summary(cases, args.messages, messages_na, rss)
+        text, data = report.summary(cases, args.messages, messages_na, rss, seq, bursts)
         print("\n" + report.table(cases, args.messages, messages_na, rss) + "\n")
+        for extra in (report.seq_table(seq, cases), report.burst_table(bursts)):
+            if extra:
+                print(extra + "\n")
         errs = report.error_lines(cases)
         if errs:
             print("errors:\n" + "\n".join(errs) + "\n")
         print(text)
-        results.update(cases=cases, rss=rss, summary=data, messages_na=messages_na)
+        results.update(cases=cases, seq=seq, bursts=bursts, rss=rss, summary=data,
+                       messages_na=messages_na)
         code = 0
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connection, transaction
 
 from instances import status as live_status
 from proxy import metrics
@@ -84,7 +84,9 @@ SECRET_PATTERNS = [
 
 def clean_error(text: str | None, secrets: Iterable[str] = ()) -> str:
     """One line, at most 500 characters, with keys and tokens masked."""
-    text = " ".join(str(text or "").split())
+    if text is None or text == "":  # the usual case, once per request: no regex passes
+        return ""
+    text = " ".join(str(text).split())
     for secret in secrets:
         if secret and len(secret) >= 6:
             text = text.replace(secret, "[redacted]")
@@ -103,28 +105,45 @@ def _executor() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="requestlog")
 
 
-def write_rows(records: list[RequestRecord]) -> None:
-    """Bulk-creates rows (in the writer thread, or at exit). Accounts deleted in the meantime
-    are logged as none."""
-    from accounts.models import Account
+# The columns write_rows() fills, in the order of row_values().
+ROW_FIELDS = ("started_at", "instance", "key_label", "account", "model", "requested_model", "api",
+              "stream", "status", "latency_ms", "ttft_ms", "tokens_in", "tokens_out", "error",
+              "request_body", "response_body")
+
+
+@cache
+def insert_sql(vendor: str) -> str:
+    """One INSERT for executemany. The ORM's bulk_create compiled every value of every row
+    (~12 ms of CPU per 100 rows, holding the GIL beside the event loop); the statement is the
+    same each time, so it is built once per database vendor."""
     from proxy.models import RequestLog
+
+    meta, quote = RequestLog._meta, connection.ops.quote_name
+    columns = ", ".join(quote(meta.get_field(name).column) for name in ROW_FIELDS)
+    marks = ", ".join(["%s"] * len(ROW_FIELDS))
+    return f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({marks})"
+
+
+def row_values(r: RequestRecord, known_accounts: set[int]) -> tuple[object, ...]:
+    return (connection.ops.adapt_datetimefield_value(r.started_at), r.instance[:64],
+            r.key_label[:100], r.account_id if r.account_id in known_accounts else None,
+            r.model[:200], r.requested_model[:200], r.api, r.stream, r.status,
+            max(0, r.latency_ms), r.ttft_ms, r.tokens_in, r.tokens_out, r.error[:ERROR_MAX],
+            r.request_body, r.response_body)
+
+
+def write_rows(records: list[RequestRecord]) -> None:
+    """Inserts rows in one transaction (in the writer thread, or at exit). Accounts deleted in
+    the meantime are logged as none."""
+    from accounts.models import Account
 
     close_old_connections()
     try:
         ids = {r.account_id for r in records if r.account_id is not None}
         known = set(Account.objects.filter(pk__in=ids).values_list("pk", flat=True))
-        RequestLog.objects.bulk_create([
-            RequestLog(
-                started_at=r.started_at, instance=r.instance[:64], key_label=r.key_label[:100],
-                account_id=r.account_id if r.account_id in known else None,
-                model=r.model[:200], requested_model=r.requested_model[:200], api=r.api,
-                stream=r.stream, status=r.status, latency_ms=max(0, r.latency_ms),
-                ttft_ms=r.ttft_ms, tokens_in=r.tokens_in, tokens_out=r.tokens_out,
-                error=r.error[:ERROR_MAX], request_body=r.request_body,
-                response_body=r.response_body,
-            )
-            for r in records
-        ])
+        rows = [row_values(r, known) for r in records]
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.executemany(insert_sql(connection.vendor), rows)
         stats.written += len(records)
     except Exception:
         stats.failed += len(records)

@@ -84,6 +84,7 @@ class Command(TranslatedHelp, BaseCommand):
 
         from iflow2api_site.asgi import application
         from iflow2api_site.server import DrainingServer
+        from iflow2api_site.tuning import tune_for_serving
 
         # Our own lines keep the command line's language; the server itself starts with none
         # active, so the API answers in English unless a request asks (Accept-Language).
@@ -106,6 +107,7 @@ class Command(TranslatedHelp, BaseCommand):
             # First: a SIGTERM while the listeners open must drain, not kill.
             server.install_signal_handlers(settings.IFLOW2API["SHUTDOWN_GRACE_SECONDS"])
             await supervisor.reconcile()
+            tune_for_serving()  # after start-up, before the first request
             self._banner(supervisor)
             if not settings.REDIS_URL:  # with Redis, Celery beat and a worker refresh tokens
                 from accounts.scheduler import start as start_refresh_scheduler

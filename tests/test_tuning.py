@@ -1,0 +1,37 @@
+"""Start-up tuning of `iflow2api serve` (iflow2api_site/tuning.py): what it changes, and that the
+cheap Content-Type parser answers like Twisted's for what Twisted compares it with."""
+
+from __future__ import annotations
+
+import gc
+import sys
+
+import pytest
+from twisted.web import http
+
+from iflow2api_site import tuning
+
+TWISTED_PARSER = http._parseContentType
+
+
+@pytest.mark.parametrize("value", [
+    b"application/json", b"Application/JSON; charset=utf-8", b"text/event-stream",
+    b"application/x-www-form-urlencoded", b"application/x-www-form-urlencoded; charset=UTF-8",
+    b"multipart/form-data; boundary=----x", b"  MULTIPART/form-data ;boundary=y", b"",
+    b"garbage", b"text/plain;",
+])
+def test_media_type_matches_twisted(value: bytes) -> None:
+    assert tuning.media_type(value) == TWISTED_PARSER(value)
+
+
+def test_tune_for_serving_freezes_start_up_objects_and_patches_twisted() -> None:
+    interval = sys.getswitchinterval()
+    try:
+        tuning.tune_for_serving()
+        assert gc.get_freeze_count() > 0
+        assert sys.getswitchinterval() == tuning.SWITCH_INTERVAL_SECONDS
+        assert http._parseContentType is tuning.media_type
+    finally:
+        gc.unfreeze()
+        sys.setswitchinterval(interval)
+        http._parseContentType = TWISTED_PARSER
