@@ -76,7 +76,7 @@ class AccountForm(forms.ModelForm):
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
     form = AccountForm
-    list_display = ("label", "provider", "base_url", "enabled", "state", "max_concurrency")
+    list_display = ("label", "provider", "base_url", "enabled", "state_now", "max_concurrency")
     list_filter = ("provider", "enabled", "state")
     search_fields = ("label", "email", "base_url")
     readonly_fields = ("source", "created_at", "updated_at")
@@ -87,6 +87,16 @@ class AccountAdmin(admin.ModelAdmin):
     def save_model(self, request: Any, obj: Account, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
         invalidate_routing()
+
+    @admin.display(description=gettext_lazy("state"), ordering="state")
+    def state_now(self, obj: Account) -> str:
+        """The state, and for a cooldown the time left (a rate-limited account may still
+        serve as the last one: see the README's pool section)."""
+        left = (obj.cooldown_until - timezone.now()).total_seconds() if obj.cooldown_until else 0
+        if obj.state != Account.State.COOLING or left <= 0:
+            return str(obj.get_state_display())
+        return _("%(state)s, %(seconds)d s left") % {"state": obj.get_state_display(),
+                                                      "seconds": max(1, round(left))}
 
     # --- actions. proxy/admin.py appends "Test account" and "Sync models" (they call the
     # upstream, which accounts may not import).

@@ -5,6 +5,10 @@ Slots are counted in Redis when REDIS_URL is set (so the per-account limit holds
 web process), in this process otherwise. A Redis slot is a lease with an expiry that its holder
 renews, so a crashed process cannot keep an account busy for long. Cooldowns and blocks are
 written to the database, where every process's routing snapshot picks them up.
+
+A rate-limited account is routed around for its whole cooldown while others can serve; when it
+is the last one left, it is held back only for the upstream's Retry-After, or for a short
+backoff (1, 2, 4 … s on repeated rate limits) kept beside the slots (Redis or this process).
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import contextlib
 import hashlib
 import itertools
 import logging
+import math
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -70,6 +76,8 @@ class Lease:
 class LocalSlots:
     def __init__(self) -> None:
         self.in_flight: dict[int, int] = {}
+        # account id → (rate limits in a row, held back until, forgotten at), epoch seconds
+        self.backoffs: dict[int, tuple[int, float, float]] = {}
 
     async def try_take(self, account: AccountRef, token: str) -> bool:
         used = self.in_flight.get(account.id, 0)
@@ -86,6 +94,22 @@ class LocalSlots:
 
     async def busy(self, account: AccountRef) -> int:
         return self.in_flight.get(account.id, 0)
+
+    async def record_rate_limit(self, account_id: int, hold_for: Callable[[int], float],
+                                keep: float) -> float:
+        now = time.time()
+        streak, _, forgotten = self.backoffs.get(account_id, (0, 0.0, 0.0))
+        streak = streak + 1 if forgotten > now else 1
+        hold = hold_for(streak)
+        self.backoffs[account_id] = (streak, now + hold, now + max(keep, hold))
+        return hold
+
+    async def held_until(self, account_id: int) -> float | None:
+        entry = self.backoffs.get(account_id)
+        return entry[1] if entry is not None and entry[2] > time.time() else None
+
+    async def clear_backoff(self, account_id: int) -> None:
+        self.backoffs.pop(account_id, None)
 
 
 class RedisSlots:
@@ -130,6 +154,25 @@ class RedisSlots:
         await client.zremrangebyscore(self._key(account), "-inf", time.time())
         return int(await client.zcard(self._key(account)))
 
+    def _backoff_key(self, account_id: int) -> str:
+        return f"{self.namespace}:backoff:{account_id}"
+
+    async def record_rate_limit(self, account_id: int, hold_for: Callable[[int], float],
+                                keep: float) -> float:
+        client, key = self._client(), self._backoff_key(account_id)
+        streak = int(await client.hincrby(key, "streak", 1))
+        hold = hold_for(streak)
+        await client.hset(key, "hold_until", time.time() + hold)
+        await client.expire(key, max(1, math.ceil(max(keep, hold))))
+        return hold
+
+    async def held_until(self, account_id: int) -> float | None:
+        value = await self._client().hget(self._backoff_key(account_id), "hold_until")
+        return float(value) if value is not None else None
+
+    async def clear_backoff(self, account_id: int) -> None:
+        await self._client().delete(self._backoff_key(account_id))
+
 
 class AccountPool:
     def __init__(self, slots: LocalSlots | RedisSlots) -> None:
@@ -159,10 +202,7 @@ class AccountPool:
         queued = False
         try:
             while True:
-                usable, cooldown = self.eligible(accounts)
-                if not usable:
-                    raise PoolExhausted(gettext("every account for this model is cooling down "
-                                                "after rate limits"), max(cooldown, 1.0))
+                usable = self.eligible(accounts)[0] or await self._last_resort(accounts)
                 lease = await self._try(usable)
                 if lease is not None:
                     return lease
@@ -188,6 +228,28 @@ class AccountPool:
         finally:
             if queued:
                 self.waiting -= 1
+
+    async def _last_resort(self, cooling: list[AccountRef]) -> list[AccountRef]:
+        """Every account cools down: those held back only by a rate-limit backoff that is over
+        take requests again (the upstream decides); PoolExhausted when none is."""
+        now = time.time()
+        usable, waits, rate_limited = [], [], False
+        for account in cooling:
+            held = await self.slots.held_until(account.id)
+            rate_limited = rate_limited or held is not None
+            until = held if held is not None else (account.cooldown_until or 0.0)
+            if until <= now:
+                usable.append(account)
+            else:
+                waits.append(until - now)
+        if usable:
+            return usable
+        raise PoolExhausted(
+            gettext("every account for this model is cooling down after rate limits")
+            if rate_limited else
+            gettext("every account for this model is cooling down after an upstream error; "
+                    "the admin shows each account's last error"),
+            max(min(waits, default=1.0), 1.0))
 
     def _poll(self) -> float:
         return POLL_SECONDS if isinstance(self.slots, RedisSlots) else 1.0
@@ -233,8 +295,31 @@ class AccountPool:
     # Cooldowns and blocks live in the database: this process's routing snapshot is rebuilt
     # at once (invalidated), the others' within seconds, and an admin's reset takes effect.
     async def cool_down(self, account: AccountRef, seconds: float, reason: str) -> None:
+        """Out of rotation for `seconds`, also as the last account (a refused key, no balance)."""
+        await self.slots.clear_backoff(account.id)
         await sync_to_async(_store_state)(account.id, Account.State.COOLING, reason,
                                           timezone.now() + timedelta(seconds=seconds))
+
+    async def rate_limited(self, account: AccountRef, retry_after: float | None,
+                           reason: str) -> float:
+        """An upstream rate limit: routed around for `retry_after`, else for
+        RATE_LIMIT_COOLDOWN_SECONDS; as the last account held back only for `retry_after`, else
+        for 1, 2, 4 … s on rate limits in a row (capped by the setting). Returns the hold."""
+        cap = float(settings.IFLOW2API["RATE_LIMIT_COOLDOWN_SECONDS"])
+        cooldown = retry_after if retry_after else cap
+
+        def hold_for(streak: int) -> float:
+            return retry_after if retry_after else min(2.0 ** min(streak - 1, 30), cap)
+
+        hold = await self.slots.record_rate_limit(account.id, hold_for, cooldown)
+        await sync_to_async(_store_state)(account.id, Account.State.COOLING, reason,
+                                          timezone.now() + timedelta(seconds=cooldown))
+        return hold
+
+    async def recovered(self, account: AccountRef) -> None:
+        """A cooling account served a request: the rate limit is over, the backoff starts over."""
+        await self.slots.clear_backoff(account.id)
+        await sync_to_async(_mark_active)(account.id)
 
     async def block(self, account: AccountRef, reason: str) -> None:
         await sync_to_async(_store_state)(account.id, Account.State.BLOCKED, reason, None)
@@ -243,6 +328,12 @@ class AccountPool:
 def _store_state(account_id: int, state: str, reason: str, until: object) -> None:
     Account.objects.filter(pk=account_id).update(state=state, last_error=reason[:1000],
                                                  cooldown_until=until)
+    invalidate_routing()
+
+
+def _mark_active(account_id: int) -> None:
+    Account.objects.filter(pk=account_id, state=Account.State.COOLING).update(
+        state=Account.State.ACTIVE, cooldown_until=None)
     invalidate_routing()
 
 

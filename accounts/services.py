@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from django.db import close_old_connections
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Account, ModelInfo
@@ -122,6 +123,17 @@ def invalidate_routing() -> None:
     _snapshot.invalidate()
 
 
+
+
+def out_of_rotation(model: ModelRef, allowed: frozenset[int]) -> list[Account]:
+    """The accounts that would serve `model` (within `allowed`, when set) but are out of
+    rotation: disabled, blocked or needing a login. For saying why nothing can serve it."""
+    accounts = (Account.objects.filter(pk__in=model.account_ids) if model.account_ids
+                else Account.objects.filter(provider=model.provider))
+    if allowed:
+        accounts = accounts.filter(pk__in=allowed)
+    unusable = [Account.State.BLOCKED, Account.State.NEEDS_LOGIN]
+    return list(accounts.filter(Q(enabled=False) | Q(state__in=unusable)).order_by("id"))
 
 
 def request_refresh(account_id: int) -> None:

@@ -65,6 +65,9 @@ class ApiError(Exception):
     code: str | None = None
     param: str | None = None
     retry_after: float | None = None
+    # False: sent as `x-should-retry: false`, which the official SDKs obey (a client cannot
+    # fix the cause by retrying).
+    should_retry: bool | None = None
 
     @classmethod
     def from_upstream(cls, err: UpstreamError) -> ApiError:
@@ -72,12 +75,14 @@ class ApiError(Exception):
         return cls(err.status, message, err.code, None, err.retry_after)
 
     def headers(self) -> list[tuple[str, str]]:
+        headers = [] if self.should_retry is None else [
+            ("x-should-retry", "true" if self.should_retry else "false")]
         retry_after = self.retry_after
         if retry_after is None and self.status == 429:
             retry_after = DEFAULT_RETRY_AFTER  # SDKs honour it; without one they guess
-        if retry_after is None:
-            return []
-        return [("retry-after", str(max(1, math.ceil(retry_after))))]
+        if retry_after is not None:
+            headers.append(("retry-after", str(max(1, math.ceil(retry_after)))))
+        return headers
 
     def openai_body(self) -> dict:
         kind = OPENAI_TYPES.get(self.status, "api_error" if self.status >= 500 else

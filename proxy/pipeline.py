@@ -20,6 +20,7 @@ from instances.services import InstanceConfig, KeyRef, directory
 from proxy.bodies import BodyLimits, check_before_parsing, check_parsed, too_deep_error
 from proxy.errors import ApiError, echo, hide_secrets
 from proxy.http import ApiRequest
+from proxy.unusable import no_account_error
 from proxy.upstream.client import UpstreamClient
 from proxy.upstream.providers import get_provider
 from proxy.upstream.providers.base import Provider
@@ -226,10 +227,7 @@ async def with_account(model: ModelRef, attempt: Attempt[T], opts: GatewayOption
     if allowed:
         accounts = [a for a in accounts if a.id in allowed]
     if not accounts:
-        raise ApiError(503, gettext(
-            "no usable upstream account for `%(model)s`: add one in the admin, or set "
-            "IFLOW_API_KEY or UPSTREAM_BASE_URL (accounts that are blocked or need a login do "
-            "not count)") % {"model": model.id}, "no_upstream")
+        raise await no_account_error(model, allowed)
     conf = settings.IFLOW2API
     failed: UpstreamError | None = None
     tried: set[int] = set()
@@ -241,12 +239,11 @@ async def with_account(model: ModelRef, attempt: Attempt[T], opts: GatewayOption
             if failed is not None:
                 raise failed from None
             if isinstance(exc, NoAccount):
-                raise ApiError(503, gettext("no usable upstream account for `%(model)s`")
-                               % {"model": model.id}, "no_upstream") from None
+                raise await no_account_error(model, allowed) from None
             raise ApiError(429, exc.message, "rate_limit_exceeded",
                            retry_after=exc.retry_after) from None
         try:
-            return await attempt(
+            result = await attempt(
                 route_for(model, lease.account, opts.instance.upstream_proxy), lease)
         except UpstreamError as err:
             await pool().release(lease)
@@ -259,6 +256,10 @@ async def with_account(model: ModelRef, attempt: Attempt[T], opts: GatewayOption
         except BaseException:
             await pool().release(lease)
             raise
+        else:
+            if (lease.account.cooldown_until or 0.0) > time.time():
+                await pool().recovered(lease.account)  # served while cooling: limit is over
+            return result
     assert failed is not None
     raise failed
 
@@ -272,9 +273,13 @@ async def account_failed(account: AccountRef, err: UpstreamError) -> None:
     elif err.account_action == "refresh":
         await pool().cool_down(account, conf["AUTH_COOLDOWN_SECONDS"], reason)
         await sync_to_async(request_refresh)(account.id)
-    elif err.account_action == "cooldown" or err.status == 429:
-        await pool().cool_down(
-            account, err.retry_after or conf["RATE_LIMIT_COOLDOWN_SECONDS"], reason)
+    elif err.status == 429:
+        await pool().rate_limited(account, err.retry_after, reason)
+    elif err.account_action == "cooldown":
+        # A refused key (401/403) may work again later; anything else (no balance) sooner.
+        default = "AUTH_COOLDOWN_SECONDS" if err.status in (401, 403) else \
+            "RATE_LIMIT_COOLDOWN_SECONDS"
+        await pool().cool_down(account, err.retry_after or conf[default], reason)
 
 
 def now() -> int:

@@ -38,6 +38,13 @@ _MODEL_NOT_FOUND_RE = re.compile(
     re.IGNORECASE,
 )
 
+# Wording for an account (not a key) that the provider has shut out for good.
+_BANNED_RE = re.compile(
+    r"\b(banned|suspended|deactivated|terminated)\b"
+    r"|account[^.]{0,40}\b(disabled|blocked|frozen)\b|封禁|封号|冻结|停用",
+    re.IGNORECASE,
+)
+
 
 def error_type_for(status: int) -> str:
     """The OpenAI-style error type for one of our answer statuses."""
@@ -169,6 +176,11 @@ def error_message_from_body(body: bytes) -> str:
 def looks_like_context_overflow(text: str) -> bool:
     """Wording used by OpenAI, vLLM, DeepSeek, Kimi… for an oversized prompt."""
     return bool(_CONTEXT_RE.search(text))
+
+
+def looks_like_banned(text: str) -> bool:
+    """A refusal that retrying later cannot cure: the account is banned, suspended or closed."""
+    return bool(_BANNED_RE.search(text))
 
 
 def looks_like_model_not_found(text: str) -> bool:

@@ -115,7 +115,7 @@ def test_blocked_key_envelopes_are_401_and_take_the_account_out(fake_iflow, upst
         assert error["message"] == "Access to the current AK has been blocked"
         # The only account is out of rotation now, with a reason an admin can read.
         second = post_raw(server, json.dumps({"model": "glm-5", "messages": MESSAGES}))
-        assert_openai_error(second, 503, "no_upstream")
+        assert_openai_error(second, 403, "no_upstream")  # not retryable: an admin must act
         assert len(upstream.chat_requests) == 1
         health = httpx.get(server.url + "/health").json()
         assert health["upstream_configured"] is False

@@ -104,9 +104,17 @@ HTTP_TABLE = [
         401,
         {},
         err_body("Incorrect API key", "invalid_request_error", "invalid_api_key"),
-        (401, "invalid_api_key", "disable", None),
+        (401, "invalid_api_key", "cooldown", None),  # may work again: not blocked for good
+    ),
+    (
+        401,
+        {},
+        err_body("Your account has been deactivated", "invalid_request_error",
+                 "account_deactivated"),
+        (401, "account_deactivated", "disable", None),
     ),
     (403, {}, err_body("Forbidden", "permission_error"), (403, "upstream_403", None, None)),
+    (403, {}, err_body("该账号已被封禁"), (403, "upstream_403", "disable", None)),
     (402, {}, err_body("Insufficient Balance"), (402, "upstream_402", "cooldown", None)),
     (
         404,

@@ -13,6 +13,7 @@ from proxy.upstream.errors import (
     error_from_openai_object,
     error_message_from_body,
     error_type_for,
+    looks_like_banned,
     looks_like_context_overflow,
     looks_like_model_not_found,
     openai_error_fields,
@@ -76,9 +77,12 @@ def error_from_response(status: int, headers: dict[str, str], body: bytes) -> Up
 
     ours = status if 400 <= status < 500 else 502
     action: str | None = None
-    if status == 401:
-        # A static API key cannot be refreshed: take the account out of rotation.
-        action = "disable"
+    if status in (401, 403) and looks_like_banned(f"{code or ''} {message}"):
+        action = "disable"  # banned: out of rotation until an admin enables it again
+    elif status == 401:
+        # A key that worked may be refused for a while (a provider hiccup, a key being
+        # rotated): cool the account down and try it again later.
+        action = "cooldown"
     elif status == 402:
         action = "cooldown"  # out of balance (DeepSeek); retrying at once is pointless
     elif status == 404 and code is None and looks_like_model_not_found(message):
