@@ -54,8 +54,10 @@ def seconds_left(account: dict) -> float:
 # ---------------------------------------------------------------- item 4: rate limits
 
 
-def test_one_rate_limit_holds_the_only_account_for_a_second_not_a_minute(upstream):
-    upstream.script(RATE_LIMIT)
+@pytest.mark.parametrize("rate_limit", [RATE_LIMIT, sc.envelope_error("449", "slow down")],
+                         ids=["http-429", "iflow-449"])
+def test_one_rate_limit_holds_the_only_account_for_a_second_not_a_minute(upstream, rate_limit):
+    upstream.script(rate_limit)
     with iflow_gateway(upstream, RATE_LIMIT_COOLDOWN_SECONDS="60") as server:
         assert post(server).status_code == 429
         held = post(server)  # at once: a short local backoff
