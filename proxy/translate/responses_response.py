@@ -1,0 +1,116 @@
+"""OpenAI chat completion (non-streaming) -> Responses `response` object.
+
+Output items in the order a model produces them: `reasoning` (summary = the upstream's
+reasoning text, encrypted_content = the same text for the round trip), one `message` with an
+`output_text` part, then a `function_call` (or `custom_tool_call`) per tool call. Ids are
+derived from the response id (responses_items.item_id), so the translator is deterministic and
+the stream's final response is identical for the same content.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from proxy.translate.anthropic_response import reasoning_text
+from proxy.translate.responses_items import (
+    build_response,
+    call_id,
+    call_item,
+    final_status,
+    item_id,
+    message_item,
+    reasoning_item,
+    responses_usage,
+)
+from proxy.translate.responses_request import ResponsesTranslation
+from proxy.translate.tokens import estimate_text_tokens
+from proxy.translate.types import UpstreamResponseError
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # some servers answer with parts
+        return "".join(
+            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
+    return ""
+
+
+def _arguments(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):  # a few servers send the object itself
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return ""
+
+
+def _tool_calls(message: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(call id or "", upstream name, arguments) for each usable call."""
+    calls = message.get("tool_calls")
+    if not isinstance(calls, list):
+        legacy = message.get("function_call")
+        calls = [{"function": legacy}] if isinstance(legacy, dict) else []
+    out: list[tuple[str, str, str]] = []
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            continue
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            continue  # nothing the client could execute
+        ident = call.get("id") if isinstance(call.get("id"), str) else ""
+        out.append((ident, name, _arguments(function.get("arguments"))))
+    return out
+
+
+def openai_to_responses(
+    resp: Any,
+    request: ResponsesTranslation,
+    *,
+    response_id: str,
+    created_at: int,
+    model: str | None = None,
+    input_tokens: int = 0,
+) -> dict[str, Any]:
+    """`model`: the name to report (default: the one the client asked for); `input_tokens`:
+    the estimate used when the upstream reports no usage."""
+    if not isinstance(resp, dict):
+        raise UpstreamResponseError("upstream response is not a JSON object")
+    choices = resp.get("choices")
+    if not isinstance(choices, list) or not choices:
+        error = resp.get("error")
+        if error is not None:
+            detail = error.get("message") if isinstance(error, dict) else error
+            raise UpstreamResponseError(f"upstream error: {detail}")
+        choices = [{}]  # a usage-only answer: an empty message
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message")
+    message = message if isinstance(message, dict) else {}
+
+    output: list[dict[str, Any]] = []
+    produced: list[str] = []
+    thinking = reasoning_text(message)
+    if thinking:
+        output.append(reasoning_item(item_id("rs", response_id, len(output)), thinking))
+        produced.append(thinking)
+    text = _content_text(message.get("content"))
+    if text:
+        output.append(message_item(item_id("msg", response_id, len(output)), text))
+        produced.append(text)
+    for ident, name, arguments in _tool_calls(message):
+        position = len(output)
+        output.append(call_item(item_id("fc", response_id, position),
+                                ident or call_id(response_id, position), name, arguments,
+                                request.tools))
+        produced.append(arguments)
+
+    status, details = final_status(choice.get("finish_reason"))
+    if status == "incomplete" and output:
+        output[-1]["status"] = "incomplete"
+    usage = responses_usage(resp.get("usage"), input_estimate=input_tokens,
+                            output_estimate=estimate_text_tokens("".join(produced)))
+    return build_response(request.echo, response_id=response_id, created_at=created_at,
+                          model=model or request.model, status=status, output=output,
+                          usage=usage, incomplete_details=details)
