@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+import time
 from typing import Any
 from urllib.parse import unquote
 
@@ -26,6 +27,7 @@ from django.utils.translation import gettext
 from twisted.web.http import HTTPChannel
 
 from iflow2api_site.i18n import api_language
+from iflow2api_site.logs import log_answered_by_listener
 from proxy import chat, fastpath
 from proxy.errors import ApiError
 from proxy.http import JsonResult, body_too_large
@@ -89,12 +91,14 @@ class GuardedChannel(HTTPChannel):
         self._read_deadline: Any = None  # the pending header or body deadline (DelayedCall)
         self._linger: Any = None
         self._drop_left = 0
+        self._request_began = 0.0
 
     # --- read deadlines ---------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
         if self._read_deadline is None and not self._handlingRequest and data.strip():
             # The first byte of a request: its head must be complete in time.
+            self._request_began = time.monotonic()
             self._start_deadline(_limits()["HEADER_TIMEOUT"])
         super().dataReceived(data)
 
@@ -133,13 +137,16 @@ class GuardedChannel(HTTPChannel):
     def refuse_too_large(self) -> None:
         self._answer_and_close(body_too_large())
 
+    def _route(self) -> tuple[str, str]:
+        """Method and path, once the request line has come."""
+        method = getattr(self, "_command", b"").decode("latin-1")
+        target = getattr(self, "_path", b"").decode("latin-1")
+        return method, unquote(target.split("?", 1)[0])
+
     def _render(self, error: ApiError) -> JsonResult:
         """The error in the shape of the API asked (Anthropic's for /v1/messages), else
         OpenAI's, in the language the request asks for."""
-        method = getattr(self, "_command", b"").decode("latin-1")  # once the request line came
-        target = getattr(self, "_path", b"").decode("latin-1")
-        _handler, render = fastpath.ROUTES.get((method, unquote(target.split("?", 1)[0])),
-                                               (None, chat.openai_error))
+        _handler, render = fastpath.ROUTES.get(self._route(), (None, chat.openai_error))
         headers = self.requests[-1].requestHeaders if self.requests else None
         accept = b", ".join(headers.getRawHeaders(b"Accept-Language", [])) if headers else b""
         with translation.override(api_language({"accept-language": accept.decode("latin-1")})):
@@ -163,6 +170,8 @@ class GuardedChannel(HTTPChannel):
         self.rawDataReceived = self._drop  # type: ignore[method-assign]  # rest of this read
         self.transport.loseWriteConnection()  # the client sees the end of our answer
         self._linger = self.callLater(LINGER_SECONDS, self._close)
+        log_answered_by_listener(*self._route(), result.status,
+                                 time.monotonic() - self._request_began)
 
     def _drop(self, data: bytes) -> None:
         self._drop_left -= len(data)

@@ -137,6 +137,11 @@ def with_request_id(app: ASGIApp) -> ASGIApp:
     return wrapped
 
 
+def log_answered_by_listener(method: str, path: str, status: int, seconds: float) -> None:
+    """The access line of a request the listener answered itself (413, 408: listener.py)."""
+    _log_access({"method": method, "path": path}, status, seconds)
+
+
 def _log_access(scope: Scope, status: int | None, seconds: float) -> None:
     path = scope.get("path", "")
     if path in QUIET_PATHS:

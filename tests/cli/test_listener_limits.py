@@ -97,6 +97,11 @@ def test_a_declared_length_over_the_limit_is_413_before_the_body_is_sent(server)
     error = json.loads(body)["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert error["code"] == "request_too_large" and "1 MiB" in error["message"]
+    deadline = time.monotonic() + 5  # one access line, like any request
+    while "iflow2api.access" not in server.output() or \
+            f"POST {CHAT} 413 " not in server.output():
+        assert time.monotonic() < deadline, server.output()[-2000:]
+        time.sleep(0.1)
 
 
 def test_anthropic_clients_get_their_shape_and_no_100_continue(server):
