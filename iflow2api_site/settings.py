@@ -11,6 +11,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from iflow2api_site.hosts import ServedHosts
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -79,7 +81,9 @@ SECRET_KEY = env_str("DJANGO_SECRET_KEY") or secret_file(
     HOME_DIR / "secret_key", lambda: secrets.token_urlsafe(50)
 )
 DEBUG = env_bool("DJANGO_DEBUG")
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "*")
+# The names the Django pages answer to: loopback, the instances' addresses, PUBLIC_BASE_URL's
+# host, and these (`*`: any). Instances on 0.0.0.0 need their LAN/DNS names listed (hosts.py).
+ALLOWED_HOSTS = ServedHosts(env_list("ALLOWED_HOSTS"), env_str("PUBLIC_BASE_URL"))
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [

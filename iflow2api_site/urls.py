@@ -9,6 +9,8 @@ from proxy.metrics import metrics_view
 from proxy.usage import usage
 from proxy.views import not_found, root
 
+handler400 = "iflow2api_site.hosts.bad_request"  # says what to do about a refused Host
+
 urlpatterns = [
     path("admin/usage/", admin.site.admin_view(usage), name="usage"),  # before the admin
     path("admin/status/", admin.site.admin_view(status_page), name="status"),  # before too

@@ -10,16 +10,20 @@ from __future__ import annotations
 NO_INSTANCE = 0  # no row has id 0: the directory finds nothing and the request is refused
 
 _by_port: dict[int, int] = {}  # port → instance id
+_hosts: dict[int, str] = {}  # port → the address it listens on
+WILDCARDS = frozenset({"0.0.0.0", "::", ""})
 
 
-def register(port: int, instance_id: int) -> None:
+def register(port: int, instance_id: int, host: str = "") -> None:
     _by_port[port] = instance_id
+    _hosts[port] = host
 
 
 def unregister(port: int) -> None:
     """Forgets the port (tests). The supervisor does not call it when it closes a listener:
     connections that listener accepted carry on, and their requests stay its instance's."""
     _by_port.pop(port, None)
+    _hosts.pop(port, None)
 
 
 def instance_for_port(port: int | None) -> int | None:
@@ -31,3 +35,14 @@ def instance_for_port(port: int | None) -> int | None:
     if port is None:
         return NO_INSTANCE
     return _by_port.get(port, NO_INSTANCE)
+
+
+def listener_hosts() -> list[str]:
+    """The names the listeners answer to, as a Host header spells them (IPv6 in brackets);
+    a wildcard address (0.0.0.0, ::) names nothing: clients reach it by names we cannot know."""
+    names = []
+    for host in _hosts.values():
+        if host in WILDCARDS:
+            continue
+        names.append(f"[{host}]" if ":" in host and not host.startswith("[") else host)
+    return names

@@ -54,7 +54,7 @@ class Wanted:
     address: Address
     refusal: str = ""  # why it must not listen; empty when it may
     note: str = ""  # shown while it runs: the address comes from the command line
-    warning: str = ""  # logged when it starts listening
+    warnings: tuple[str, ...] = ()  # logged when it starts listening
 
 
 def open_relay_refusal(name: str, host: str) -> str:
@@ -70,7 +70,8 @@ def wanted_instances(overrides: dict[str, Address], only: frozenset[str] | None)
         if only is not None and instance.name not in only:
             continue
         host, port = overrides.get(instance.name, (instance.host, instance.port))
-        refusal = note = warning = ""
+        refusal = note = ""
+        warnings = []
         keys = usable_key_count(instance)
         if not is_loopback(host) and keys == 0:
             refusal = open_relay_refusal(instance.name, host)
@@ -78,14 +79,23 @@ def wanted_instances(overrides: dict[str, Address], only: frozenset[str] | None)
             note = _("listening on %(host)s:%(port)s, set by --host/--port or IFLOW2API_HOST/"
                      "IFLOW2API_PORT") % {"host": host, "port": port}
         if keys == 0 and any_web_page_allowed(instance):
-            warning = any_origin_warning(instance.name)
-        found.append(Wanted(instance.pk, instance.name, (host, port), refusal, note, warning))
+            warnings.append(any_origin_warning(instance.name))
+        if host in runtime.WILDCARDS and not getattr(settings.ALLOWED_HOSTS, "configured", True):
+            warnings.append(unnamed_host_warning(instance.name, host))
+        found.append(Wanted(instance.pk, instance.name, (host, port), refusal, note,
+                            tuple(warnings)))
     return found
 
 
 def any_web_page_allowed(instance: Instance) -> bool:
     origins = instance.origins or settings.IFLOW2API["CORS_ALLOWED_ORIGINS"]
     return "*" in (o.strip() for o in origins)
+
+
+def unnamed_host_warning(name: str, host: str) -> str:
+    return _("instance %(name)s listens on %(host)s: its admin, login and docs pages answer "
+             "only to loopback names until ALLOWED_HOSTS lists the names clients use to reach "
+             "it (e.g. ALLOWED_HOSTS=gateway.lan,192.168.1.20)") % {"name": name, "host": host}
 
 
 def any_origin_warning(name: str) -> str:
@@ -181,9 +191,9 @@ class Supervisor:
                               % {"host": host, "port": port_number, "reason": reason})
             return
         self.listening[want.id] = (want.address, port)
-        runtime.register(port_number, want.id)
-        if want.warning:
-            log.warning("%s", want.warning)
+        runtime.register(port_number, want.id, host)
+        for warning in want.warnings:
+            log.warning("%s", warning)
         invalidate_directory()
         await self._state(want.id, Instance.State.RUNNING, want.note)
 
