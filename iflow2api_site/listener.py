@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -42,6 +43,10 @@ LINGER_SECONDS = 5.0
 
 def _limits() -> dict[str, Any]:
     return settings.IFLOW2API
+
+
+def request_timeout() -> ApiError:
+    return ApiError(408, gettext("the request was not received in time"), "request_timeout")
 
 
 class GuardedRequest(WebRequest):
@@ -128,14 +133,12 @@ class GuardedChannel(HTTPChannel):
 
     def _too_slow(self) -> None:
         self._read_deadline = None
-        error = ApiError(408, gettext("the request was not received in time"),
-                         "request_timeout")
-        self._answer_and_close(error)
+        self._answer_and_close(request_timeout)
 
     # --- refusals ---------------------------------------------------------------------------
 
     def refuse_too_large(self) -> None:
-        self._answer_and_close(body_too_large())
+        self._answer_and_close(body_too_large)
 
     def _route(self) -> tuple[str, str]:
         """Method and path, once the request line has come."""
@@ -143,16 +146,16 @@ class GuardedChannel(HTTPChannel):
         target = getattr(self, "_path", b"").decode("latin-1")
         return method, unquote(target.split("?", 1)[0])
 
-    def _render(self, error: ApiError) -> JsonResult:
+    def _render(self, error: Callable[[], ApiError]) -> JsonResult:
         """The error in the shape of the API asked (Anthropic's for /v1/messages), else
         OpenAI's, in the language the request asks for."""
         _handler, render = fastpath.ROUTES.get(self._route(), (None, chat.openai_error))
         headers = self.requests[-1].requestHeaders if self.requests else None
         accept = b", ".join(headers.getRawHeaders(b"Accept-Language", [])) if headers else b""
         with translation.override(api_language({"accept-language": accept.decode("latin-1")})):
-            return render(error)
+            return render(error())
 
-    def _answer_and_close(self, error: ApiError) -> None:
+    def _answer_and_close(self, error: Callable[[], ApiError]) -> None:
         """Answers in the client's error shape, then reads and drops what the client still
         sends for a moment (closing at once could reset the connection before the answer is
         read) and closes."""

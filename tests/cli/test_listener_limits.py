@@ -107,10 +107,12 @@ def test_a_declared_length_over_the_limit_is_413_before_the_body_is_sent(server)
 def test_anthropic_clients_get_their_shape_and_no_100_continue(server):
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(head("/v1/messages", f"content-length: {LIMIT + 1}",
-                          "expect: 100-continue"))
+                          "expect: 100-continue", "accept-language: zh-Hans"))
         status, body = answer(sock)
     assert status.startswith(b"HTTP/1.1 413 ")  # not `100 Continue` first
-    assert json.loads(body)["type"] == "error"
+    error = json.loads(body)
+    assert error["type"] == "error" and error["error"]["type"] == "request_too_large"
+    assert "请求体过大" in error["error"]["message"]  # the language the request asked for
 
 
 def chat_body(size: int) -> bytes:
