@@ -142,6 +142,7 @@ class _State:
     reasoning: list[str] = field(default_factory=list)  # for the next assistant message
     awaiting: list[str] = field(default_factory=list)  # call ids still without output
     deferred: list[dict[str, Any]] = field(default_factory=list)  # tool images/files
+    call_ids: dict[str, str] = field(default_factory=dict)  # client call id -> upstream id
 
     def close_assistant(self) -> None:
         message = self.assistant
@@ -209,14 +210,18 @@ def _call(item: dict[str, Any], param: str, state: _State, *, custom: bool) -> N
         arguments = item.get("arguments", "")
         if not isinstance(arguments, str):
             raise TranslationError.at(f"{param}.arguments", gettext_noop("expected a string"))
-    function = {"name": state.tools.upstream_name(name, namespace), "arguments": arguments or "{}"}
+    upstream = state.tools.upstream_name(name, namespace)
+    function = {"name": upstream, "arguments": arguments or "{}"}
+    if state.opts.kimi_tool_ids:  # Kimi rejects ids in any other shape
+        state.call_ids[call] = f"functions.{upstream}:{len(state.call_ids)}"
     message = state.open_assistant(for_call=True)
     message.setdefault("tool_calls", []).append(
-        {"id": call, "type": "function", "function": function})
+        {"id": state.call_ids.get(call, call), "type": "function", "function": function})
 
 
 def _call_output(item: dict[str, Any], param: str, state: _State) -> None:
     call = _string(item, "call_id", param)
+    call = state.call_ids.get(call, call)
     parts = _parts(item.get("output"), f"{param}.output", state.opts)
     text = _text(parts)
     state.close_assistant()

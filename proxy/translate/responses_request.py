@@ -11,14 +11,23 @@ with `combine_input` before translating.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.translate.responses_input import convert_input, input_items
 from proxy.translate.responses_tools import ToolMap, convert_tool_choice, convert_tools
+from proxy.translate.tokens import (
+    IMAGE_TOKENS,
+    MESSAGE_OVERHEAD,
+    REQUEST_OVERHEAD,
+    TOOL_OVERHEAD,
+    estimate_text_tokens,
+)
 from proxy.translate.types import TranslateOptions, TranslationError, gettext_noop
 
-__all__ = ["ResponsesTranslation", "combine_input", "response_echo", "responses_to_openai"]
+__all__ = ["ResponsesTranslation", "combine_input", "estimate_input_tokens", "response_echo",
+           "responses_to_openai"]
 
 # Responses effort -> chat reasoning_effort ("none" switches thinking off upstream).
 _EFFORTS = {"none": "none", "minimal": "low", "low": "low", "medium": "medium",
@@ -203,3 +212,28 @@ def combine_input(previous_input: list[dict[str, Any]], previous_output: list[di
     """`previous_response_id`: the stored response's input items, then its output items, then
     the new input. Instructions are not carried over (the API applies only the new request's)."""
     return [*previous_input, *previous_output, *input_items(new_input)]
+
+
+def _part_tokens(part: Any) -> int:
+    if not isinstance(part, dict):
+        return 0
+    if part.get("type") == "text" and isinstance(part.get("text"), str):
+        return estimate_text_tokens(part["text"])
+    return IMAGE_TOKENS  # image_url / file: their data URL says nothing about their cost
+
+
+def estimate_input_tokens(chat_body: dict[str, Any]) -> int:
+    """A local estimate of the translated request's input tokens (messages, tool calls,
+    reasoning, tools), for usage when the upstream reports none. At least 1."""
+    total = REQUEST_OVERHEAD
+    for message in chat_body.get("messages") or []:
+        content = message.get("content")
+        total += MESSAGE_OVERHEAD + (estimate_text_tokens(content) if isinstance(content, str)
+                                     else sum(_part_tokens(p) for p in content or []))
+        reasoning = message.get("reasoning_content")
+        total += estimate_text_tokens(reasoning) if isinstance(reasoning, str) else 0
+        if message.get("tool_calls"):
+            total += estimate_text_tokens(json.dumps(message["tool_calls"], ensure_ascii=False))
+    for tool in chat_body.get("tools") or []:
+        total += TOOL_OVERHEAD + estimate_text_tokens(json.dumps(tool, ensure_ascii=False))
+    return max(total, 1)

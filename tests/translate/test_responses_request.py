@@ -12,7 +12,11 @@ import pytest
 
 from proxy.translate.responses_input import NO_OUTPUT
 from proxy.translate.responses_items import decode_reasoning, encode_reasoning
-from proxy.translate.responses_request import combine_input, responses_to_openai
+from proxy.translate.responses_request import (
+    combine_input,
+    estimate_input_tokens,
+    responses_to_openai,
+)
 from proxy.translate.types import TranslateOptions, TranslationError
 from tests.translate.golden import FIXTURES, assert_golden, load
 
@@ -166,3 +170,28 @@ def test_combine_input_for_previous_response_id() -> None:
     messages = translate({"model": "m", "input": combined}).body["messages"]
     assert [(m["role"], m["content"]) for m in messages] == [
         ("user", "Hi"), ("assistant", "Hello"), ("user", "How are you?")]
+
+
+def test_kimi_tool_ids_are_rewritten_consistently() -> None:
+    items = [{"type": "function_call", "call_id": "call_a", "name": "f", "arguments": "{}"},
+             {"type": "function_call", "call_id": "call_b", "name": "search",
+              "namespace": "docs", "arguments": "{}"},
+             {"type": "function_call_output", "call_id": "call_b", "output": "b"},
+             {"type": "function_call_output", "call_id": "call_a", "output": "a"}]
+    messages = translate({"model": "m", "input": items}, kimi_tool_ids=True).body["messages"]
+    ids = [c["id"] for c in messages[0]["tool_calls"]]
+    assert ids == ["functions.f:0", "functions.docs__search:1"]
+    assert [(m["tool_call_id"], m["content"]) for m in messages[1:]] == [
+        ("functions.docs__search:1", "b"), ("functions.f:0", "a")]
+
+
+def test_input_token_estimate_counts_every_part() -> None:
+    body = responses_to_openai(load(REQUESTS / "codex_tool_round_trip.json")["request"],
+                               OPTS).body
+    total = estimate_input_tokens(body)
+    without_tools = estimate_input_tokens({**body, "tools": []})
+    without_calls = estimate_input_tokens({**body, "messages": [
+        {k: v for k, v in m.items() if k not in ("tool_calls", "reasoning_content")}
+        for m in body["messages"]]})
+    assert total > without_tools > 0 and total > without_calls
+    assert estimate_input_tokens({"messages": []}) >= 1

@@ -192,3 +192,50 @@ def test_random_streams_satisfy_the_grammar_and_match_non_streaming(seed: int) -
     expected = openai_to_responses(completion_of(chunks), new_stream(request).request,
                                    response_id=RESPONSE_ID, created_at=CREATED, input_tokens=7)
     assert events[-1]["response"] == expected
+
+
+def _valid() -> list[dict[str, Any]]:
+    fixture = load(STREAM / "parallel_calls_interleaved.json")
+    return run(fixture["request"], fixture["steps"])
+
+
+def _renumber(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**e, "sequence_number": i} for i, e in enumerate(events)]
+
+
+@pytest.mark.parametrize("mutation", [
+    "drop_completed", "drop_created", "repeat_sequence", "drop_item_done", "wrong_item_id",
+    "delta_after_done", "gap_in_output_index", "failed_without_error", "output_mismatch",
+])
+def test_grammar_checker_rejects_broken_streams(mutation: str) -> None:
+    events = _valid()
+    check_responses_stream(events)
+    names = [e["type"] for e in events]
+    if mutation == "drop_completed":
+        events = events[:-1]
+    elif mutation == "drop_created":
+        events = _renumber(events[1:])
+    elif mutation == "repeat_sequence":
+        events[5] = {**events[5], "sequence_number": events[4]["sequence_number"]}
+    elif mutation == "drop_item_done":
+        del events[names.index("response.output_item.done")]
+        events = _renumber(events)
+    elif mutation == "wrong_item_id":
+        position = names.index("response.function_call_arguments.delta")
+        events[position] = {**events[position], "item_id": "fc_other"}
+    elif mutation == "delta_after_done":
+        delta = events[names.index("response.function_call_arguments.delta")]
+        events = _renumber([*events[:-1], delta, events[-1]])
+    elif mutation == "gap_in_output_index":
+        position = names.index("response.output_item.added")
+        events[position] = {**events[position], "output_index": 1}
+    elif mutation == "failed_without_error":
+        failed = {**events[-1], "type": "response.failed"}
+        failed["response"] = {**failed["response"], "status": "failed",
+                              "error": {"code": "server_error", "message": "x"}}
+        events = [*events[:-1], failed]
+    elif mutation == "output_mismatch":
+        last = events[-1]
+        events[-1] = {**last, "response": {**last["response"], "output": []}}
+    with pytest.raises(AssertionError):
+        check_responses_stream(events)
