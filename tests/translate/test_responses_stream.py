@@ -13,7 +13,7 @@ from openai.lib.streaming.responses._responses import ResponseStreamState
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from proxy.translate.responses_request import responses_to_openai
+from proxy.translate.responses_request import combine_input, responses_to_openai
 from proxy.translate.responses_response import openai_to_responses
 from proxy.translate.responses_stream import KEEPALIVE, NO_FINISH, ResponsesStream, encode_event
 from proxy.translate.types import TranslateOptions
@@ -239,3 +239,48 @@ def test_grammar_checker_rejects_broken_streams(mutation: str) -> None:
         events[-1] = {**last, "response": {**last["response"], "output": []}}
     with pytest.raises(AssertionError):
         check_responses_stream(events)
+
+
+def test_output_items_replay_as_the_same_conversation() -> None:
+    """What Codex does with store: false (and the caller with previous_response_id): the output
+    items go back as input; reasoning returns as reasoning_content, calls keep their ids and
+    client names map to the same upstream names."""
+    fixture = load(STREAM / "custom_tool_and_missing_id.json")
+    output = run(fixture["request"], fixture["steps"])[-1]["response"]["output"]
+    call = output[1]
+    replay = combine_input([], output, [
+        {"type": "custom_tool_call_output", "call_id": call["call_id"], "output": "Done!"}])
+    body = {**fixture["request"], "input": replay}
+    messages = responses_to_openai(body, TranslateOptions(upstream_model="u")).body["messages"]
+    assert messages == [
+        {"role": "assistant", "reasoning_content": "Patch it.", "content": None,
+         "tool_calls": [{"id": call["call_id"], "type": "function", "function": {
+             "name": "apply_patch",
+             "arguments": json.dumps({"input": "*** Begin Patch\n*** End Patch\n"})}}]},
+        {"role": "tool", "tool_call_id": call["call_id"], "content": "Done!"},
+    ]
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_garbage_chunks_never_raise(seed: int) -> None:
+    rng = random.Random(seed)
+    junk = [None, 1, "x", [], {}, {"index": "0"}, {"type": None}, [None], True, -1.5]
+
+    def value() -> Any:
+        return rng.choice(junk)
+
+    stream = new_stream({"model": "m", "input": "x"})
+    events = []
+    for _ in range(rng.randint(1, 12)):
+        delta = {k: value() for k in rng.sample(
+            ["content", "reasoning_content", "tool_calls", "role"], rng.randint(0, 4))}
+        if rng.random() < 0.3:
+            delta["tool_calls"] = [{"index": value(), "id": value(), "function": {
+                "name": rng.choice([None, "f", 3]), "arguments": value()}}]
+        chunk = rng.choice([value(), {"choices": value()}, {"choices": [
+            {"index": rng.choice([0, None, 1, "a"]), "delta": delta,
+             "finish_reason": rng.choice([None, "stop", 5])}], "usage": value()}])
+        events += stream.feed(chunk)
+    events += stream.close()
+    check_responses_stream(events)
+    check_with_sdk(events)
