@@ -70,14 +70,14 @@ def policy_of(origins: tuple[str, ...], requires_key: bool = False) -> CorsPolic
     return CorsPolicy([], loopback=True, refuse_others=True)
 
 
-NOBODY = CorsPolicy([], refuse_others=True)
+NOBODY = CorsPolicy([])  # no origin allowed; the request itself gets the API's 503
 
 
 async def cors_policy_for(scope: Scope) -> CorsPolicy:
     """The allowed origins of the instance whose port the request came in on."""
     server = scope.get("server") or ("", None)
     config = (await directory()).instance(instance_for_port(server[1]))
-    if config is None:  # unresolved: the API answers 503; no origin is allowed meanwhile
+    if config is None:  # unresolved instance
         return NOBODY
     return policy_of(config.cors_origins, config.requires_key)
 
