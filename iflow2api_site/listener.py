@@ -66,8 +66,11 @@ class GuardedRequest(WebRequest):
             self.content = io.BytesIO()  # stays empty
             self.channel.refuse_too_large()
             return
-        # Closed by Twisted's Request when it is done.
-        self.content = tempfile.SpooledTemporaryFile(IN_MEMORY_BODY_BYTES)  # noqa: SIM115
+        if length is not None and length <= IN_MEMORY_BODY_BYTES:
+            self.content = io.BytesIO()
+        else:  # larger, or chunked: in memory until it passes IN_MEMORY_BODY_BYTES
+            # Closed by Twisted's Request when it is done.
+            self.content = tempfile.SpooledTemporaryFile(IN_MEMORY_BODY_BYTES)  # noqa: SIM115
 
     def handleContentChunk(self, data: bytes) -> None:
         if self.refused:

@@ -266,6 +266,6 @@ def test_a_stream_longer_than_every_timeout_is_not_cut(server, upstream):
     began = time.monotonic()
     response = httpx.post(server.url + CHAT, timeout=30, json={
         "model": "glm-5", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
-    assert time.monotonic() - began > HEADER_TIMEOUT + BODY_TIMEOUT + KEEPALIVE_TIMEOUT
+    assert time.monotonic() - began > max(HEADER_TIMEOUT, BODY_TIMEOUT, KEEPALIVE_TIMEOUT) + 1
     assert response.status_code == 200
     assert b"[DONE]" in response.content and b"six" in response.content
