@@ -101,6 +101,8 @@ def anthropic_to_chat(
         detail = error.get("message") if isinstance(error, dict) else error
         raise UpstreamResponseError(f"upstream error: {detail}")
     content = resp.get("content")
+    if content is None and resp.get("type") == "message":
+        content = []  # an empty answer some servers send as null
     if not isinstance(content, list):
         raise UpstreamResponseError("upstream response has no content list")
     completion_id = completion_id or new_completion_id()

@@ -155,7 +155,7 @@ class AnthropicToChatStream:
                 and delta["thinking"]:
             out.append(self._chunk({"reasoning_content": delta["thinking"]}))
         elif kind == "input_json_delta":
-            tool = self._tools.get(event.get("index"))
+            tool = self._tool_at(event.get("index"))
             fragment = delta.get("partial_json")
             if tool is not None and isinstance(fragment, str) and fragment:
                 tool.streamed = True
@@ -163,13 +163,16 @@ class AnthropicToChatStream:
         # signature_delta and citations_delta: dropped
 
     def _block_stop(self, event: dict[str, Any], out: list[Chunk]) -> None:
-        tool = self._tools.get(event.get("index"))
+        tool = self._tool_at(event.get("index"))
         if tool is None or tool.streamed:
             return
         # No fragments: the whole input came with the start (or there is none). Arguments are
         # never left empty, since clients json.loads them.
         tool.streamed = True
         out.append(self._arguments(tool, tool_arguments(tool.start_input)))
+
+    def _tool_at(self, index: Any) -> _ToolBlock | None:
+        return self._tools.get(index) if isinstance(index, int) else None
 
     def _arguments(self, tool: _ToolBlock, fragment: str) -> Chunk:
         return self._chunk({"tool_calls": [{"index": tool.index,

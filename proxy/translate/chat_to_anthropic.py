@@ -179,7 +179,7 @@ def _thinking(body: dict[str, Any], out: dict[str, Any], limit: int | None) -> N
     if effort == "none":
         out["thinking"] = {"type": "disabled"}
         return
-    if effort not in THINKING_BUDGETS:
+    if not isinstance(effort, str) or effort not in THINKING_BUDGETS:
         raise TranslationError.at("reasoning_effort", gettext_noop("unsupported value %(value)r"),
                                   value=effort)
     if out.get("tool_choice", {}).get("type") in ("any", "tool"):

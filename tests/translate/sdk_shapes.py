@@ -113,12 +113,26 @@ def check_chat_stream(chunks: list[dict[str, Any]]) -> ChatCompletion | None:
     """Every chunk parses; the SDK's accumulator rebuilds the completion (None: ended in error)."""
     state = ChatCompletionStreamState()
     finished = False
+    roles = 0
+    calls_seen: set[int] = set()
     for i, chunk in enumerate(chunks):
         if "error" in chunk:
             assert i == len(chunks) - 1, "nothing may follow an in-band error"
             assert set(chunk["error"]) == {"message", "type", "param", "code"}
             return None
         assert not finished or chunk["choices"] == [], "only the usage chunk follows the finish"
+        assert isinstance(chunk["choices"], list)
+        for choice in chunk["choices"]:
+            delta = choice["delta"]
+            roles += "role" in delta
+            for fragment in delta.get("tool_calls", []):
+                first = fragment["index"] not in calls_seen
+                assert not first or fragment["index"] == len(calls_seen), "indexes 0, 1, 2..."
+                assert first == ("id" in fragment) == ("type" in fragment) == \
+                    ("name" in fragment.get("function", {})), \
+                    f"id/type/name only in a call's first fragment: {fragment}"
+                calls_seen.add(fragment["index"])
+        assert roles == 1, "role in the first delta only"
         parsed = ChatCompletionChunk.model_validate(chunk)
         state.handle_chunk(parsed)
         finished = finished or any(c.finish_reason for c in parsed.choices)

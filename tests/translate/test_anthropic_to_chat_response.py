@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from proxy.translate.anthropic_to_chat_response import anthropic_to_chat, finish
 from proxy.translate.types import UpstreamResponseError
 from tests.translate.golden import FIXTURES, assert_golden, load
 from tests.translate.sdk_shapes import check_chat_completion
+from tests.translate.test_anthropic_request_errors import _mutations
 
 RESPONSE = FIXTURES.parent / "reverse" / "response"
 CASES = sorted(p.stem for p in RESPONSE.glob("*.json") if not p.stem.endswith(".expected"))
@@ -80,7 +82,12 @@ def test_finish_reason(stop: Any, tools: bool, expected: str) -> None:
     assert finish_reason(stop, tool_calls=tools) == expected
 
 
-@pytest.mark.parametrize("resp", [None, [], "x", {"type": "message"}, {"content": "text"},
+def test_null_content_is_an_empty_answer() -> None:
+    out = convert({"type": "message", "content": None, "stop_reason": "end_turn"})
+    assert out["choices"][0]["message"]["content"] == ""
+
+
+@pytest.mark.parametrize("resp", [None, [], "x", {"content": None}, {"content": "text"},
                                   {"type": "error", "error": {"type": "api_error"}}])
 def test_not_a_message(resp: Any) -> None:
     with pytest.raises(UpstreamResponseError):
@@ -139,3 +146,15 @@ def test_model_not_found_and_unknown_shapes() -> None:
     unknown = chat_error({"error": {"type": "teapot", "message": "no"}}, 418)
     assert (unknown.status, unknown.code, unknown.message) == (418, "upstream_418", "no")
     assert chat_error({}, 200).message == "upstream error (200)"
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_random_corruption_only_raises_upstream_response_error(seed: int) -> None:
+    rng = random.Random(seed)
+    base = load(RESPONSE / f"{rng.choice(CASES)}.json")
+    resp = _mutations(copy.deepcopy(base["response"]), rng)
+    try:
+        completion = anthropic_to_chat(resp, model="m")
+    except UpstreamResponseError:
+        return
+    check_chat_completion(completion)

@@ -16,6 +16,7 @@ from proxy.translate.anthropic_to_chat_stream import AnthropicToChatStream
 from proxy.translate.openai_chat import OpenAIStreamNormalizer
 from tests.translate.golden import FIXTURES, assert_golden, load
 from tests.translate.sdk_shapes import check_chat_stream
+from tests.translate.test_anthropic_request_errors import _mutations
 
 STREAM = FIXTURES.parent / "reverse" / "stream"
 CASES = sorted(p.stem for p in STREAM.glob("*.json") if not p.stem.endswith(".expected"))
@@ -177,7 +178,13 @@ def test_tool_block_left_open_still_gets_its_arguments() -> None:
                                      {"type": "content_block_start", "content_block": 5},
                                      {"type": "content_block_delta", "index": 9,
                                       "delta": {"type": "input_json_delta", "partial_json": "{"}},
-                                     {"type": "message_delta", "delta": None, "usage": 3}])
+                                     {"type": "message_delta", "delta": None, "usage": 3},
+                                     {"type": "content_block_stop", "index": {}},
+                                     {"type": "content_block_delta", "index": [],
+                                      "delta": {"type": "input_json_delta"}},
+                                     {"type": "content_block_start", "index": {},
+                                      "content_block": {"type": "tool_use", "name": "f",
+                                                        "id": 5, "input": "x"}}])
 def test_messy_events_never_raise(garbage: Any) -> None:
     translator = AnthropicToChatStream(model="m")
     chunks = translator.feed(garbage) + translator.feed({"type": "message_stop"})
@@ -194,3 +201,14 @@ def test_chunks_go_through_the_gateway_reasoning_policy() -> None:
     assert completion is not None
     assert completion.choices[0].message.content.startswith(ANSWER[0]["thinking"])
     assert len(completion.choices[0].message.tool_calls or []) == 2
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_random_corruption_never_raises(seed: int) -> None:
+    """Garbage in any event: chunks the SDK still accepts, or an in-band error; no exception."""
+    rng = random.Random(seed)
+    events = _mutations(_events(rng), rng)
+    events = events if isinstance(events, list) else [events]
+    translator = AnthropicToChatStream(model="m", include_usage=rng.random() < 0.5)
+    chunks = [c for e in events for c in translator.feed(e)] + translator.close()
+    check_chat_stream(chunks)

@@ -16,6 +16,7 @@ from proxy.translate.chat_to_anthropic_messages import LEADING_USER_TEXT, anthro
 from proxy.translate.types import TranslateOptions, TranslationError
 from tests.translate.golden import FIXTURES, assert_golden, load
 from tests.translate.sdk_shapes import check_anthropic_request
+from tests.translate.test_anthropic_request_errors import _mutations
 
 REVERSE = FIXTURES.parent / "reverse"
 REQUEST = REVERSE / "request"
@@ -270,8 +271,15 @@ def test_body_not_an_object() -> None:
 def _random_chat(rng: random.Random) -> dict[str, Any]:
     words = ["alpha", "beta", "gamma", "δέλτα", "中文", "code()"]
     messages: list[dict[str, Any]] = [{"role": "system", "content": "sys " + rng.choice(words)}]
+    images = [{"type": "image_url", "image_url": {"url": "data:image/webp;base64,UklGRg=="}},
+              {"type": "image_url", "image_url": {"url": "https://example.com/p.png"}}]
     for turn in range(rng.randint(1, 4)):
-        messages.append(user(" ".join(rng.choices(words, k=3))))
+        text = " ".join(rng.choices(words, k=3))
+        if rng.random() < 0.3:
+            messages.append(user([{"type": "text", "text": text},
+                                  *rng.sample(images, rng.randint(1, 2))]))
+        else:
+            messages.append(user(text))
         calls = [call(f"call_{turn}_{k}", rng.choice(["f", "g"]),
                       json.dumps({"x": rng.randint(0, 9), "s": rng.choice(words)}))
                  for k in range(rng.randint(0, 3))]
@@ -332,3 +340,18 @@ def test_round_trip_through_the_forward_translator(seed: int) -> None:
         assert back["temperature"] == original["temperature"]
         assert back["max_tokens"] == original["max_tokens"]
     assert back["tool_choice"] == original["tool_choice"]
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_random_corruption_only_raises_translation_error(seed: int) -> None:
+    """Garbage anywhere in a valid request: a TranslationError (400) or a body Anthropic takes,
+    never another exception (a 500)."""
+    rng = random.Random(seed)
+    base = load(REQUEST / f"{rng.choice(CASES)}.json")
+    body = _mutations(copy.deepcopy(base["request"]), rng)
+    try:
+        out = chat_to_anthropic(body, TranslateOptions(**base["options"])).body
+    except TranslationError as exc:
+        assert str(exc)
+        return
+    check_anthropic_request(out)
