@@ -186,16 +186,17 @@ def _thinking(body: dict[str, Any], out: dict[str, Any], limit: int | None) -> N
         return  # a forced tool call is the client's explicit need; thinking forbids it
     if not _thinking_allowed(out["messages"]):
         return
-    budget = THINKING_BUDGETS[effort]
-    if out["max_tokens"] <= budget:
+    budget, max_tokens = THINKING_BUDGETS[effort], out["max_tokens"]
+    if max_tokens <= budget:
         # OpenAI counts reasoning inside max_completion_tokens; keep what the client asked for
         # as the answer's room on top of the budget, unless the model's limit is lower.
-        out["max_tokens"] += budget
-        if limit is not None and out["max_tokens"] > limit:
-            out["max_tokens"] = limit
-            budget = min(budget, out["max_tokens"] // 2)
+        max_tokens += budget
+        if limit is not None and max_tokens > limit:
+            max_tokens = limit
+            budget = min(budget, max_tokens // 2)
     if budget < MIN_THINKING_BUDGET:
-        return  # too little room to think: answer without thinking
+        return  # too little room to think: answer without thinking, as asked
+    out["max_tokens"] = max_tokens
     out["thinking"] = {"type": "enabled", "budget_tokens": budget}
     out.pop("temperature", None)
     if out.get("top_p", 1.0) < 0.95:

@@ -205,6 +205,9 @@ def test_reasoning_effort_within_model_limit_and_none() -> None:
     assert out["max_tokens"] == 8000 and out["thinking"]["budget_tokens"] == 4000
     tiny = convert({"messages": [user("q")], "reasoning_effort": "low"}, max_output_tokens=1500)
     assert "thinking" not in tiny  # no room for Anthropic's 1024-token minimum budget
+    short = convert({"messages": [user("q")], "reasoning_effort": "low", "max_tokens": 100},
+                    max_output_tokens=1800)
+    assert "thinking" not in short and short["max_tokens"] == 100  # the client's limit kept
     assert chat(user("q"), reasoning_effort="none")["thinking"] == {"type": "disabled"}
     big = chat(user("q"), reasoning_effort="low", max_tokens=5000)
     assert big["max_tokens"] == 5000
