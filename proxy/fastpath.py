@@ -142,20 +142,24 @@ async def _client_leaves(receive: Receive) -> None:
 async def _unless_client_leaves(
     work: Awaitable[JsonResult | StreamResult], client_left: asyncio.Future[None],
 ) -> JsonResult | StreamResult | None:
-    """The handler's result, or None once the client has left (the handler is cancelled)."""
+    """The handler's result, or None when the client left first (the handler is cancelled
+    at once). A result that comes just as the client leaves is returned: a stream's relay
+    then ends it (and runs its cleanup)."""
     task = asyncio.ensure_future(work)
+
+    def stop(_left: asyncio.Future[None]) -> None:
+        task.cancel()
+
+    client_left.add_done_callback(stop)  # cheaper per request than asyncio.wait
     try:
-        await asyncio.wait({task, client_left}, return_when=asyncio.FIRST_COMPLETED)
+        return await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():  # this request is cancelled itself
+            raise
+        return None
     finally:
-        if not task.done():
-            task.cancel()
-    if not client_left.done():
-        return task.result()
-    with contextlib.suppress(asyncio.CancelledError):
-        result = await task
-        if isinstance(result, StreamResult) and result.cleanup is not None:
-            await result.cleanup()  # a stream ready just as the client left
-    return None
+        client_left.remove_done_callback(stop)
 
 
 async def _send_stream(send: Send, client_left: asyncio.Future[None],
