@@ -73,3 +73,22 @@ def test_the_upstream_call_ends_when_the_client_leaves(server, upstream, path, b
         time.sleep(0.1)
     [line] = access_lines(server, request_id)
     assert f"POST {path} 499 " in line, line
+
+
+def test_a_stream_the_client_leaves_is_499_in_both_logs(server, upstream):
+    upstream.script(sc.slow(sc.text("one two three four five six", chunks=6), chunk_delay=0.5))
+    request_id = f"left-stream-{time.monotonic_ns()}"
+    since = timezone.now()
+    with httpx.stream("POST", server.url + "/v1/chat/completions", timeout=10,
+                      headers={"x-request-id": request_id},
+                      json={"model": "glm-5", "stream": True, "messages": MESSAGES}) as response:
+        assert response.status_code == 200
+        next(response.iter_bytes())  # the answer has begun; then the client goes
+    upstream.wait_for_disconnect(timeout=5)
+    [row] = request_log_rows(server, since)
+    assert row["status"] == 499
+    deadline = time.monotonic() + 5
+    while not access_lines(server, request_id) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    [line] = access_lines(server, request_id)
+    assert "POST /v1/chat/completions 499 " in line, line
