@@ -10,20 +10,6 @@ from typing import Any
 
 from proxy.upstream.types import UpstreamError
 
-# OpenAI-style error `type` for the status we answer with; the renderer may use it verbatim.
-ERROR_TYPE_BY_STATUS: dict[int, str] = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    402: "billing_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    502: "api_error",
-    503: "overloaded_error",
-    504: "timeout_error",
-}
-
 # How much of a non-JSON body we keep as the message (HTML error pages can be huge).
 MAX_TEXT_MESSAGE = 500
 
@@ -44,13 +30,6 @@ _BANNED_RE = re.compile(
     r"|account[^.]{0,40}\b(disabled|blocked|frozen)\b|封禁|封号|冻结|停用",
     re.IGNORECASE,
 )
-
-
-def error_type_for(status: int) -> str:
-    """The OpenAI-style error type for one of our answer statuses."""
-    if status in ERROR_TYPE_BY_STATUS:
-        return ERROR_TYPE_BY_STATUS[status]
-    return "invalid_request_error" if 400 <= status < 500 else "api_error"
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -239,5 +218,4 @@ def error_from_openai_object(
         retry_after=retry_after,
         upstream_status=code if code else (str(http_status) if http_status else None),
         account_action="cooldown" if status == 429 else None,
-        extra={"type": fields["type"] or error_type_for(status)},
     )

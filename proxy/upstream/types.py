@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,6 @@ class UpstreamError(Exception):
     retry_after: float | None = None
     upstream_status: str | None = None
     account_action: str | None = None
-    extra: dict = field(default_factory=dict)
 
     def __str__(self) -> str:
         return f"{self.status} {self.code or ''} {self.message}".strip()

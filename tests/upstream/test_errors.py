@@ -10,7 +10,6 @@ import pytest
 
 from proxy.upstream.errors import (
     error_message_from_body,
-    error_type_for,
     parse_retry_after,
     retry_after_from_headers,
 )
@@ -70,17 +69,3 @@ def test_error_message_from_body(body: bytes, expected: str) -> None:
 
 def test_error_message_from_long_text_is_truncated() -> None:
     assert error_message_from_body(b"x" * 2000) == "x" * 500
-
-
-@pytest.mark.parametrize(
-    ("status", "etype"),
-    [
-        (400, "invalid_request_error"),
-        (401, "authentication_error"),
-        (429, "rate_limit_error"),
-        (418, "invalid_request_error"),
-        (502, "api_error"),
-    ],
-)
-def test_error_type_for(status: int, etype: str) -> None:
-    assert error_type_for(status) == etype

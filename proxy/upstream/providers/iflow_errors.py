@@ -9,7 +9,6 @@ from proxy.upstream.errors import (
     envelope_fields,
     error_from_openai_object,
     error_message_from_body,
-    error_type_for,
     is_success_code,
     openai_error_fields,
     parse_json_object,
@@ -46,7 +45,6 @@ def envelope_error(code: str, message: str, *, retry_after: float | None = None)
         retry_after=retry_after if status == 429 else None,
         upstream_status=code,
         account_action=action,
-        extra={"type": error_type_for(status)},
     )
 
 
@@ -88,7 +86,6 @@ def error_from_response(status: int, headers: dict[str, str], body: bytes) -> Up
             code="upstream_401",
             upstream_status=seen,
             account_action="refresh",
-            extra={"type": "authentication_error"},
         )
     if status == 406:
         # Seen for CLI-only models when the CLI headers were missing or refused: our fault or
@@ -102,7 +99,6 @@ def error_from_response(status: int, headers: dict[str, str], body: bytes) -> Up
             ),
             code="upstream_406",
             upstream_status=seen,
-            extra={"type": "api_error"},
         )
     if status == 429:
         return UpstreamError(
@@ -112,7 +108,6 @@ def error_from_response(status: int, headers: dict[str, str], body: bytes) -> Up
             retry_after=retry_after,
             upstream_status=seen,
             account_action="cooldown",
-            extra={"type": "rate_limit_error"},
         )
     if status == 413:
         return UpstreamError(
@@ -120,7 +115,6 @@ def error_from_response(status: int, headers: dict[str, str], body: bytes) -> Up
             message=message or "Request too large for the model's context (HTTP 413)",
             code="context_length_exceeded",
             upstream_status=seen,
-            extra={"type": "request_too_large"},
         )
     ours = status if 400 <= status < 500 else 502
     return UpstreamError(
@@ -129,7 +123,6 @@ def error_from_response(status: int, headers: dict[str, str], body: bytes) -> Up
         code=f"upstream_{status}",
         retry_after=retry_after,
         upstream_status=seen,
-        extra={"type": error_type_for(ours)},
     )
 
 

@@ -12,7 +12,6 @@ from typing import Any
 from proxy.upstream.errors import (
     error_from_openai_object,
     error_message_from_body,
-    error_type_for,
     looks_like_banned,
     looks_like_context_overflow,
     looks_like_model_not_found,
@@ -104,7 +103,6 @@ def error_from_response(status: int, headers: dict[str, str], body: bytes) -> Up
         retry_after=retry_after,
         upstream_status=str(status),
         account_action=action,
-        extra={"type": (fields["type"] if fields and fields["type"] else error_type_for(ours))},
     )
 
 
