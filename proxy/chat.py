@@ -7,6 +7,7 @@ from typing import Any
 
 from django.utils.translation import gettext
 
+from iflow2api_lib.wire import SSE_COMMENT_PING, SSE_DONE, sse_data
 from proxy.errors import ApiError
 from proxy.http import ApiRequest, JsonResult, StreamResult
 from proxy.pipeline import GatewayOptions, Route, admit, now, read_json_object, resolve_model
@@ -19,7 +20,6 @@ from proxy.translate.openai_chat import (
 )
 from proxy.upstream.types import UpstreamError
 from proxy.vision import model_for_images
-from proxy.wire import SSE_COMMENT_PING, SSE_DONE, sse_data
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 

@@ -17,10 +17,10 @@ from typing import Any
 
 from django.utils.translation import gettext
 
+from iflow2api_lib.wire import dumps
 from instances.runtime import instance_for_port
 from instances.services import directory
 from proxy.errors import ApiError
-from proxy.wire import dumps
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

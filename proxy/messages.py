@@ -9,6 +9,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.utils.translation import gettext
 
+from iflow2api_lib.wire import sse_event
 from proxy.errors import ApiError
 from proxy.http import ApiRequest, JsonResult, StreamResult
 from proxy.pipeline import GatewayOptions, Route, admit, read_json_object, resolve_model
@@ -21,7 +22,6 @@ from proxy.translate.tokens import estimate_tokens
 from proxy.translate.types import TranslateOptions, TranslationError, UpstreamResponseError
 from proxy.upstream.types import UpstreamError
 from proxy.vision import model_for_images
-from proxy.wire import sse_event
 
 PING = sse_event("ping", {"type": "ping"})
 

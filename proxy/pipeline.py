@@ -15,6 +15,7 @@ from django.utils.translation import gettext
 from accounts.models import Account
 from accounts.pool import Lease, NoAccount, PoolExhausted, pool
 from accounts.services import AccountRef, ModelRef, request_refresh, routing
+from iflow2api_lib.wire import loads
 from instances.ratelimit import RuleRef
 from instances.services import InstanceConfig, KeyRef, directory
 from proxy.bodies import BodyLimits, check_before_parsing, check_parsed, too_deep_error
@@ -25,7 +26,6 @@ from proxy.upstream.client import UpstreamClient
 from proxy.upstream.providers import get_provider
 from proxy.upstream.providers.base import Provider
 from proxy.upstream.types import PreparedRequest, UpstreamError, UpstreamTarget
-from proxy.wire import loads
 
 T = TypeVar("T")
 

@@ -16,11 +16,11 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from iflow2api_lib.wire import loads
 from proxy.translate.sse import SSEDataParser
 from proxy.upstream.images import ImageFetcher
 from proxy.upstream.providers.base import Provider
 from proxy.upstream.types import PreparedRequest, UpstreamError
-from proxy.wire import loads
 
 log = logging.getLogger(__name__)
 

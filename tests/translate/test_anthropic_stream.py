@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from iflow2api_lib.wire import sse_event as encode_event
 from proxy.translate.anthropic_stream import AnthropicStreamTranslator
-from proxy.wire import sse_event as encode_event
 from tests.translate.golden import FIXTURES, assert_golden, load
 from tests.translate.grammar import check_anthropic_stream
 
