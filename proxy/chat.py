@@ -18,8 +18,8 @@ from proxy.translate.openai_chat import (
     new_completion_id,
     normalize_completion,
 )
-from proxy.upstream.types import UpstreamError
 from proxy.vision import model_for_images
+from upstream.types import UpstreamError
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 

@@ -12,7 +12,7 @@ from django.utils.translation import gettext, gettext_noop
 # `echo`: the one helper that cuts a client's value short before an error message quotes it
 # (pure, so the translators use it too).
 from proxy.translate.types import echo as echo
-from proxy.upstream.types import UpstreamError
+from upstream.types import UpstreamError
 
 OPENAI_TYPES = {
     400: "invalid_request_error",
@@ -39,7 +39,7 @@ ANTHROPIC_TYPES = {
 
 
 DEFAULT_RETRY_AFTER = 5.0
-# The upstream client's fixed messages (proxy/upstream knows no Django): translated here, at
+# The upstream client's fixed messages (upstream knows no Django): translated here, at
 # the edge. Anything else an upstream says is passed on as it is.
 UPSTREAM_MESSAGES = frozenset({
     gettext_noop("upstream timed out"),

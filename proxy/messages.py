@@ -20,8 +20,8 @@ from proxy.translate.anthropic_response import openai_to_anthropic
 from proxy.translate.anthropic_stream import AnthropicStreamTranslator
 from proxy.translate.tokens import estimate_tokens
 from proxy.translate.types import TranslateOptions, TranslationError, UpstreamResponseError
-from proxy.upstream.types import UpstreamError
 from proxy.vision import model_for_images
+from upstream.types import UpstreamError
 
 PING = sse_event("ping", {"type": "ping"})
 

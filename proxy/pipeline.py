@@ -22,10 +22,10 @@ from proxy.bodies import BodyLimits, check_before_parsing, check_parsed, too_dee
 from proxy.errors import ApiError, echo, hide_secrets
 from proxy.http import ApiRequest
 from proxy.unusable import no_account_error
-from proxy.upstream.client import UpstreamClient
-from proxy.upstream.providers import get_provider
-from proxy.upstream.providers.base import Provider
-from proxy.upstream.types import PreparedRequest, UpstreamError, UpstreamTarget
+from upstream.client import UpstreamClient
+from upstream.providers import get_provider
+from upstream.providers.base import Provider
+from upstream.types import PreparedRequest, UpstreamError, UpstreamTarget
 
 T = TypeVar("T")
 

@@ -20,8 +20,8 @@ from django.utils.translation import gettext
 
 from proxy.errors import ApiError
 from proxy.http import SSE_HEADERS, StreamResult
-from proxy.lifecycle import lifecycle
-from proxy.upstream.types import UpstreamError
+from proxy.lifecycle import Lifecycle
+from upstream.types import UpstreamError
 
 Batches = AsyncIterator[list[dict]]
 
@@ -62,6 +62,7 @@ def stream_body(
     pending: asyncio.Future[list[dict]],
     session: StreamSession,
     *,
+    lifecycle: Lifecycle,
     keepalive_seconds: float,
     on_finish: Callable[[ApiError | None], Awaitable[Any]] | None = None,
 ) -> StreamResult:

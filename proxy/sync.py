@@ -26,9 +26,9 @@ from django.utils.translation import gettext_lazy, ngettext
 from accounts.models import Account, ModelInfo, Provider
 from accounts.services import invalidate_routing
 from proxy.pipeline import target_for
-from proxy.upstream.client import UpstreamClient
-from proxy.upstream.providers import UnknownProviderError, get_provider
-from proxy.upstream.types import UpstreamError
+from upstream.client import UpstreamClient
+from upstream.providers import UnknownProviderError, get_provider
+from upstream.types import UpstreamError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from django.utils import timezone
 from instances import status as live_status
 from proxy.errors import ApiError, hide_secrets
 from proxy.requestlog import RequestRecord, clean_error, log, log_request
-from proxy.upstream.types import UpstreamError
+from upstream.types import UpstreamError
 
 if TYPE_CHECKING:
     from proxy.pipeline import Route

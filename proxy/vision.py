@@ -21,7 +21,7 @@ from proxy.translate.vision import (
     set_image_url,
     to_data_url,
 )
-from proxy.upstream.types import UpstreamError
+from upstream.types import UpstreamError
 
 # Providers that take images only as data URLs: URL images are fetched and inlined for them.
 DATA_URL_ONLY_PROVIDERS = frozenset({"iflow"})

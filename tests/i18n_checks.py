@@ -13,6 +13,8 @@ from django.template.base import Lexer, TokenType
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = ("accounts", "instances", "proxy", "iflow2api_site")
+# First-party packages without a catalogue of their own: copied with the apps for makemessages.
+LIBRARIES = ("iflow2api_lib", "upstream")
 LANGUAGE = "zh_Hans"
 # makemessages: everything outside the packages is left out (tests, scripts, bench, …).
 MAKEMESSAGES_IGNORE = ("tests", "scripts", "bench", "node_modules", "docker", "build", "dist",
@@ -148,7 +150,7 @@ SHOWN_KEYWORDS = {"help_text", "verbose_name", "verbose_name_plural", "label", "
 SHOWN_CLASS_ATTRIBUTES = {"help", "title", "verbose_name", "verbose_name_plural"}
 # Framework-free code (it cannot import Django: its fixed messages are translated at the
 # edge, proxy/errors.py), migrations, and the OpenAPI document (for developers, in English).
-PYTHON_EXEMPT = ("proxy/translate/", "proxy/upstream/", "/migrations/")
+PYTHON_EXEMPT = ("proxy/translate/", "/upstream/", "/migrations/")
 PYTHON_EXEMPT_CALLS = {("proxy/api.py", "NinjaAPI")}
 WORD = re.compile(r"[A-Za-z]{2,}")
 

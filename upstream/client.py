@@ -17,10 +17,10 @@ import aiohttp
 from yarl import URL
 
 from iflow2api_lib.wire import loads
-from proxy.translate.sse import SSEDataParser
-from proxy.upstream.images import ImageFetcher
-from proxy.upstream.providers.base import Provider
-from proxy.upstream.types import PreparedRequest, UpstreamError
+from upstream.images import ImageFetcher
+from upstream.providers.base import Provider
+from upstream.sse import SSEDataParser
+from upstream.types import PreparedRequest, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class UpstreamClient:
     async def fetch_image(
         self, url: str, *, max_bytes: int, timeout: float, allow_private: bool
     ) -> tuple[str, bytes]:
-        """(content type, bytes) of an image URL a client sent (proxy/upstream/images.py)."""
+        """(content type, bytes) of an image URL a client sent (upstream/images.py)."""
         return await self.images.fetch(url, max_bytes=max_bytes, timeout=timeout,
                                        allow_private=allow_private)
 

@@ -8,7 +8,7 @@ import time
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from proxy.upstream.types import UpstreamError
+from upstream.types import UpstreamError
 
 # How much of a non-JSON body we keep as the message (HTML error pages can be huge).
 MAX_TEXT_MESSAGE = 500

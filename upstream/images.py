@@ -2,7 +2,7 @@
 
 Image fetches go direct (never through UPSTREAM_PROXY: the address connected to must be one we
 checked) on their own sessions, whose connector resolves through the SSRF guard
-(GuardedResolver, with proxy/upstream/ssrf.py's deny list): each host is resolved once, every
+(GuardedResolver, with upstream/ssrf.py's deny list): each host is resolved once, every
 address is checked, and only the checked addresses are connected to. IP literals skip the
 resolver, so they are checked here.
 """
@@ -18,8 +18,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 from yarl import URL
 
-from proxy.upstream.ssrf import is_denied_address
-from proxy.upstream.types import UpstreamError
+from upstream.ssrf import is_denied_address
+from upstream.types import UpstreamError
 
 MAX_REDIRECTS = 3
 REDIRECTS = frozenset({301, 302, 303, 307, 308})

@@ -1,6 +1,6 @@
 """The SSRF guard's deny list for image URLs fetched on a client's behalf: which addresses an
 image may not be fetched from. Pure; the resolver that applies it to every address a host
-resolves to, and pins the connection to those, is proxy/upstream/images.py's."""
+resolves to, and pins the connection to those, is upstream/images.py's."""
 
 from __future__ import annotations
 

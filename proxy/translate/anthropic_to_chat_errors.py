@@ -4,7 +4,7 @@
 `{"error":{"message","type","param","code"}}` with the status an OpenAI client expects. The
 upstream's wording is kept. Anthropic's "prompt is too long: N tokens > M maximum" becomes
 `context_length_exceeded` (the broader, every-vendor wording check is the upstream client's,
-proxy/upstream/errors.py; this one only knows the Messages API's own words).
+upstream/errors.py; this one only knows the Messages API's own words).
 """
 
 from __future__ import annotations

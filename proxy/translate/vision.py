@@ -1,5 +1,5 @@
 """Images in OpenAI chat bodies: finding them and checking data URLs. Pure: fetching image URLs
-(and the SSRF guard) is the upstream client's (proxy/upstream/images.py)."""
+(and the SSRF guard) is the upstream client's (upstream/images.py)."""
 
 from __future__ import annotations
 

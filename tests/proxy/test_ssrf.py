@@ -1,4 +1,4 @@
-"""The SSRF guard of image fetching (proxy/upstream/ssrf.py, proxy/upstream/images.py): the deny
+"""The SSRF guard of image fetching (upstream/ssrf.py, upstream/images.py): the deny
 list range by range, and that the address connected to is the address that was checked.
 
 Nothing leaves loopback. The event loop below is the network edge: its DNS answers are
@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from proxy.upstream.client import UpstreamClient
-from proxy.upstream.ssrf import is_denied_address
-from proxy.upstream.types import UpstreamError
 from tests.images import image_server, png
+from upstream.client import UpstreamClient
+from upstream.ssrf import is_denied_address
+from upstream.types import UpstreamError
 
 PUBLIC = "93.184.216.34"  # never contacted: EdgeLoop routes it to a loopback server
 PUBLIC_PNG = png(padding=11)

@@ -8,7 +8,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from proxy.upstream.errors import (
+from upstream.errors import (
     error_message_from_body,
     parse_retry_after,
     retry_after_from_headers,

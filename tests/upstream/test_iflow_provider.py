@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from proxy.upstream.providers import get_provider, iflow
-from proxy.upstream.providers.base import Provider
-from proxy.upstream.types import UpstreamTarget
+from upstream.providers import get_provider, iflow
+from upstream.providers.base import Provider
+from upstream.types import UpstreamTarget
 
 KEY = "sk-test"
 SESSION = "session-00000000-0000-4000-8000-000000000000"

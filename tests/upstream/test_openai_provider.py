@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from proxy.upstream.providers import UnknownProviderError, get_provider, openai
-from proxy.upstream.providers.base import Provider
-from proxy.upstream.types import UpstreamTarget
+from upstream.providers import UnknownProviderError, get_provider, openai
+from upstream.providers.base import Provider
+from upstream.types import UpstreamTarget
 
 TARGET = UpstreamTarget(provider="openai", base_url="https://api.deepseek.com/v1/", api_key="sk-x")
 NO_KEY = UpstreamTarget(provider="openai", base_url="http://localhost:11434/v1", api_key="")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from proxy.upstream.providers import iflow, openai
-from proxy.upstream.providers.base import Provider
+from upstream.providers import iflow, openai
+from upstream.providers.base import Provider
 
 __all__ = ["Provider", "UnknownProviderError", "get_provider", "provider_names"]
 

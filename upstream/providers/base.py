@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from proxy.upstream.types import PreparedRequest, UpstreamError, UpstreamTarget
+from upstream.types import PreparedRequest, UpstreamError, UpstreamTarget
 
 
 @runtime_checkable

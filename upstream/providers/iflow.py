@@ -15,11 +15,11 @@ import time
 import uuid
 from typing import Any
 
-from proxy.upstream.providers.base import FunctionProvider, join_url
+from upstream.providers.base import FunctionProvider, join_url
 
 # The body rules and the error table live beside this module; these names are part of the
 # provider's interface (tests and callers use them from here).
-from proxy.upstream.providers.iflow_body import (  # noqa: F401
+from upstream.providers.iflow_body import (  # noqa: F401
     TOOL_NOT_EXECUTED,
     clean_schema,
     clean_tools,
@@ -29,12 +29,12 @@ from proxy.upstream.providers.iflow_body import (  # noqa: F401
     shape_body,
     thinking_requested,
 )
-from proxy.upstream.providers.iflow_errors import (  # noqa: F401
+from upstream.providers.iflow_errors import (  # noqa: F401
     envelope_error,
     error_from_payload,
     error_from_response,
 )
-from proxy.upstream.types import PreparedRequest, UpstreamTarget
+from upstream.types import PreparedRequest, UpstreamTarget
 
 DEFAULT_BASE_URL = "https://apis.iflow.cn/v1"
 # Exactly this, no version: it is what unlocks the CLI-only models (glm-4.7, glm-5).

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from proxy.upstream.errors import (
+from upstream.errors import (
     envelope_fields,
     error_from_openai_object,
     error_message_from_body,
@@ -15,7 +15,7 @@ from proxy.upstream.errors import (
     retry_after_from_headers,
     retry_after_from_object,
 )
-from proxy.upstream.types import UpstreamError
+from upstream.types import UpstreamError
 
 # ---------------------------------------------------------------------------- errors
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from proxy.upstream.errors import (
+from upstream.errors import (
     error_from_openai_object,
     error_message_from_body,
     looks_like_banned,
@@ -20,8 +20,8 @@ from proxy.upstream.errors import (
     retry_after_from_headers,
     retry_after_from_object,
 )
-from proxy.upstream.providers.base import FunctionProvider, join_url
-from proxy.upstream.types import PreparedRequest, UpstreamError, UpstreamTarget
+from upstream.providers.base import FunctionProvider, join_url
+from upstream.types import PreparedRequest, UpstreamError, UpstreamTarget
 
 
 def build_headers(target: UpstreamTarget, *, accept: str) -> list[tuple[str, str]]:
