@@ -84,11 +84,11 @@ def env_example() -> tuple[dict[str, str], dict[str, str]]:
     return active, commented
 
 
-def readme_configuration_settings() -> set[str]:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+def documented_settings() -> set[str]:
+    """The variables of the settings table in docs/configuration.md."""
+    table = (ROOT / "docs" / "configuration.md").read_text()
     names: set[str] = set()
-    for row in section.splitlines():
+    for row in table.splitlines():
         if row.startswith("| `"):
             names |= set(re.findall(r"`([A-Z][A-Z0-9_]+)`", row.split("|")[1]))
     return names
@@ -199,7 +199,7 @@ def test_the_scale_override_puts_nginx_in_front_of_the_replicas():
 def test_env_example_lists_every_setting():
     active, commented = env_example()
     listed = set(active) | set(commented)
-    for source, names in [("README's configuration table", readme_configuration_settings()),
+    for source, names in [("docs/configuration.md", documented_settings()),
                           ("settings.py / importers.py", settings_variables()),
                           ("the compose files", compose_variables()),
                           ("the entrypoint", entrypoint_variables())]:
@@ -207,6 +207,11 @@ def test_env_example_lists_every_setting():
         assert names <= listed, f"missing from docker/.env.example ({source}): " \
                                 f"{sorted(names - listed)}"
     assert not set(active) & set(commented)
+
+
+def test_every_setting_is_in_the_configuration_table():
+    missing = settings_variables() - documented_settings()
+    assert not missing, f"settings missing from docs/configuration.md: {sorted(missing)}"
 
 
 def test_env_example_points_at_the_compose_services():
