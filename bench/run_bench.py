@@ -19,6 +19,7 @@ import re
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -201,8 +202,35 @@ def gateway_env(home: str, fake_port: int) -> dict[str, str]:
            if not k.startswith(("IFLOW", "UPSTREAM_", "DJANGO_", "ANTHROPIC_", "OPENAI_"))}
     env.update(IFLOW2API_HOME=home, IMPORT_IFLOW_SETTINGS="0", PYTHONUNBUFFERED="1",
                UPSTREAM_BASE_URL=f"http://127.0.0.1:{fake_port}/v1", UPSTREAM_API_KEY="sk-bench",
-               UPSTREAM_MODELS="bench-model")
+               UPSTREAM_MODELS="bench-model", METRICS_ENABLED="1")
     return env
+
+
+# Every feature on: besides the request log, live status and metrics (METRICS_ENABLED above),
+# one rate rule on the default instance, generous enough never to refuse a bench request.
+RATE_RULE = """
+from django.conf import settings
+from instances.models import RateRule
+from instances.services import ensure_default_instance
+conf = settings.IFLOW2API
+instance = ensure_default_instance(conf["HOST"], conf["PORT"])
+RateRule.objects.get_or_create(name="bench", defaults=dict(
+    scope="instance", instance=instance, requests_per_minute=100_000_000,
+    concurrent_streams=1_000_000))
+"""
+
+
+def prepare_gateway(env: dict[str, str], log: Path) -> str:
+    """Migrates and adds the rate rule before `serve`; returns a note when that failed."""
+    cli = [sys.executable, "-m", "iflow2api_site.cli"]
+    for argv in ([*cli, "migrate", "--verbosity", "0"], [*cli, "shell", "-c", RATE_RULE]):
+        with open(log, "ab") as out:
+            done = subprocess.run(argv, env=env, cwd=str(REPO), stdout=out,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  timeout=180, check=False)
+        if done.returncode:
+            return f"note: {argv[3]} failed ({log}): running without the rate rule"
+    return ""
 
 
 def log_problems(log: Path, limit: int = 60) -> list[str]:
@@ -273,6 +301,9 @@ def main() -> int:
                                  str(fake_port)], LOAD_CPU if pinned else None,
                                 Path(home) / "fake.log")
         procs.wait_http(f"{fake}/v1/models", fake_proc, 15)
+        note = prepare_gateway(gateway_env(home, fake_port), gw_log)
+        if note:
+            print(note, flush=True)
         gw_proc = procs.start([sys.executable, "-m", "iflow2api_site.cli", "serve", "--port",
                                str(gw_port)], GATEWAY_CPU if pinned else None, gw_log,
                               env=gateway_env(home, fake_port), cwd=str(REPO))
