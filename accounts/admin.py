@@ -91,7 +91,7 @@ class AccountAdmin(admin.ModelAdmin):
     @admin.display(description=gettext_lazy("state"), ordering="state")
     def state_now(self, obj: Account) -> str:
         """The state, and for a cooldown the time left (a rate-limited account may still
-        serve as the last one: see the README's pool section)."""
+        serve as the last one: see docs/accounts.md, "Accounts and the pool")."""
         left = (obj.cooldown_until - timezone.now()).total_seconds() if obj.cooldown_until else 0
         if obj.state != Account.State.COOLING or left <= 0:
             return str(obj.get_state_display())

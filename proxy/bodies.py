@@ -1,4 +1,4 @@
-"""Limits on the work one client body may cause (README: "Request limits").
+"""Limits on the work one client body may cause (docs/security.md: "Request limits").
 
 A body within MAX_BODY_BYTES can still hold 600k tiny messages or 100k nested arrays: parsing
 and translating it would take seconds and ~20x its size in memory. These bounds keep the work

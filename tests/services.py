@@ -23,12 +23,12 @@ def _reachable(port: int) -> bool:
 
 def require_postgres() -> None:
     if not _reachable(5432):
-        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432 (see README: Testing)")
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432 (see docs/testing.md)")
 
 
 def require_redis() -> None:
     if not _reachable(6379):
-        pytest.skip("Redis is not running on 127.0.0.1:6379 (see README: Testing)")
+        pytest.skip("Redis is not running on 127.0.0.1:6379 (see docs/testing.md)")
 
 
 @contextmanager
