@@ -13,7 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Account, ModelInfo
-from iflow2api_site.snapshot import Snapshot
+from iflow2api_lib.snapshot import Snapshot
 
 SNAPSHOT_TTL_SECONDS = 2.0
 

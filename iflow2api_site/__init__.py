@@ -1,3 +1,5 @@
 """iflow2api: the Django project package."""
 
-__version__ = "0.1.0"
+from iflow2api_lib import __version__
+
+__all__ = ["__version__"]

@@ -15,7 +15,7 @@ def main() -> None:
     from django.core.management import execute_from_command_line
     from django.utils import translation
 
-    from iflow2api_site.i18n import language_from_environment, split_lang_option, supported
+    from iflow2api_lib.i18n import language_from_environment, split_lang_option, supported
 
     asked, argv = split_lang_option(sys.argv)
     django.setup()  # the catalogues need the apps (execute_from_command_line's setup is a no-op)

@@ -27,7 +27,7 @@ from django.utils import translation
 from django.utils.translation import gettext
 from twisted.web.http import HTTPChannel
 
-from iflow2api_site.i18n import api_language
+from iflow2api_lib.i18n import api_language
 from iflow2api_site.logs import log_answered_by_listener
 from proxy import chat, fastpath
 from proxy.errors import ApiError

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
-from iflow2api_site.snapshot import Snapshot
+from iflow2api_lib.snapshot import Snapshot
 from instances.models import DEFAULT_INSTANCE, ClientKey, Instance, hash_key
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI, Router
 
-from iflow2api_site import __version__
+from iflow2api_lib import __version__
 from proxy import catalog, chat, messages
 from proxy.errors import ApiError
 from proxy.http import (

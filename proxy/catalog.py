@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 
 from accounts.services import routing
-from iflow2api_site import __version__
+from iflow2api_lib import __version__
 from proxy.errors import ApiError
 from proxy.http import ApiRequest, JsonResult
 from proxy.pipeline import admit

@@ -12,8 +12,8 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils import translation
 from django.utils.translation import gettext
 
+from iflow2api_lib.i18n import api_language
 from iflow2api_lib.wire import dumps
-from iflow2api_site.i18n import api_language
 from instances.runtime import instance_for_port
 from proxy.errors import ApiError
 

@@ -4,8 +4,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import translation
 from django.utils.translation import gettext
 
-from iflow2api_site import __version__
-from iflow2api_site.i18n import api_language
+from iflow2api_lib import __version__
+from iflow2api_lib.i18n import api_language
 from proxy.chat import openai_error
 from proxy.errors import ApiError
 from proxy.http import to_django

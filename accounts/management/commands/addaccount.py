@@ -16,7 +16,7 @@ from django.utils.translation import gettext_lazy
 from accounts.logins import LoginError, add_api_key_account, mask_secret
 from accounts.management.commands.iflow_login import read_secret
 from accounts.models import Provider
-from iflow2api_site.i18n import TranslatedHelp
+from iflow2api_lib.i18n import TranslatedHelp
 
 
 class Command(TranslatedHelp, BaseCommand):

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand
 from django.utils.translation import gettext_lazy
 
 from accounts.crypto import new_key
-from iflow2api_site.i18n import TranslatedHelp
+from iflow2api_lib.i18n import TranslatedHelp
 
 
 class Command(TranslatedHelp, BaseCommand):

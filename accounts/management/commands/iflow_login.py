@@ -36,7 +36,7 @@ from accounts.logins import (
     start_oauth_login,
 )
 from accounts.models import Account, Provider
-from iflow2api_site.i18n import TranslatedHelp
+from iflow2api_lib.i18n import TranslatedHelp
 
 CALLBACK_PATH = "/oauth2callback"
 

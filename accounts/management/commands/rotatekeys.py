@@ -10,7 +10,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from accounts import crypto
-from iflow2api_site.i18n import TranslatedHelp
+from iflow2api_lib.i18n import TranslatedHelp
 
 
 class Command(TranslatedHelp, BaseCommand):

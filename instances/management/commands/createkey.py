@@ -13,7 +13,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from iflow2api_site.i18n import TranslatedHelp
+from iflow2api_lib.i18n import TranslatedHelp
 from instances.models import DEFAULT_INSTANCE, ClientKey, Instance
 from instances.services import ensure_default_instance
 

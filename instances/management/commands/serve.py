@@ -18,7 +18,7 @@ from django.utils.translation import gettext_lazy
 
 from accounts.checks import ensure_secrets_readable
 from accounts.importers import import_environment, import_iflow_settings
-from iflow2api_site.i18n import TranslatedHelp
+from iflow2api_lib.i18n import TranslatedHelp
 from instances.models import DEFAULT_INSTANCE, Instance
 from instances.services import ensure_default_instance, import_environment_keys, usable_key_count
 from instances.supervisor import Address, Supervisor, is_loopback

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from iflow2api_site.i18n import TranslatedHelp
+from iflow2api_lib.i18n import TranslatedHelp
 from proxy.sync import sync_models
 
 
