@@ -1,0 +1,156 @@
+"""The README's quick start, run as written (issue 17): its shell commands in order, in a fresh
+home, against a fake upstream standing in for the provider. Only the address is adapted (a free
+loopback port instead of 28000, the fake's URL instead of the provider's); the install step is
+the one this suite already runs from, and `./scripts/test` is this suite."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fakes.upstream import FakeUpstream
+from tests.servers import ROOT, free_port
+
+PROVIDER_URL = "https://api.deepseek.com/v1"
+
+
+def quick_start(readme: str) -> str:
+    return readme.split("\n## Quick start\n", 1)[1].split("\n## ", 1)[0]
+
+
+def shell_commands(section: str) -> list[str]:
+    """Each command of the section's ```sh blocks, continuation lines joined, comments dropped."""
+    commands: list[str] = []
+    for block in re.findall(r"```sh\n(.*?)```", section, re.S):
+        for command in re.sub(r"\\\n\s*", "", block).splitlines():
+            command = command.strip()
+            if command and not command.startswith("#"):
+                commands.append(command)
+    return commands
+
+
+def bare_iflow2api_calls(commands: list[str]) -> list[str]:
+    """Commands calling `iflow2api` without the virtualenv's path (not on PATH in a clone)."""
+    return [c for c in commands
+            if any(word == "iflow2api" for word in shlex.split(c, comments=True))]
+
+
+def test_quick_start_uses_the_virtualenv_everywhere():
+    commands = shell_commands(quick_start((ROOT / "README.md").read_text()))
+    assert commands, "no commands found in the README's quick start"
+    assert not bare_iflow2api_calls(commands)
+    assert "./scripts/test" in commands  # the command .ci/run runs
+    assert (ROOT / ".ci" / "run").read_text().rstrip().endswith("./scripts/test")
+
+
+class QuickStart:
+    """A clone-like directory whose `.venv/bin/iflow2api` is this suite's interpreter."""
+
+    def __init__(self, port: int, provider_url: str, api_key: str) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="iflow2api-readme-"))
+        self.home = self.dir / "home"
+        self.home.mkdir()
+        venv_bin = self.dir / ".venv" / "bin"
+        venv_bin.mkdir(parents=True)
+        wrapper = venv_bin / "iflow2api"
+        wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} '
+                           f'-m iflow2api_site.cli "$@"\n')
+        wrapper.chmod(0o755)
+        self.port = port
+        self.provider_url = provider_url
+        self.env = {k: v for k, v in os.environ.items()
+                    if k not in {"DATABASE_URL", "REDIS_URL", "IFLOW2API_HOME", "IFLOW_API_KEY",
+                                 "UPSTREAM_BASE_URL", "IFLOW2API_API_KEYS",
+                                 "DJANGO_SETTINGS_MODULE"}}
+        self.env.update({"HOME": str(self.home), "IFLOW2API_PORT": str(port),
+                         "PYTHONPATH": str(ROOT), "DEEPSEEK_API_KEY": api_key})
+
+    def adapt(self, command: str) -> str:
+        return (command.replace("127.0.0.1:28000", f"127.0.0.1:{self.port}")
+                .replace(PROVIDER_URL, self.provider_url))
+
+    def run(self, command: str) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(["bash", "-c", self.adapt(command)], cwd=self.dir, env=self.env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+        return result
+
+    def start(self, command: str) -> subprocess.Popen[bytes]:
+        log = (self.dir / "serve.log").open("wb")
+        return subprocess.Popen(["bash", "-c", "exec " + self.adapt(command)], cwd=self.dir,
+                                env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def wait_for(self, ready, what: str, timeout: float = 40.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if ready(httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).json()):
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        log = (self.dir / "serve.log").read_text(errors="replace")
+        pytest.fail(f"{what} within {timeout} s:\n{log}")
+
+
+def admin_login(base: str, username: str, password: str) -> httpx.Response:
+    with httpx.Client(base_url=base) as browser:
+        page = browser.get("/admin/login/").text
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+        assert token
+        sent = browser.post("/admin/login/", data={
+            "csrfmiddlewaretoken": token.group(1), "username": username, "password": password,
+            "next": "/admin/"})
+        assert sent.status_code == 302, sent.text[:500]
+        return browser.get("/admin/")
+
+
+def test_quick_start_runs_as_written():
+    commands = shell_commands(quick_start((ROOT / "README.md").read_text()))
+    with FakeUpstream(flavor="openai", models=["deepseek-chat", "deepseek-reasoner"]) as fake:
+        clone = QuickStart(free_port(), fake.base_url, fake.api_key)
+        server = None
+        try:
+            for command in commands:
+                words = shlex.split(command, comments=True)
+                if "pip" in command or command == "./scripts/test":
+                    continue  # the installation this suite runs from; this suite
+                if "serve" in words and "0.0.0.0" in words:
+                    continue  # tests stay on loopback
+                if words[-1] == "serve":
+                    server = clone.start(command)
+                    clone.wait_for(lambda health: True, "the server did not answer")
+                elif "createsuperuser" in words and "--noinput" not in words:
+                    continue  # interactive
+                elif "addaccount" in words:
+                    clone.run(command)
+                    clone.wait_for(lambda health: health["upstream_configured"],
+                                   "the server did not pick up the new account")
+                elif words[0] == "curl":
+                    out = clone.run(command).stdout
+                    assert '"error"' not in out, f"{command}\n{out}"
+                    assert '"choices"' in out or '"data"' in out, f"{command}\n{out}"
+                else:
+                    clone.run(command)
+            assert server is not None, "the quick start starts no server"
+            assert (clone.home / ".iflow2api" / "db.sqlite3").exists()
+            assert fake.requests, "no request reached the upstream"
+            superuser = next(c for c in commands if "--noinput" in c)
+            env = dict(re.findall(r"(DJANGO_SUPERUSER_\w+)=(\S+)", superuser))
+            username = env["DJANGO_SUPERUSER_USERNAME"]
+            password = shlex.split(env["DJANGO_SUPERUSER_PASSWORD"])[0]
+            admin = admin_login(f"http://127.0.0.1:{clone.port}", username, password)
+            assert admin.status_code == 200 and "/admin/logout/" in admin.text
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait(20)
