@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -36,6 +37,8 @@ from django.utils.translation import gettext as _
 
 from accounts.models import Account, Provider
 from accounts.oauth import OAuthClient, OAuthConfig, OAuthError
+from accounts.services import invalidate_routing
+from accounts.workers import submit
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,7 @@ MAX_FAILURES = 5  # transient failures in a row before the account shows ERROR
 RECENT_REFRESH_SECONDS = 30
 # A cookie key whose expiry the platform did not say is looked at again after this long.
 UNKNOWN_EXPIRY_RECHECK = timedelta(hours=6)
+REFRESH_ACCOUNT_TASK = "accounts.tasks.refresh_account_task"
 
 # RefreshResult.status values
 REFRESHED = "refreshed"
@@ -324,10 +328,6 @@ def _scrub(text: str, account: Account) -> str:
 
 
 def _routing_changed() -> None:
-    try:
-        from accounts.services import invalidate_routing
-    except ImportError:  # pragma: no cover
-        return
     invalidate_routing()
 
 
@@ -368,6 +368,12 @@ def cool_down_for_auth(account_id: int, now: datetime | None = None) -> None:
     _routing_changed()
 
 
+def request_refresh(account_id: int) -> None:
+    """The upstream refused this account's key as expired: refresh it now (in the background).
+    The pool has cooled it down already."""
+    request_refresh_now(account_id, cool_down=False)
+
+
 def request_refresh_now(account_id: int, *,
                         cool_down: bool = True) -> Future[RefreshResult | None]:
     """The chat endpoint answered 401/439 for this account: cool it down and refresh it at once.
@@ -379,9 +385,7 @@ def request_refresh_now(account_id: int, *,
     otherwise. The lease keeps it single-flight with the scheduled refreshes. `cool_down=False`:
     the caller has cooled the account down already.
     """
-    from accounts import scheduler
-
-    return scheduler.submit(_refresh_now, account_id, cool_down)
+    return submit(_refresh_now, account_id, cool_down)
 
 
 def _refresh_now(account_id: int, cool_down: bool = True) -> RefreshResult | None:
@@ -389,10 +393,9 @@ def _refresh_now(account_id: int, cool_down: bool = True) -> RefreshResult | Non
         cool_down_for_auth(account_id)
     if settings.REDIS_URL:
         try:
-            from accounts.tasks import refresh_account_task
-
-            refresh_account_task.apply_async(
-                (account_id,), {"force": True}, retry=True,
+            # By name: the task module wraps this one (accounts/tasks.py).
+            current_app.send_task(
+                REFRESH_ACCOUNT_TASK, (account_id,), {"force": True}, retry=True,
                 retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5})
             return None
         except Exception as exc:  # the broker is away: do it here

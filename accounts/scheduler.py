@@ -7,21 +7,22 @@ Periodic tasks), and runs `refresh_due_accounts` in a worker thread (the ORM and
 client are sync). Nothing it does can stop the server: every error is logged and the loop goes
 on. Several processes running it at once are safe: refreshes are single-flight per account.
 
-`submit()` runs one sync job in the same worker threads (the reactive refresh after a 401/439).
+The worker threads are accounts/workers.py's (shared with the reactive refresh after a 401/439).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connections
 from django.db.models import F
 from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+
+from accounts.refresh import refresh_due_accounts
+from accounts.workers import executor, in_thread
 
 log = logging.getLogger(__name__)
 
@@ -32,32 +33,7 @@ TASK_PATH = "accounts.tasks.refresh_due_accounts_task"
 SCHEDULE_POLL_SECONDS = 30.0
 MIN_INTERVAL_SECONDS = 1.0
 
-T = TypeVar("T")
-
-_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="iflow2api-refresh")
 _task: asyncio.Task[None] | None = None
-
-
-def _in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a sync ORM job in a worker thread with fresh, then released, connections."""
-    close_old_connections()
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        connections.close_all()  # this thread's connections only
-
-
-def _log_failure(future: Future[Any]) -> None:
-    exc = future.exception()
-    if exc is not None:
-        log.error("background refresh job failed: %s", type(exc).__name__)
-
-
-def submit(fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
-    """Run `fn(*args, **kwargs)` in a refresh worker thread; returns at once."""
-    future = _executor.submit(_in_thread, fn, *args, **kwargs)
-    future.add_done_callback(_log_failure)
-    return future
 
 
 def default_interval() -> float:
@@ -67,8 +43,6 @@ def default_interval() -> float:
 def read_schedule() -> tuple[bool, float]:
     """(enabled, interval in seconds) from the PeriodicTask; the settings' interval without one.
     A disabled task is still re-read on its interval, so enabling it takes effect as fast."""
-    from django_celery_beat.models import PeriodicTask
-
     task = (PeriodicTask.objects.select_related("interval").filter(task=TASK_PATH)
             .order_by("-enabled", "id").first())
     if task is None:
@@ -85,10 +59,6 @@ def read_schedule() -> tuple[bool, float]:
 
 def run_cycle() -> list[Any]:
     """One scheduled run: refresh the due accounts, and note the run on the PeriodicTask."""
-    from django_celery_beat.models import PeriodicTask
-
-    from accounts.refresh import refresh_due_accounts
-
     results = refresh_due_accounts()
     # update(), not save(): no beat change signal, and no lost edit from the admin.
     PeriodicTask.objects.filter(task=TASK_PATH, enabled=True).update(
@@ -105,7 +75,7 @@ async def run_forever() -> None:
     enabled, interval = True, default_interval()
     while True:
         try:
-            enabled, interval = await loop.run_in_executor(_executor, _in_thread, read_schedule)
+            enabled, interval = await loop.run_in_executor(executor, in_thread, read_schedule)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # e.g. the database is locked or away: keep the last schedule
@@ -115,7 +85,7 @@ async def run_forever() -> None:
         if enabled and (last_run is None or now - last_run >= interval):
             last_run = now
             try:
-                await loop.run_in_executor(_executor, _in_thread, run_cycle)
+                await loop.run_in_executor(executor, in_thread, run_cycle)
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -134,11 +134,3 @@ def out_of_rotation(model: ModelRef, allowed: frozenset[int]) -> list[Account]:
         accounts = accounts.filter(pk__in=allowed)
     unusable = [Account.State.BLOCKED, Account.State.NEEDS_LOGIN]
     return list(accounts.filter(Q(enabled=False) | Q(state__in=unusable)).order_by("id"))
-
-
-def request_refresh(account_id: int) -> None:
-    """The upstream refused this account's key as expired: refresh it now (in the background).
-    The pool has cooled it down already."""
-    from accounts.refresh import request_refresh_now  # imported late: it brings the OAuth client
-
-    request_refresh_now(account_id, cool_down=False)

@@ -10,7 +10,6 @@ from typing import Any
 
 from celery import shared_task
 
-import iflow2api_site.celery  # noqa: F401 — the configured app is current, also in the server
 from accounts import refresh
 
 

@@ -14,7 +14,8 @@ from django.utils.translation import gettext
 
 from accounts.models import Account
 from accounts.pool import Lease, NoAccount, PoolExhausted, pool
-from accounts.services import AccountRef, ModelRef, request_refresh, routing
+from accounts.refresh import request_refresh
+from accounts.services import AccountRef, ModelRef, routing
 from iflow2api_lib.wire import loads
 from instances.ratelimit import RuleRef
 from instances.services import InstanceConfig, KeyRef, directory
