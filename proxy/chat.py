@@ -50,7 +50,8 @@ def validate_chat_body(body: dict[str, Any]) -> None:
         if not isinstance(message, dict):
             raise ApiError(400, gettext("messages[%(i)d] must be an object") % {"i": i},
                            "invalid_type", f"messages[{i}]")
-        if message.get("role") not in ROLES:
+        role = message.get("role")
+        if not isinstance(role, str) or role not in ROLES:  # a dict or list is unhashable
             raise ApiError(400, gettext("messages[%(i)d].role must be one of %(roles)s")
                            % {"i": i, "roles": ", ".join(sorted(ROLES))},
                            "invalid_value", f"messages[{i}].role")

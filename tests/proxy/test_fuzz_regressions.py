@@ -1,0 +1,38 @@
+"""What the schema fuzz run (tests/proxy/test_schema_fuzz.py) found, kept as plain tests: each
+failed before its fix."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+CHAT = "/v1/chat/completions"
+MESSAGES = "/v1/messages"
+
+
+def assert_openai_error(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text[:500]
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert {"message", "type", "param", "code"} <= set(error)
+    assert "Traceback" not in response.text
+    return error
+
+
+def assert_anthropic_error(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text[:500]
+    assert response.headers["content-type"].startswith("application/json")
+    data = response.json()
+    assert data["type"] == "error"
+    assert {"type", "message"} <= set(data["error"])
+    return data["error"]
+
+
+@pytest.mark.parametrize("role", [{}, ["user"], {"user": 1}])
+def test_a_chat_message_role_that_is_not_a_string_is_a_400(gateway, role):
+    """An object or array as `role` was looked up in a set: TypeError, a 500."""
+    body = {"model": "glm-5", "messages": [{"role": role, "content": "hi"}]}
+    response = httpx.post(gateway.url + CHAT, json=body, timeout=30)
+    error = assert_openai_error(response, 400)
+    assert error["param"] == "messages[0].role"
+    assert "Traceback" not in gateway.output()
