@@ -181,7 +181,8 @@ LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
 # Our catalogues. Listed here (not only found in each app) so that they win over the other
 # apps' translations of the same words ("Name", "Enabled"…: django-celery-beat has its own).
 LOCALE_PATHS = [Path(__file__).resolve().parent / "locale",
-                *(BASE_DIR / app / "locale" for app in ("accounts", "instances", "proxy"))]
+                *(BASE_DIR / package / "locale"
+                  for package in ("accounts", "instances", "proxy", "desktop"))]
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True

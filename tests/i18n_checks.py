@@ -12,7 +12,7 @@ from pathlib import Path
 from django.template.base import Lexer, TokenType
 
 ROOT = Path(__file__).resolve().parent.parent
-APPS = ("accounts", "instances", "proxy", "iflow2api_site")
+APPS = ("accounts", "instances", "proxy", "iflow2api_site", "desktop")
 # First-party packages without a catalogue of their own: copied with the apps for makemessages.
 LIBRARIES = ("iflow2api_lib", "upstream")
 LANGUAGE = "zh_Hans"

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from instances.desktop.autostart import (
+from desktop.autostart import (
     LaunchAgent,
     RegistryRun,
     SystemdUser,
@@ -23,7 +23,7 @@ from instances.desktop.autostart import (
     backends,
     launch_for,
 )
-from instances.desktop.formats import (
+from desktop.formats import (
     Launch,
     desktop_entry,
     desktop_exec_quote,
@@ -221,7 +221,7 @@ def test_the_windows_launcher_sets_variables_and_logs_without_a_console(tmp_path
     # pythonw.exe starts with sys.stdout and sys.stderr set to None: do the same here.
     code = ("import runpy, sys; sys.stdout = sys.stderr = None; "
             f"sys.argv = ['launch', 'IFLOW2API_HOME={home}', '--', 'check']; "
-            "runpy.run_module('instances.desktop.launch', run_name='__main__')")
+            "runpy.run_module('iflow2api_site.launch', run_name='__main__')")
     result = subprocess.run([PY, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
@@ -324,10 +324,10 @@ def test_windows_command_exact_content():
                     (("IFLOW2API_HOME", r"C:\Users\Me\gw data"),))
     command = windows_command(launch)
     assert command == (
-        r'"C:\Users\Me\iflow 2api\.venv\Scripts\pythonw.exe" -m instances.desktop.launch '
+        r'"C:\Users\Me\iflow 2api\.venv\Scripts\pythonw.exe" -m iflow2api_site.launch '
         r'"IFLOW2API_HOME=C:\Users\Me\gw data" -- serve')
     assert split_windows_command(command) == [
-        r"C:\Users\Me\iflow 2api\.venv\Scripts\pythonw.exe", "-m", "instances.desktop.launch",
+        r"C:\Users\Me\iflow 2api\.venv\Scripts\pythonw.exe", "-m", "iflow2api_site.launch",
         r"IFLOW2API_HOME=C:\Users\Me\gw data", "--", "serve"]
     tricky = ['C:\\a b\\', 'say "hi"', "x\\\\y", ""]
     assert split_windows_command(subprocess.list2cmdline(tricky)) == tricky
@@ -362,7 +362,7 @@ def test_windows_run_key():
     assert backend.install(launch) == (
         r"HKEY_CURRENT_USER\Software\Microsoft\Windows\CurrentVersion\Run\iflow2api")
     assert registry.values == {
-        "iflow2api": r"C:\py\pythonw.exe -m instances.desktop.launch -- tray"}
+        "iflow2api": r"C:\py\pythonw.exe -m iflow2api_site.launch -- tray"}
     installed = backend.installed()
     assert installed is not None and installed.program == r"C:\py\pythonw.exe"
     assert backend.remove() is True and registry.values == {}

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from instances.desktop.icons import COLOURS, ERROR, RUNNING, STOPPED, icon_image
-from instances.desktop.tray import (
+from desktop.icons import COLOURS, ERROR, RUNNING, STOPPED, icon_image
+from desktop.tray import (
     InstanceRow,
     TrayController,
     admin_url,
@@ -147,7 +147,7 @@ def test_refresh_and_open_admin_read_the_instances():
 def test_the_menu_binds_the_actions(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("PYSTRAY_BACKEND", "dummy")  # menus are the same on every backend
     pystray = importlib.import_module("pystray")
-    from instances.desktop.tray_app import build_menu
+    from desktop.tray_app import build_menu
 
     Instance.objects.create(name="default", port=28000)
     Instance.objects.create(name="work", port=28001, enabled=False)

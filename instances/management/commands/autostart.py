@@ -12,9 +12,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from iflow2api_lib.i18n import TranslatedHelp
-from instances.desktop import split_passthrough
-from instances.desktop.autostart import (
+from desktop import split_passthrough
+from desktop.autostart import (
     KEPT_VARIABLES,
     Backend,
     Installed,
@@ -22,7 +21,8 @@ from instances.desktop.autostart import (
     backends,
     launch_for,
 )
-from instances.desktop.formats import Launch
+from desktop.formats import Launch
+from iflow2api_lib.i18n import TranslatedHelp
 
 
 def masked(arg: str) -> str:

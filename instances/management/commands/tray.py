@@ -10,9 +10,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from desktop import split_passthrough
+from desktop.tray import POLL_SECONDS, TrayController
 from iflow2api_lib.i18n import TranslatedHelp
-from instances.desktop import split_passthrough
-from instances.desktop.tray import POLL_SECONDS, TrayController
 
 
 class Command(TranslatedHelp, BaseCommand):
@@ -39,7 +39,7 @@ class Command(TranslatedHelp, BaseCommand):
                             help=_("how often the icon re-reads the instances (default 3)"))
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from instances.desktop.tray_app import TrayUnavailable, load_pystray, run_tray
+        from desktop.tray_app import TrayUnavailable, load_pystray, run_tray
 
         try:
             pystray = load_pystray()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from instances.desktop.formats import (
+from desktop.formats import (
     APP_ID,
     LAUNCHD_LABEL,
     RUN_KEY,

@@ -12,8 +12,8 @@ from typing import Any
 
 from django.utils.translation import gettext as _
 
-from instances.desktop.icons import icon_image
-from instances.desktop.tray import (
+from desktop.icons import icon_image
+from desktop.tray import (
     TrayController,
     instance_label,
     on_signal_quit,

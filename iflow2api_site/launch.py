@@ -1,4 +1,4 @@
-"""`python -m instances.desktop.launch [NAME=VALUE ...] -- <iflow2api command ...>`
+"""`python -m iflow2api_site.launch [NAME=VALUE ...] -- <iflow2api command ...>`
 
 What the Windows Run key starts: that key holds a bare command line, which can neither set
 environment variables nor give pythonw.exe (no console window) somewhere to print. This sets

@@ -157,7 +157,7 @@ def pythonw_for(python: str) -> str:
 def windows_command(launch: Launch) -> str:
     # The Run key holds one command line and cannot set variables: the launcher sets them and
     # gives pythonw's missing console a log file.
-    args = [pythonw_for(launch.python), "-m", "instances.desktop.launch"]
+    args = [pythonw_for(launch.python), "-m", "iflow2api_site.launch"]
     args += [f"{name}={value}" for name, value in launch.env]
     args += ["--", *launch.args]
     return subprocess.list2cmdline(args)

@@ -26,7 +26,7 @@ from django.db import DatabaseError, connection
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from instances.desktop.icons import ERROR, RUNNING, STOPPED, icon_image
+from desktop.icons import ERROR, RUNNING, STOPPED, icon_image
 from instances.models import DEFAULT_INSTANCE, Instance
 
 log = logging.getLogger(__name__)
