@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
@@ -14,6 +15,7 @@ from accounts import refresh
 from accounts.models import DESTINATION_FIELDS, SECRET_FIELDS, Account, ModelInfo
 from accounts.refresh import refresh_account
 from accounts.services import invalidate_routing
+from accounts.sync import probe_accounts, sync_models
 
 # RefreshResult.status codes as the "Refresh now" action reports them.
 STATUS_WORDS = {
@@ -98,9 +100,9 @@ class AccountAdmin(admin.ModelAdmin):
         return _("%(state)s, %(seconds)d s left") % {"state": obj.get_state_display(),
                                                       "seconds": max(1, round(left))}
 
-    # --- actions. proxy/admin.py appends "Test account" and "Sync models" (they call the
-    # upstream, which accounts may not import).
-    actions = ["refresh_now", "enable_accounts", "disable_accounts", "reset_cooldown"]
+    # --- actions
+    actions = ["refresh_now", "enable_accounts", "disable_accounts", "reset_cooldown",
+               "test_account", "sync_account_models"]
 
     @admin.action(description=gettext_lazy("Refresh now (OAuth token or cookie key)"))
     def refresh_now(self, request: Any, queryset: Any) -> None:
@@ -138,6 +140,31 @@ class AccountAdmin(admin.ModelAdmin):
         self._changed(request, ngettext("Reset the cooldown of %(count)d account.",
                                         "Reset the cooldown of %(count)d accounts.", count)
                       % {"count": count})
+
+
+    @admin.action(description=gettext_lazy("Test account (a 1-token chat completion)"))
+    def test_account(self, request: Any, queryset: Any) -> None:
+        # async_to_sync: runs on the server's event loop; the database work stays on this thread.
+        for result in async_to_sync(probe_accounts)(_selected(queryset)):
+            self.message_user(request, result.summary(),
+                              messages.SUCCESS if result.ok else messages.ERROR)
+
+    @admin.action(description=gettext_lazy("Sync models from the upstream (OpenAI-compatible "
+                                           "accounts)"))
+    def sync_account_models(self, request: Any, queryset: Any) -> None:
+        report = async_to_sync(sync_models)(_selected(queryset))
+        for line in report.skipped:
+            self.message_user(request, _("Skipped %(what)s.") % {"what": line},
+                              messages.WARNING)
+        for item in report.accounts:
+            self.message_user(request, item.summary(),
+                              messages.SUCCESS if item.ok else messages.ERROR)
+        if report.accounts:
+            self.message_user(request, report.summary(), messages.INFO)
+
+
+def _selected(queryset: Any) -> list[int]:
+    return list(queryset.order_by("pk").values_list("pk", flat=True))
 
 
 @admin.register(ModelInfo)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import close_old_connections
 from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Account, ModelInfo
 from iflow2api_lib.snapshot import Snapshot
+from upstream.types import UpstreamTarget
 
 SNAPSHOT_TTL_SECONDS = 2.0
 
@@ -31,6 +33,20 @@ class AccountRef:
     conversation_id: str
     max_concurrency: int = 0  # 0: no limit
     cooldown_until: float | None = None  # epoch seconds
+
+
+def target_for(account: AccountRef | Account, proxy: str | None = None) -> UpstreamTarget:
+    """Where and as whom to call an account's upstream (a routing snapshot's or a model's),
+    through `proxy` (default UPSTREAM_PROXY)."""
+    return UpstreamTarget(
+        provider=account.provider,
+        base_url=account.base_url,
+        api_key=account.api_key,
+        session_id=account.session_id,
+        conversation_id=account.conversation_id,
+        account_id=account.id,
+        proxy_url=proxy or settings.IFLOW2API["UPSTREAM_PROXY"],
+    )
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,9 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils.translation import gettext
 
-from accounts.models import Account
 from accounts.pool import Lease, NoAccount, PoolExhausted, pool
 from accounts.refresh import request_refresh
-from accounts.services import AccountRef, ModelRef, routing
+from accounts.services import AccountRef, ModelRef, routing, target_for
 from iflow2api_lib.wire import loads
 from instances.ratelimit import RuleRef
 from instances.services import InstanceConfig, KeyRef, directory
@@ -191,20 +190,6 @@ async def resolve_model(model_name: str, opts: GatewayOptions, *,
         raise ApiError(403, gettext("this API key may not use the model `%(model)s`")
                        % {"model": echo(model_name)}, "model_not_allowed", "model")
     return model
-
-
-def target_for(account: AccountRef | Account, proxy: str | None = None) -> UpstreamTarget:
-    """Where and as whom to call an account's upstream (a routing snapshot's or a model's),
-    through `proxy` (default UPSTREAM_PROXY)."""
-    return UpstreamTarget(
-        provider=account.provider,
-        base_url=account.base_url,
-        api_key=account.api_key,
-        session_id=account.session_id,
-        conversation_id=account.conversation_id,
-        account_id=account.id,
-        proxy_url=proxy or settings.IFLOW2API["UPSTREAM_PROXY"],
-    )
 
 
 def route_for(model: ModelRef, account: AccountRef, proxy: str | None = None) -> Route:

@@ -15,7 +15,7 @@ from django.test import Client
 from django.utils import timezone
 
 import accounts.admin
-import proxy.sync
+import accounts.sync
 from accounts.importers import import_environment, import_iflow_settings
 from accounts.models import Account, ModelInfo
 from tests.conftest import FAKE_KEY
@@ -60,7 +60,7 @@ def staff() -> Client:
 def invalidations(monkeypatch) -> list[str]:
     calls: list[str] = []
     monkeypatch.setattr(accounts.admin, "invalidate_routing", lambda: calls.append("admin"))
-    monkeypatch.setattr(proxy.sync, "invalidate_routing", lambda: calls.append("sync"))
+    monkeypatch.setattr(accounts.sync, "invalidate_routing", lambda: calls.append("sync"))
     return calls
 
 

@@ -9,8 +9,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from accounts.sync import sync_models
 from iflow2api_lib.i18n import TranslatedHelp
-from proxy.sync import sync_models
 
 
 class Command(TranslatedHelp, BaseCommand):

@@ -24,8 +24,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
 from accounts.models import Account, ModelInfo, Provider
-from accounts.services import invalidate_routing
-from proxy.pipeline import target_for
+from accounts.services import invalidate_routing, target_for
 from upstream.client import UpstreamClient
 from upstream.providers import UnknownProviderError, get_provider
 from upstream.types import UpstreamError

@@ -1,4 +1,4 @@
-"""`iflow2api syncmodels` and proxy.sync.sync_models against fake OpenAI-compatible upstreams."""
+"""`iflow2api syncmodels` and accounts.sync.sync_models against fake OpenAI-compatible upstreams."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from asgiref.sync import async_to_sync
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from accounts import sync
 from accounts.models import Account, ModelInfo
-from proxy import sync
 from tests.fakes.upstream import FakeUpstream
 
 pytestmark = pytest.mark.django_db
