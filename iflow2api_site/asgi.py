@@ -17,7 +17,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
 
-from iflow2api_site.logs import with_request_id  # noqa: E402
+from iflow2api_lib.logs import with_request_id  # noqa: E402
 from instances.routing import websocket_app  # noqa: E402
 from proxy import fastpath  # noqa: E402
 from proxy.cors import cors, cors_policy_for  # noqa: E402

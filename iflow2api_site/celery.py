@@ -31,7 +31,7 @@ else:
 
     from celery import signals
 
-    from iflow2api_site.logs import request_id
+    from iflow2api_lib.logs import request_id
 
     # Celery replaces the root logger's handlers with its own format unless a setup_logging
     # receiver answers: keep Django's LOGGING (LOG_FORMAT, request ids, secrets masked) and

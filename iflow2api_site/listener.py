@@ -28,7 +28,7 @@ from django.utils.translation import gettext
 from twisted.web.http import HTTPChannel
 
 from iflow2api_lib.i18n import api_language
-from iflow2api_site.logs import log_answered_by_listener
+from iflow2api_lib.logs import log_answered_by_listener
 from proxy import chat, fastpath
 from proxy.errors import ApiError
 from proxy.http import JsonResult, body_too_large

@@ -200,7 +200,7 @@ FIELD_ENCRYPTION_KEY_FILE = HOME_DIR / "field_encryption.key"
 
 # --- logs and metrics -------------------------------------------------------------------------
 # LOG_FORMAT: "plain" (time level logger [request id] message) or "json" (one object a line, for
-# log shippers). Both carry the request id (iflow2api_site/logs.py) and mask secrets.
+# log shippers). Both carry the request id (iflow2api_lib/logs.py) and mask secrets.
 LOG_FORMAT = env_str("LOG_FORMAT", "plain").lower()
 if LOG_FORMAT not in {"plain", "json"}:
     from django.core.exceptions import ImproperlyConfigured
@@ -212,10 +212,10 @@ ACCESS_LOG = env_bool("ACCESS_LOG", True)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "iflow2api_site.logs.RequestIdFilter"}},
+    "filters": {"request_id": {"()": "iflow2api_lib.logs.RequestIdFilter"}},
     "formatters": {
-        "plain": {"()": "iflow2api_site.logs.PlainFormatter"},
-        "json": {"()": "iflow2api_site.logs.JsonFormatter"},
+        "plain": {"()": "iflow2api_lib.logs.PlainFormatter"},
+        "json": {"()": "iflow2api_lib.logs.JsonFormatter"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT,
                              "filters": ["request_id"]}},

@@ -1,4 +1,4 @@
-"""Structured logs (iflow2api_site/logs.py): request ids, the JSON and plain formats, secrets
+"""Structured logs (iflow2api_lib/logs.py): request ids, the JSON and plain formats, secrets
 masked; then for real: `iflow2api serve` and a Celery worker with LOG_FORMAT=json."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from iflow2api_site import logs
-from iflow2api_site.logs import (
+from iflow2api_lib import logs
+from iflow2api_lib.logs import (
     JsonFormatter,
     PlainFormatter,
     RequestIdFilter,
