@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import itertools
 import logging
 import math
@@ -24,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -32,6 +32,10 @@ from django.utils.translation import gettext
 
 from accounts.models import Account
 from accounts.services import AccountRef, invalidate_routing
+from iflow2api_lib.redis_client import SharedRedis
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger(__name__)
 
@@ -113,27 +117,16 @@ class LocalSlots:
 
 
 class RedisSlots:
-    def __init__(self, url: str) -> None:
-        import redis.asyncio as redis
+    """Slots and backoffs in the process's shared Redis (its namespace: keys per database)."""
 
-        self.url = url
-        # Account ids are per database: deployments (and test databases) sharing one Redis
-        # must not share slots.
-        database = settings.DATABASES["default"]
-        identity = f"{database.get('HOST', '')}:{database.get('PORT', '')}/{database['NAME']}"
-        self.namespace = "iflow2api:" + hashlib.sha1(identity.encode()).hexdigest()[:10]
-        self._clients: dict[asyncio.AbstractEventLoop, redis.Redis] = {}
-        self._redis = redis
+    def __init__(self, redis: SharedRedis) -> None:
+        self.redis = redis
 
-    def _client(self):  # type: ignore[no-untyped-def]
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = self._clients[loop] = self._redis.Redis.from_url(self.url)
-        return client
+    def _client(self) -> Redis:
+        return self.redis.client()
 
     def _key(self, account: AccountRef) -> str:
-        return f"{self.namespace}:pool:{account.id}"
+        return self.redis.key("pool", account.id)
 
     async def try_take(self, account: AccountRef, token: str) -> bool:
         now = time.time()
@@ -155,7 +148,7 @@ class RedisSlots:
         return int(await client.zcard(self._key(account)))
 
     def _backoff_key(self, account_id: int) -> str:
-        return f"{self.namespace}:backoff:{account_id}"
+        return self.redis.key("backoff", account_id)
 
     async def record_rate_limit(self, account_id: int, hold_for: Callable[[int], float],
                                 keep: float) -> float:
@@ -337,12 +330,6 @@ def _mark_active(account_id: int) -> None:
     invalidate_routing()
 
 
-_pool: AccountPool | None = None
-
-
-def pool() -> AccountPool:
-    global _pool
-    if _pool is None:
-        url = settings.REDIS_URL
-        _pool = AccountPool(RedisSlots(url) if url else LocalSlots())
-    return _pool
+def build_pool(redis: SharedRedis | None) -> AccountPool:
+    """A process's pool (proxy/runtime.py owns it): slots in Redis when there is one."""
+    return AccountPool(RedisSlots(redis) if redis is not None else LocalSlots())

@@ -21,6 +21,7 @@ from iflow2api_lib.logs import with_request_id  # noqa: E402
 from instances.routing import websocket_app  # noqa: E402
 from proxy import fastpath  # noqa: E402
 from proxy.cors import cors, cors_policy_for  # noqa: E402
+from proxy.runtime import Runtime, with_runtime  # noqa: E402
 
 API_PREFIXES = ("/v1/",)
 API_PATHS = frozenset({
@@ -68,4 +69,7 @@ async def http_app(scope, receive, send):  # type: ignore[no-untyped-def]
 
 
 # Outermost: a request id (and an access line) for every request, whichever app serves it.
-application = ProtocolTypeRouter({"http": with_request_id(http_app), "websocket": websocket_app()})
+# The process's Runtime (proxy/runtime.py), built as the server starts; every scope carries it.
+runtime = Runtime.build(write_at_exit=True)
+application = with_runtime(runtime, ProtocolTypeRouter({"http": with_request_id(http_app),
+                                                        "websocket": websocket_app()}))

@@ -19,7 +19,7 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
 
 from iflow2api_site.listener import GuardedChannel, GuardedRequest
-from proxy.lifecycle import lifecycle
+from proxy.lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,9 @@ def end_keepalive(factory: Any) -> None:
 
 
 class DrainingServer(Server):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, lifecycle: Lifecycle, **kwargs: Any) -> None:
+        # The application's Runtime's lifecycle: SIGTERM drains the requests it counts.
+        self.lifecycle = lifecycle
         # Daphne refuses to start without endpoints; ours may all be opened later.
         endpoints = kwargs.pop("endpoints", None) or []
         super().__init__(*args, endpoints=endpoints or ["unused"], **kwargs)
@@ -105,15 +107,15 @@ class DrainingServer(Server):
             loop.add_signal_handler(signum, self.shut_down, grace_seconds)
 
     def shut_down(self, grace_seconds: float) -> None:
-        if lifecycle.draining:  # asked twice: stop now
+        if self.lifecycle.draining:  # asked twice: stop now
             self.stop()
             return
         log.warning("shutting down: %d request(s) in flight, %.0f s to finish",
-                    lifecycle.in_flight, grace_seconds)
+                    self.lifecycle.in_flight, grace_seconds)
         for port in self.ports:
             port.stopListening()
         self.draining = asyncio.ensure_future(self._drain_then_stop(grace_seconds))
 
     async def _drain_then_stop(self, grace_seconds: float) -> None:
-        await lifecycle.drain(grace_seconds)
+        await self.lifecycle.drain(grace_seconds)
         reactor.callLater(0, self.stop)

@@ -40,7 +40,8 @@ class StatusConsumer(AsyncJsonWebsocketConsumer):
             await self.accept()
             await self.close(code=FORBIDDEN)
             return
-        status.remember_loop()
+        self.publisher = status.publisher_in(self.scope)
+        self.publisher.remember_loop()
         await self.channel_layer.group_add(status.GROUP, self.channel_name)
         self.joined = True
         await self.accept()
@@ -96,4 +97,4 @@ class StatusConsumer(AsyncJsonWebsocketConsumer):
         # Re-read: a logout or an expiry elsewhere ends this connection too.
         if key and str(_session_store()(key).get(SESSION_KEY)) != str(user.pk):
             return None
-        return status.snapshot() if _allowed(user) else None
+        return status.snapshot(self.publisher) if _allowed(user) else None

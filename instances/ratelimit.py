@@ -30,14 +30,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from django.conf import settings
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
-
-if TYPE_CHECKING:
-    from instances.ratelimit_redis import RedisLimiter
 
 MINUTE, HOUR, DAY = 60, 3600, 86400
 # A stream slot is held at most this long unless released: longer than any sane stream, short
@@ -290,14 +286,3 @@ class LocalLimiter:
         with self._lock:
             for b in counted:
                 self._add(b.id, "t", minute, tokens)
-
-
-@functools.cache
-def limiter() -> LocalLimiter | RedisLimiter:
-    """The process's limiter: shared through Redis when REDIS_URL is set, else in-process.
-    (Tests that change REDIS_URL call limiter.cache_clear().)"""
-    if settings.REDIS_URL:
-        from instances.ratelimit_redis import RedisLimiter
-
-        return RedisLimiter(settings.REDIS_URL)
-    return LocalLimiter()

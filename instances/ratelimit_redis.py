@@ -2,11 +2,11 @@
 check and the count are one atomic step (Django's cache.incr/aincr is get-then-set and would
 let concurrent requests through).
 
-Keys, all under one namespace per database (so deployments and test databases sharing a Redis
-never share counters), with a hash tag so a multi-key script stays legal on Redis Cluster:
-    {ns}:{bucket}:m:{start}  :h:{start}  :d:{start}   requests in that window (expire after it)
-    {ns}:{bucket}:t:{start}                           tokens in that minute
-    {ns}:{bucket}:s                                   stream leases: sorted set, score = expiry
+Keys, all under the process's Redis namespace (iflow2api_lib/redis_client.py: one per database,
+with a hash tag so a multi-key script stays legal on Redis Cluster):
+    {ns}:rl:{bucket}:m:{start}  :h:{start}  :d:{start}   requests in that window (then expire)
+    {ns}:rl:{bucket}:t:{start}                           tokens in that minute
+    {ns}:rl:{bucket}:s                                   stream leases: sorted set, score = expiry
 Windows come from the caller's clock (like django-ratelimit): servers sharing a Redis should
 keep their clocks in sync (NTP); a skew only blurs the window edges by that much.
 """
@@ -14,14 +14,14 @@ keep their clocks in sync (NTP); a skew only blurs the window edges by that much
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 import time
 import uuid
 
-from django.conf import settings
+import redis as redis_errors
 
+from iflow2api_lib.redis_client import SharedRedis
 from instances.ratelimit import (
     ADMITTED,
     DAY,
@@ -86,13 +86,6 @@ return {1}
 """
 
 
-def default_namespace(database: dict | None = None) -> str:
-    # Bucket ids hold database ids: key them by database, as accounts/pool.py does.
-    database = database or settings.DATABASES["default"]
-    identity = f"{database.get('HOST', '')}:{database.get('PORT', '')}/{database['NAME']}"
-    return "iflow2api:rl:{" + hashlib.sha1(identity.encode()).hexdigest()[:10] + "}"
-
-
 def ttl(now: float, period: int) -> int:
     """Seconds a counter of the current window must live."""
     return math.ceil(window_start(now, period) + period - now) + EXPIRY_MARGIN
@@ -103,29 +96,23 @@ def _limit(value: int | None) -> int:
 
 
 class RedisLimiter:
-    def __init__(self, url: str, *, namespace: str | None = None, clock: Clock = time.time,
+    def __init__(self, redis: SharedRedis, *, clock: Clock = time.time,
                  lease_seconds: float = LEASE_SECONDS) -> None:
-        import redis.asyncio as redis
-
-        self._redis = redis
-        self.url = url
-        self.namespace = namespace or default_namespace()
+        # The shared client's short socket timeouts: a hung Redis must not hang the API (we
+        # fail open, see _failed).
+        self.redis = redis
+        self.namespace = redis.key("rl")
         self.clock = clock
         self.lease_seconds = lease_seconds
-        # One client per event loop: a redis.asyncio connection belongs to the loop that made it.
-        self._clients: dict[asyncio.AbstractEventLoop, tuple[object, object]] = {}
+        self._script: tuple[object, object] | None = None  # (client, its registered script)
         self._warned_at = 0.0
         self._pending: set[asyncio.Future[None]] = set()  # releases under way (kept referenced)
 
     def _connection(self):  # type: ignore[no-untyped-def]
-        loop = asyncio.get_running_loop()
-        pair = self._clients.get(loop)
-        if pair is None:
-            # Short timeouts: a hung Redis must not hang the API (we fail open, see _failed).
-            client = self._redis.Redis.from_url(self.url, socket_timeout=2,
-                                                socket_connect_timeout=2)
-            pair = self._clients[loop] = (client, client.register_script(ADMIT_SCRIPT))
-        return pair
+        client = self.redis.client()
+        if self._script is None or self._script[0] is not client:
+            self._script = (client, client.register_script(ADMIT_SCRIPT))
+        return self._script
 
     def key(self, bucket_id: str, kind: str, now: float) -> str:
         if kind == "s":
@@ -158,7 +145,7 @@ class RedisLimiter:
         _client, script = self._connection()
         try:
             result = await script(keys=keys, args=args)  # type: ignore[operator]
-        except self._redis.RedisError:
+        except redis_errors.RedisError:
             self._failed("count a request")
             return ADMITTED
         if int(result[0]) == 1:
@@ -186,7 +173,7 @@ class RedisLimiter:
                 for bucket_id in admission.slots:
                     pipe.zrem(self.key(bucket_id, "s", 0), admission.lease)
                 await pipe.execute()
-        except self._redis.RedisError:
+        except redis_errors.RedisError:
             self._failed("release a stream slot")  # the lease expires by itself
 
     async def add_tokens(self, buckets: list[Bucket], tokens: int) -> None:
@@ -203,11 +190,10 @@ class RedisLimiter:
                     pipe.incrby(key, tokens)
                     pipe.expire(key, expires)
                 await pipe.execute()
-        except self._redis.RedisError:
+        except redis_errors.RedisError:
             self._failed("count tokens")
 
     async def aclose(self) -> None:
         """Closes this loop's connection (tests; servers keep theirs for life)."""
-        pair = self._clients.pop(asyncio.get_running_loop(), None)
-        if pair is not None:
-            await pair[0].aclose()  # type: ignore[attr-defined]
+        self._script = None
+        await self.redis.aclose()

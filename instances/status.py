@@ -3,6 +3,8 @@
 - `snapshot()` (sync ORM) gathers instances, requests per minute, active streams, accounts with
   their next refresh, and recent errors. The request log belongs to `proxy`, which this app
   never imports: it is looked up through the app registry.
+- A `StatusPublisher` (one per process, owned by proxy/runtime.py's Runtime and handed to the
+  request path, the status page and its websocket) does the rest.
 - `notify_changed()` is called by the request path when a request starts or ends. It costs a
   few attribute reads: at most one group message per NOTIFY_INTERVAL per process goes out, from
   a task on the running loop, and the last change is never dropped (a trailing send).
@@ -23,9 +25,9 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from functools import cache
 from typing import Any
 
 from django.apps import apps
@@ -36,6 +38,7 @@ from django.utils import timezone
 
 from accounts.models import Account
 from accounts.refresh import OAUTH, credential_kind
+from iflow2api_lib.redis_client import SharedRedis, configured
 from instances.models import Instance
 
 log = logging.getLogger(__name__)
@@ -51,68 +54,9 @@ STREAMS_TTL = 30  # seconds a process's published stream counts stay valid
 HEARTBEAT_SECONDS = 10.0  # republish that often while streams are open
 ERRORS_SHOWN = 10
 ERROR_TEXT_MAX = 300
-KEY_PREFIX = "iflow2api:status:streams:"
-REGISTRY_KEY = "iflow2api:status:processes"
-
-
-# --- this process's stream counts ----------------------------------------------------------------
-
-
-class _Local:
-    """Per-process state. Counts may change from any thread; the timers live on one loop."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.streams: Counter[str] = Counter()
-        self.published: dict[str, int] | None = None
-        self.pid = 0
-        self.process_id = ""
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.pending: asyncio.Handle | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.again = False  # a change arrived while a send was running
-        self.last_sent = float("-inf")
-        self.heartbeat: asyncio.Handle | None = None
-
-
-_local = _Local()
-
-
-def process_id() -> str:
-    # Re-made after a fork: a child must not publish under its parent's key.
-    if _local.pid != os.getpid():
-        _local.pid = os.getpid()
-        _local.process_id = f"{socket.gethostname()}:{_local.pid}:{secrets.token_hex(3)}"
-    return _local.process_id
-
-
-def local_streams() -> dict[str, int]:
-    with _local.lock:
-        return {name: n for name, n in _local.streams.items() if n > 0}
-
-
-def stream_started(instance_name: str) -> None:
-    """A stream opened on `instance_name` in this process. Never raises."""
-    try:
-        with _local.lock:
-            _local.streams[instance_name or "default"] += 1
-        notify_changed()
-    except Exception:
-        log.debug("status: stream_started failed", exc_info=True)
-
-
-def stream_finished(instance_name: str) -> None:
-    """A stream ended (any way). Never raises; never counts below zero."""
-    try:
-        name = instance_name or "default"
-        with _local.lock:
-            if _local.streams[name] > 0:
-                _local.streams[name] -= 1
-            if _local.streams[name] <= 0:
-                del _local.streams[name]
-        notify_changed()
-    except Exception:
-        log.debug("status: stream_finished failed", exc_info=True)
+# Under the shared Redis namespace (iflow2api_lib/redis_client.py), or as Django cache keys.
+KEY_PREFIX = "status:streams:"
+REGISTRY_KEY = "status:processes"
 
 
 # --- where processes publish their counts --------------------------------------------------------
@@ -122,25 +66,25 @@ class _RedisStore:
     """A key per process (with a TTL) and a sorted set of process ids scored by expiry, so
     readers find the live ones without scanning the keyspace."""
 
-    def __init__(self, url: str) -> None:
-        import redis
-
-        self.client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    def __init__(self, redis: SharedRedis) -> None:
+        self.client = redis.sync_client()
+        self.prefix = redis.key(KEY_PREFIX)
+        self.registry = redis.key(REGISTRY_KEY)
 
     def publish(self, pid: str, counts: dict[str, int]) -> None:
         now = time.time()
         pipe = self.client.pipeline(transaction=False)
-        pipe.set(KEY_PREFIX + pid, json.dumps(counts), ex=STREAMS_TTL)
-        pipe.zadd(REGISTRY_KEY, {pid: now + STREAMS_TTL})
+        pipe.set(self.prefix + pid, json.dumps(counts), ex=STREAMS_TTL)
+        pipe.zadd(self.registry, {pid: now + STREAMS_TTL})
         # Entries dead for a whole TTL more: gone for good (a live process re-adds itself).
-        pipe.zremrangebyscore(REGISTRY_KEY, "-inf", now - STREAMS_TTL)
+        pipe.zremrangebyscore(self.registry, "-inf", now - STREAMS_TTL)
         pipe.execute()
 
     def read(self) -> dict[str, dict[str, int]]:
-        pids = [p.decode() for p in self.client.zrangebyscore(REGISTRY_KEY, time.time(), "+inf")]
+        pids = [p.decode() for p in self.client.zrangebyscore(self.registry, time.time(), "+inf")]
         if not pids:
             return {}
-        values = self.client.mget([KEY_PREFIX + p for p in pids])
+        values = self.client.mget([self.prefix + p for p in pids])
         return {p: json.loads(v) for p, v in zip(pids, values, strict=True) if v}
 
 
@@ -163,136 +107,180 @@ class _CacheStore:
         return {p: values[KEY_PREFIX + p] for p in pids if KEY_PREFIX + p in values}
 
 
-@cache
-def _store_for(redis_url: str) -> _RedisStore | _CacheStore:
-    return _RedisStore(redis_url) if redis_url else _CacheStore()
+# Where the gateway's ASGI app puts the process's Runtime (proxy/runtime.py) in every scope:
+# the status page and its websocket read the process's StatusPublisher from there.
+RUNTIME_SCOPE_KEY = "iflow2api.runtime"
 
 
-def store() -> _RedisStore | _CacheStore:
-    return _store_for(settings.REDIS_URL or "")
+def publisher_in(scope: Mapping[str, Any] | None) -> StatusPublisher:
+    """The process's publisher; outside the gateway's ASGI app (the test client) a reader of
+    what the processes published."""
+    runtime = scope.get(RUNTIME_SCOPE_KEY) if scope else None
+    return runtime.status if runtime is not None else StatusPublisher(configured())
 
 
-@cache
-def _executor() -> ThreadPoolExecutor:
-    # One thread: publishes happen in order, so an older count never overwrites a newer one.
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="status")
+def new_process_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def publish_streams(force: bool = False) -> None:
-    """Writes this process's counts if they changed (or `force`: the heartbeat). Sync; runs in
-    the status thread."""
-    counts = local_streams()
-    if not force and counts == _local.published:
-        return
-    store().publish(process_id(), counts)
-    _local.published = counts
+# --- this process's stream counts, and telling the status pages ----------------------------------
 
 
-def active_streams() -> dict[str, Any]:
-    """Open streams summed over every live process; this process's own counts are always
-    current, whatever it has published."""
-    try:
-        by_process = store().read()
-    except Exception:
-        log.warning("status: could not read the stream counts of other processes")
-        by_process = {}
-    by_process[process_id()] = local_streams()
-    per_instance: Counter[str] = Counter()
-    for counts in by_process.values():
-        per_instance.update({k: int(v) for k, v in counts.items() if int(v) > 0})
-    return {"total": sum(per_instance.values()), "per_instance": dict(per_instance),
-            "processes": len(by_process)}
+class StatusPublisher:
+    """One per process (proxy/runtime.py owns it). Counts may change from any thread; the
+    timers live on one loop (a new loop, in tests, starts them over)."""
 
+    def __init__(self, redis: SharedRedis | None = None) -> None:
+        self.store: _RedisStore | _CacheStore = _RedisStore(redis) if redis else _CacheStore()
+        self.lock = threading.Lock()
+        self.streams: Counter[str] = Counter()
+        self.published: dict[str, int] | None = None
+        self.pid = os.getpid()
+        self.process_id = new_process_id()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.pending: asyncio.Handle | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.again = False  # a change arrived while a send was running
+        self.last_sent = float("-inf")
+        self.heartbeat: asyncio.Handle | None = None
+        # One thread: publishes happen in order, so an older count never overwrites a newer one.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="status")
 
-# --- telling the status pages -------------------------------------------------------------------
+    def my_id(self) -> str:
+        # Re-made after a fork: a child must not publish under its parent's key.
+        if self.pid != os.getpid():
+            self.pid, self.process_id = os.getpid(), new_process_id()
+        return self.process_id
 
+    def local_streams(self) -> dict[str, int]:
+        with self.lock:
+            return {name: n for name, n in self.streams.items() if n > 0}
 
-def notify_changed() -> None:
-    """Something the status page shows changed. Cheap, never blocks, never raises."""
-    try:
+    def stream_started(self, instance_name: str) -> None:
+        """A stream opened on `instance_name` in this process. Never raises."""
+        try:
+            with self.lock:
+                self.streams[instance_name or "default"] += 1
+            self.notify_changed()
+        except Exception:
+            log.debug("status: stream_started failed", exc_info=True)
+
+    def stream_finished(self, instance_name: str) -> None:
+        """A stream ended (any way). Never raises; never counts below zero."""
+        try:
+            name = instance_name or "default"
+            with self.lock:
+                if self.streams[name] > 0:
+                    self.streams[name] -= 1
+                if self.streams[name] <= 0:
+                    del self.streams[name]
+            self.notify_changed()
+        except Exception:
+            log.debug("status: stream_finished failed", exc_info=True)
+
+    def publish_streams(self, force: bool = False) -> None:
+        """Writes this process's counts if they changed (or `force`: the heartbeat). Sync; runs
+        in the status thread."""
+        counts = self.local_streams()
+        if not force and counts == self.published:
+            return
+        self.store.publish(self.my_id(), counts)
+        self.published = counts
+
+    def active_streams(self) -> dict[str, Any]:
+        """Open streams summed over every live process; this process's own counts are always
+        current, whatever it has published."""
+        try:
+            by_process = self.store.read()
+        except Exception:
+            log.warning("status: could not read the stream counts of other processes")
+            by_process = {}
+        by_process[self.my_id()] = self.local_streams()
+        per_instance: Counter[str] = Counter()
+        for counts in by_process.values():
+            per_instance.update({k: int(v) for k, v in counts.items() if int(v) > 0})
+        return {"total": sum(per_instance.values()), "per_instance": dict(per_instance),
+                "processes": len(by_process)}
+
+    def notify_changed(self) -> None:
+        """Something the status page shows changed. Cheap, never blocks, never raises."""
+        try:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                self._schedule(loop)
+            elif self.loop is not None and self.loop.is_running():
+                self.loop.call_soon_threadsafe(self._schedule, self.loop)
+            # No loop in this process: no page is connected to it, and without Redis none can be.
+        except Exception:
+            log.debug("status: notify_changed failed", exc_info=True)
+
+    def remember_loop(self) -> None:
+        """Lets threads of this process notify (the consumer calls it on connect)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            loop = None
-        if loop is not None:
-            _schedule(loop)
-        elif _local.loop is not None and _local.loop.is_running():
-            _local.loop.call_soon_threadsafe(_schedule, _local.loop)
-        # No loop in this process: no page is connected to it, and without Redis none can be.
-    except Exception:
-        log.debug("status: notify_changed failed", exc_info=True)
+            return
+        self._adopt(loop)
 
+    def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.loop is not loop:  # a new loop (tests): the old timers are meaningless
+            self.loop, self.pending, self.task, self.heartbeat = loop, None, None, None
+            self.again, self.last_sent = False, float("-inf")
 
-def _adopt(loop: asyncio.AbstractEventLoop) -> None:
-    if _local.loop is not loop:  # a new loop (tests): the old timers are meaningless
-        _local.loop, _local.pending, _local.task, _local.heartbeat = loop, None, None, None
-        _local.again, _local.last_sent = False, float("-inf")
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the loop's thread: one send soon, unless one is already waiting."""
+        self._adopt(loop)
+        if self.task is not None and not self.task.done():
+            self.again = True
+            return
+        if self.pending is not None:
+            return
+        delay = max(0.0, self.last_sent + NOTIFY_INTERVAL - time.monotonic())
+        self.pending = loop.call_later(delay, self._start_send, loop)
 
+    def _start_send(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.pending = None
+        self.last_sent = time.monotonic()
+        self.task = loop.create_task(self._send(loop), name="status-notify")
 
-def _schedule(loop: asyncio.AbstractEventLoop) -> None:
-    """On the loop's thread: one send soon, unless one is already waiting."""
-    _adopt(loop)
-    if _local.task is not None and not _local.task.done():
-        _local.again = True
-        return
-    if _local.pending is not None:
-        return
-    delay = max(0.0, _local.last_sent + NOTIFY_INTERVAL - time.monotonic())
-    _local.pending = loop.call_later(delay, _start_send, loop)
+    async def _send(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            # Counts first: the pages that wake up read them.
+            await loop.run_in_executor(self.executor, self.publish_streams)
+        except Exception:
+            log.debug("status: could not publish the stream counts", exc_info=True)
+        try:
+            from channels.layers import get_channel_layer
 
+            layer = get_channel_layer()
+            if layer is not None:
+                await asyncio.wait_for(layer.group_send(GROUP, dict(CHANGED)), SEND_TIMEOUT)
+        except Exception:
+            log.debug("status: group_send failed", exc_info=True)
+        finally:
+            self._after_send(loop)
 
-def _start_send(loop: asyncio.AbstractEventLoop) -> None:
-    _local.pending = None
-    _local.last_sent = time.monotonic()
-    _local.task = loop.create_task(_send(loop), name="status-notify")
+    def _after_send(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.loop is not loop:
+            return
+        if self.again:
+            self.again = False
+            self.task = None
+            self._schedule(loop)
+        if self.local_streams() and self.heartbeat is None:
+            self.heartbeat = loop.call_later(HEARTBEAT_SECONDS, self._beat, loop)
 
-
-async def _send(loop: asyncio.AbstractEventLoop) -> None:
-    try:
-        # Counts first: the pages that wake up read them.
-        await loop.run_in_executor(_executor(), publish_streams)
-    except Exception:
-        log.debug("status: could not publish the stream counts", exc_info=True)
-    try:
-        from channels.layers import get_channel_layer
-
-        layer = get_channel_layer()
-        if layer is not None:
-            await asyncio.wait_for(layer.group_send(GROUP, dict(CHANGED)), SEND_TIMEOUT)
-    except Exception:
-        log.debug("status: group_send failed", exc_info=True)
-    finally:
-        _after_send(loop)
-
-
-def _after_send(loop: asyncio.AbstractEventLoop) -> None:
-    if _local.loop is not loop:
-        return
-    if _local.again:
-        _local.again = False
-        _local.task = None
-        _schedule(loop)
-    if local_streams() and _local.heartbeat is None:
-        _local.heartbeat = loop.call_later(HEARTBEAT_SECONDS, _beat, loop)
-
-
-def _beat(loop: asyncio.AbstractEventLoop) -> None:
-    """While streams are open, keep this process's key alive."""
-    _local.heartbeat = None
-    if _local.loop is not loop or not local_streams():
-        return
-    future = loop.run_in_executor(_executor(), publish_streams, True)
-    future.add_done_callback(lambda f: f.cancelled() or f.exception())  # errors: not fatal
-    _local.heartbeat = loop.call_later(HEARTBEAT_SECONDS, _beat, loop)
-
-
-def remember_loop() -> None:
-    """Lets threads of this process notify (the consumer calls it on connect)."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    _adopt(loop)
+    def _beat(self, loop: asyncio.AbstractEventLoop) -> None:
+        """While streams are open, keep this process's key alive."""
+        self.heartbeat = None
+        if self.loop is not loop or not self.local_streams():
+            return
+        future = loop.run_in_executor(self.executor, self.publish_streams, True)
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())  # errors: not fatal
+        self.heartbeat = loop.call_later(HEARTBEAT_SECONDS, self._beat, loop)
 
 
 # --- the snapshot --------------------------------------------------------------------------------
@@ -344,13 +332,15 @@ def _accounts(now: datetime) -> list[dict[str, Any]]:
     return rows
 
 
-def snapshot() -> dict[str, Any]:
-    """Everything the status page shows, JSON-ready (times as ISO 8601). Sync ORM."""
+def snapshot(publisher: StatusPublisher | None = None) -> dict[str, Any]:
+    """Everything the status page shows, JSON-ready (times as ISO 8601); the open streams as
+    `publisher` (this process's) counts them, else as the processes published them. Sync
+    ORM."""
     now = timezone.now()
     request_log = apps.get_model("proxy", "RequestLog")
     recent = request_log.objects.filter(started_at__gte=now - timedelta(seconds=60))
     per_instance = dict(recent.values_list("instance").annotate(n=Count("id")).order_by())
-    streams = active_streams()
+    streams = (publisher or StatusPublisher(configured())).active_streams()
     instances = [{
         "name": inst.name, "host": inst.host, "port": inst.port, "enabled": inst.enabled,
         "state": inst.state, "state_display": str(inst.get_state_display()),

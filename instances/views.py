@@ -72,7 +72,8 @@ def status_page(request: HttpRequest) -> HttpResponse:
     context = {
         **admin.site.each_context(request),
         "title": _("Live status"),
-        "snapshot": displayable(status.snapshot()),
+        "snapshot": displayable(status.snapshot(
+            status.publisher_in(getattr(request, "scope", None)))),
         "ws_path": WS_PATH,
         "labels": labels(),
     }

@@ -43,7 +43,9 @@ class RequestLogAdmin(admin.ModelAdmin):
                     "short_error")
     list_filter = (StatusFilter, "status", "instance", "model", "api", "stream",
                    ("account", admin.RelatedOnlyFieldListFilter), "started_at")
-    search_fields = ("model", "requested_model", "error", "key_label", "account__label")
+    # "=request_id": the id a client quotes (x-request-id, request-id), matched exactly.
+    search_fields = ("model", "requested_model", "error", "key_label", "account__label",
+                     "=request_id")
     date_hierarchy = "started_at"
     list_select_related = ("account",)
     list_per_page = 100

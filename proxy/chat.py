@@ -123,7 +123,8 @@ async def chat_completions(request: ApiRequest) -> JsonResult | StreamResult:
                            session=session, answer=answer, api="openai",
                            requested_model=body["model"], client_body=request.body)
     except (ApiError, UpstreamError) as error:
-        log_refused(error, api="openai", started=started, requested_model=body.get("model"),
+        log_refused(error, request, api="openai", started=started,
+                    requested_model=body.get("model"),
                     instance=opts.instance.name if opts else request.instance,
                     key_label=opts.key_label if opts else "")
         if isinstance(error, UpstreamError):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.utils.translation import gettext, gettext_noop
+
+from iflow2api_lib.logs import new_request_id
+from iflow2api_lib.logs import request_id as current_request_id
 
 # `echo`: the one helper that cuts a client's value short before an error message quotes it
 # (pure, so the translators use it too).
@@ -95,14 +97,19 @@ class ApiError(Exception):
                                    "invalid_request_error")
 
     def anthropic_body(self, request_id: str | None = None) -> dict:
+        """Anthropic's error shape, with the request's one id (the x-request-id the server
+        gave it, which its log lines and request-log row carry)."""
         return {
             "type": "error",
             "error": {"type": self.anthropic_type(), "message": self.message},
-            "request_id": request_id or new_request_id(),
+            "request_id": request_id or this_request_id(),
         }
 
 
-def new_request_id() -> str:
-    return "req_" + uuid.uuid4().hex[:24]
+def this_request_id() -> str:
+    """The id of the request being served (iflow2api_lib/logs.py sets it for every HTTP
+    request); a new one outside any request."""
+    current = current_request_id.get()
+    return current if current != "-" else new_request_id()
 
 

@@ -20,7 +20,7 @@ from django.utils.translation import gettext
 
 from instances.runtime import instance_for_port
 from proxy import catalog, chat, messages
-from proxy.errors import ApiError
+from proxy.errors import ApiError, this_request_id
 from proxy.http import (
     SSE_HEADERS,
     ApiRequest,
@@ -29,7 +29,7 @@ from proxy.http import (
     body_too_large,
     call_handler,
 )
-from proxy.lifecycle import lifecycle
+from proxy.runtime import runtime_in
 
 Handler = Callable[[ApiRequest], Awaitable[JsonResult | StreamResult]]
 Renderer = Callable[[ApiError], JsonResult]
@@ -64,6 +64,7 @@ def handles(scope: dict[str, Any]) -> bool:
 
 async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
     handler, render_error = ROUTES[scope["method"], scope["path"]]
+    lifecycle = runtime_in(scope).lifecycle
     if lifecycle.draining:
         error = ApiError(503, gettext("the server is shutting down; retry the request"),
                          "server_shutting_down", retry_after=1)
@@ -84,8 +85,9 @@ async def _serve(scope: dict[str, Any], receive: Receive, send: Send, handler: H
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     client = scope.get("client") or ("", 0)
     server = scope.get("server") or ("", None)
-    request = ApiRequest(scope["method"], scope["path"], headers, body, client[0],
-                         instance_id=instance_for_port(server[1]))
+    request = ApiRequest(scope["method"], scope["path"], headers, body, runtime_in(scope),
+                         client[0], instance_id=instance_for_port(server[1]),
+                         request_id=this_request_id())
     # From here on the client may leave at any moment: the work for it stops at once (the
     # upstream request is closed), whether it is still being prepared or already streaming.
     client_left = asyncio.ensure_future(_client_leaves(receive))

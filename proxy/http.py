@@ -15,7 +15,8 @@ from django.utils.translation import gettext
 from iflow2api_lib.i18n import api_language
 from iflow2api_lib.wire import dumps
 from instances.runtime import instance_for_port
-from proxy.errors import ApiError
+from proxy.errors import ApiError, this_request_id
+from proxy.runtime import Runtime, runtime_in
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +27,14 @@ class ApiRequest:
     path: str
     headers: dict[str, str]  # lower-case names
     body: bytes
+    runtime: Runtime  # the process's (proxy/runtime.py), handed in by the adapter
     client_ip: str = ""
     # The id of the instance whose port it came in on (runtime.instance_for_port).
     instance_id: int | None = None
     instance: str = "default"  # its name, for the logs: set by admit() once resolved
+    # The request's one id (iflow2api_lib/logs.py: the client's x-request-id when sane): in
+    # every log line, the request log, the x-request-id and request-id headers, error bodies.
+    request_id: str = ""
 
     @classmethod
     def from_django(cls, request: HttpRequest, body: bytes) -> ApiRequest:
@@ -38,8 +43,10 @@ class ApiRequest:
             path=request.path,
             headers={k.lower(): v for k, v in request.headers.items()},
             body=body,
+            runtime=runtime_in(request.scope),  # type: ignore[attr-defined]
             client_ip=request.META.get("REMOTE_ADDR", ""),
             instance_id=instance_for_port(_port(request.META.get("SERVER_PORT"))),
+            request_id=this_request_id(),
         )
 
 

@@ -1,5 +1,6 @@
 """Graceful shutdown: stop taking API requests, let the ones in flight finish up to a deadline,
-then end the streams still open with an in-band error event (never a silent cut)."""
+then end the streams still open with an in-band error event (never a silent cut). One per
+process, owned by the Runtime (proxy/runtime.py)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,3 @@ class Lifecycle:
         deadline = time.monotonic() + 2.0
         while self.in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-
-
-lifecycle = Lifecycle()

@@ -61,13 +61,14 @@ class AnthropicStreamSession:
 
 
 async def messages(request: ApiRequest) -> JsonResult | StreamResult:
-    request_id = "req_" + uuid.uuid4().hex[:24]
+    request_id = request.request_id  # the one of the x-request-id header and the log lines
     started = time.monotonic()
     opts: GatewayOptions | None = None
     body: dict[str, Any] = {}
 
     def refused(error: Exception) -> None:
-        log_refused(error, api="anthropic", started=started, requested_model=body.get("model"),
+        log_refused(error, request, api="anthropic", started=started,
+                    requested_model=body.get("model"),
                     instance=opts.instance.name if opts else request.instance,
                     key_label=opts.key_label if opts else "")
 
@@ -131,4 +132,4 @@ async def count_tokens(request: ApiRequest) -> JsonResult:
         tokens = await sync_to_async(estimate_tokens, thread_sensitive=False)(body)
         return JsonResult.of({"input_tokens": max(1, tokens)})
     except ApiError as error:
-        return anthropic_error(error)
+        return anthropic_error(error, request.request_id)

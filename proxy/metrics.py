@@ -2,8 +2,8 @@
 `Authorization: Bearer <METRICS_TOKEN>` when a token is set. Never under CORS (it is not an API
 path).
 
-- Per request, from the request log's record (`observe()`, called by `log_request()`): requests,
-  latency, time to first token, tokens, upstream errors.
+- Per request, from the request log's record (`observe()`, called by
+  `RequestLogWriter.log()`): requests, latency, time to first token, tokens, upstream errors.
 - At scrape time: requests in flight, open streams, the account pool (accounts by state, slots
   in use, requests waiting for a slot) and the request log's own counters.
 
@@ -38,8 +38,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from instances.status import RUNTIME_SCOPE_KEY
+
 if TYPE_CHECKING:
+    from accounts.pool import AccountPool
     from proxy.requestlog import RequestRecord
+    from proxy.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -142,14 +146,13 @@ def _account_counts() -> dict[tuple[str, str], int]:
     return counts
 
 
-async def read_pool_state() -> PoolState:
+async def read_pool_state(pool: AccountPool) -> PoolState:
     """One query for the account states, and the slot count of each usable account with a
     concurrency limit (from Redis when REDIS_URL is set: the same for every replica)."""
-    from accounts.pool import pool
     from accounts.services import routing
 
     state = PoolState(accounts=await sync_to_async(_account_counts)())
-    slots = pool().slots
+    slots = pool.slots
     for account in (await routing()).accounts:
         if account.max_concurrency:
             used = await slots.busy(account)
@@ -161,13 +164,15 @@ class LiveCollector(Collector):
     """Gauges read when scraped: in-flight requests, open streams, the pool."""
 
     def __init__(self) -> None:
+        # Set at each scrape, from the request's scope: the process's Runtime, what it read.
+        self.runtime: Runtime | None = None
         self.pool_state: PoolState | None = None
 
     def collect(self) -> Iterator[Metric]:
-        from accounts.pool import pool
-        from proxy import requestlog
-        from proxy.lifecycle import lifecycle
-
+        runtime = self.runtime
+        if runtime is None:  # not scraped yet
+            return
+        lifecycle = runtime.lifecycle
         yield GaugeMetricFamily("iflow2api_requests_in_flight",
                                 "API requests being served by this process",
                                 value=lifecycle.in_flight)
@@ -175,12 +180,12 @@ class LiveCollector(Collector):
                                 value=len(getattr(lifecycle, "_stop_signals", ())))
         yield GaugeMetricFamily("iflow2api_pool_waiting",
                                 "Requests in this process waiting for an account slot",
-                                value=pool().waiting)
+                                value=runtime.pool.waiting)
         written = CounterMetricFamily("iflow2api_request_log_rows",
                                       "Request log rows: written, dropped (queue full) or failed",
                                       labels=["outcome"])
         for outcome in ("written", "dropped", "failed"):
-            written.add_metric([outcome], getattr(requestlog.stats, outcome))
+            written.add_metric([outcome], getattr(runtime.requests.stats, outcome))
         yield written
         if self.pool_state is None:
             return
@@ -226,8 +231,10 @@ async def metrics_view(request: HttpRequest) -> HttpResponse:
                                 content_type="text/plain; charset=utf-8")
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
+    # The process's Runtime, as the ASGI application put it in the scope (proxy/runtime.py).
+    LIVE.runtime = runtime = request.scope[RUNTIME_SCOPE_KEY]  # type: ignore[attr-defined]
     try:
-        LIVE.pool_state = await read_pool_state()
+        LIVE.pool_state = await read_pool_state(runtime.pool)
     except Exception:  # the database or Redis away: serve the rest
         log.warning("metrics: could not read the account pool", exc_info=True)
         LIVE.pool_state = None

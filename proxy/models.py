@@ -32,6 +32,9 @@ class RequestLog(models.Model):
     error = models.CharField(_("error"), max_length=500, blank=True)
     request_body = models.TextField(_("request body"), blank=True)
     response_body = models.TextField(_("response body"), blank=True)
+    # The id the client was given (x-request-id, Anthropic's request-id, error bodies) and that
+    # the server's log lines carry: a client quoting it finds this row.
+    request_id = models.CharField(_("request id"), max_length=64, blank=True, db_index=True)
 
     class Meta:
         ordering = ["-started_at", "-id"]

@@ -1,33 +1,32 @@
-"""The request path shared by both APIs: client key → model → account → provider → upstream."""
+"""The steps of the request path that both APIs share, each a plain function the handlers and
+relay() call in order: admit (instance, client key) → parse the body → resolve_model →
+accounts_for → take_account → route_for (provider, target) → account_failed on an upstream
+error. relay() (proxy/relay.py) owns the loop over accounts."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import cache
-from typing import Any, TypeVar
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils.translation import gettext
 
-from accounts.pool import Lease, NoAccount, PoolExhausted, pool
+from accounts.pool import AccountPool, Lease, NoAccount, PoolExhausted
 from accounts.refresh import request_refresh
 from accounts.services import AccountRef, ModelRef, routing, target_for
 from iflow2api_lib.wire import loads
 from instances.ratelimit import RuleRef
 from instances.services import InstanceConfig, KeyRef, directory
 from proxy.bodies import BodyLimits, check_before_parsing, check_parsed, too_deep_error
-from proxy.errors import ApiError, echo, hide_secrets
+from proxy.errors import ApiError, echo
 from proxy.http import ApiRequest
+from proxy.runtime import Runtime
 from proxy.unusable import no_account_error
-from upstream.client import UpstreamClient
 from upstream.providers import get_provider
 from upstream.providers.base import Provider
 from upstream.types import PreparedRequest, UpstreamError, UpstreamTarget
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -41,6 +40,8 @@ class GatewayOptions:
     rules: tuple[RuleRef, ...]
     keepalive_seconds: float
     prelude_seconds: float
+    runtime: Runtime  # the process's: upstream client, pool, limiter, request log, status
+    request_id: str  # the request's one id (ApiRequest.request_id)
 
     @property
     def preserve_reasoning(self) -> bool:
@@ -49,16 +50,6 @@ class GatewayOptions:
     @property
     def key_label(self) -> str:
         return self.key.label if self.key else ""
-
-
-@cache
-def upstream_client() -> UpstreamClient:
-    conf = settings.IFLOW2API
-    return UpstreamClient(
-        connect_timeout=conf["UPSTREAM_CONNECT_TIMEOUT"],
-        read_timeout=conf["UPSTREAM_READ_TIMEOUT"],
-        proxy=conf["UPSTREAM_PROXY"],
-    )
 
 
 def client_keys(request: ApiRequest) -> list[str]:
@@ -116,6 +107,7 @@ async def admit(request: ApiRequest) -> GatewayOptions:
         instance=instance, key=key, client_ip=client_ip(request), rules=found.rules,
         keepalive_seconds=conf["KEEPALIVE_SECONDS"],
         prelude_seconds=conf["STREAM_PRELUDE_SECONDS"],
+        runtime=request.runtime, request_id=request.request_id,
     )
 
 
@@ -200,72 +192,53 @@ def route_for(model: ModelRef, account: AccountRef, proxy: str | None = None) ->
 FAILOVER_STATUSES = frozenset({401, 429, 502, 503, 504})
 MAX_ATTEMPTS = 3
 
-Attempt = Callable[[Route, Lease], Awaitable[T]]
+
+def worth_another_account(err: UpstreamError) -> bool:
+    return err.status in FAILOVER_STATUSES or err.account_action is not None
 
 
-async def with_account(model: ModelRef, attempt: Attempt[T], opts: GatewayOptions) -> T:
-    """Runs `attempt` on a pooled account, failing over to another account when it fails
-    before anything reached the client. The attempt owns its lease once it returns (a stream
-    releases it when it ends); on failure it is released here."""
-    table = await routing()
-    accounts = table.accounts_for(model)
+async def accounts_for(model: ModelRef, opts: GatewayOptions) -> list[AccountRef]:
+    """The accounts that may serve `model` on this instance (403 when there are none)."""
+    accounts = (await routing()).accounts_for(model)
     allowed = opts.instance.account_ids
     if allowed:
         accounts = [a for a in accounts if a.id in allowed]
     if not accounts:
         raise await no_account_error(model, allowed)
-    conf = settings.IFLOW2API
-    failed: UpstreamError | None = None
-    tried: set[int] = set()
-    for _ in range(min(len(accounts), MAX_ATTEMPTS)):
-        candidates = [a for a in accounts if a.id not in tried]
-        try:
-            lease = await pool().acquire(candidates, timeout=conf["POOL_QUEUE_TIMEOUT"])
-        except (PoolExhausted, NoAccount) as exc:
-            if failed is not None:
-                raise failed from None
-            if isinstance(exc, NoAccount):
-                raise await no_account_error(model, allowed) from None
-            raise ApiError(429, exc.message, "rate_limit_exceeded",
-                           retry_after=exc.retry_after) from None
-        try:
-            result = await attempt(
-                route_for(model, lease.account, opts.instance.upstream_proxy), lease)
-        except UpstreamError as err:
-            await pool().release(lease)
-            hide_secrets(err, (lease.account.api_key,))
-            await account_failed(lease.account, err)
-            if err.status not in FAILOVER_STATUSES and err.account_action is None:
-                raise
-            failed = err
-            tried.add(lease.account.id)
-        except BaseException:
-            await pool().release(lease)
-            raise
-        else:
-            if (lease.account.cooldown_until or 0.0) > time.time():
-                await pool().recovered(lease.account)  # served while cooling: limit is over
-            return result
-    assert failed is not None
-    raise failed
+    return accounts
 
 
-async def account_failed(account: AccountRef, err: UpstreamError) -> None:
+async def take_account(pool: AccountPool, candidates: list[AccountRef], model: ModelRef,
+                       opts: GatewayOptions, failed: UpstreamError | None) -> Lease:
+    """A slot on one of `candidates`; when none is free, the last upstream failure if there
+    was one, else 403 (no usable account) or 429 (all busy or cooling down)."""
+    try:
+        return await pool.acquire(candidates, timeout=settings.IFLOW2API["POOL_QUEUE_TIMEOUT"])
+    except (PoolExhausted, NoAccount) as exc:
+        if failed is not None:
+            raise failed from None
+        if isinstance(exc, NoAccount):
+            raise await no_account_error(model, opts.instance.account_ids) from None
+        raise ApiError(429, exc.message, "rate_limit_exceeded",
+                       retry_after=exc.retry_after) from None
+
+
+async def account_failed(pool: AccountPool, account: AccountRef, err: UpstreamError) -> None:
     """What an upstream failure means for the account that got it."""
     conf = settings.IFLOW2API
     reason = f"{err.status} {err.message}"[:500]
     if err.account_action == "disable":
-        await pool().block(account, f"upstream refused the key: {reason}")
+        await pool.block(account, f"upstream refused the key: {reason}")
     elif err.account_action == "refresh":
-        await pool().cool_down(account, conf["AUTH_COOLDOWN_SECONDS"], reason)
-        await sync_to_async(request_refresh)(account.id)
+        await pool.cool_down(account, conf["AUTH_COOLDOWN_SECONDS"], reason)
+        request_refresh(account.id)  # returns at once: the refresh runs in a worker thread
     elif err.status == 429:
-        await pool().rate_limited(account, err.retry_after, reason)
+        await pool.rate_limited(account, err.retry_after, reason)
     elif err.account_action == "cooldown":
         # A refused key (401/403) may work again later; anything else (no balance) sooner.
         default = "AUTH_COOLDOWN_SECONDS" if err.status in (401, 403) else \
             "RATE_LIMIT_COOLDOWN_SECONDS"
-        await pool().cool_down(account, err.retry_after or conf[default], reason)
+        await pool.cool_down(account, err.retry_after or conf[default], reason)
 
 
 def now() -> int:

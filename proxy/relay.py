@@ -1,19 +1,47 @@
-"""One upstream call on a pooled account, streamed or not, shared by both APIs."""
+"""One request's way upstream, shared by both APIs, read top to bottom:
+
+1. the instance's rate rules admit it (429 when over a limit), before anything else is spent;
+2. URL images are inlined for upstreams that take only data URLs (before any account slot is
+   taken: a slow image host must not hold one);
+3. the account loop: a slot on the least busy usable account (accounts/pool.py), the call on
+   it, and on an upstream failure that another account may not share (pipeline.
+   worth_another_account) the account's consequence (cooldown, block, refresh) and the next
+   account, up to MAX_ATTEMPTS; a stream keeps its account's slot until it ends;
+4. the outcome goes to the request log (proxy/trace.py) and the rate limiter gets the stream
+   slot back and the tokens counted.
+
+Everything the process holds (upstream client, pool, limiter, request log, status) comes from
+the request's Runtime (`opts.runtime`, proxy/runtime.py).
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
-from accounts.pool import Lease, pool
-from accounts.services import ModelRef
-from instances.ratelimit import buckets_for, limiter
-from proxy.errors import ApiError
+from accounts.pool import Lease
+from accounts.services import AccountRef, ModelRef
+from instances.ratelimit import Admission, Bucket, buckets_for
+from proxy.errors import ApiError, hide_secrets
 from proxy.http import JsonResult, StreamResult
-from proxy.pipeline import GatewayOptions, Route, upstream_client, with_account
+from proxy.pipeline import (
+    MAX_ATTEMPTS,
+    GatewayOptions,
+    Route,
+    account_failed,
+    accounts_for,
+    route_for,
+    take_account,
+    worth_another_account,
+)
 from proxy.streaming import StreamSession, open_stream, stream_body
 from proxy.trace import RelayTrace
 from proxy.vision import inline_remote_images
+from upstream.types import UpstreamError
+
+Session = Callable[[Route], StreamSession]
+Answer = Callable[[Route, dict[str, Any]], JsonResult]
 
 
 async def relay(
@@ -22,66 +50,119 @@ async def relay(
     opts: GatewayOptions,
     *,
     stream: bool,
-    session: Callable[[Route], StreamSession],
-    answer: Callable[[Route, dict[str, Any]], JsonResult],
+    session: Session,
+    answer: Answer,
     api: str,
     requested_model: str,
     client_body: bytes = b"",
 ) -> JsonResult | StreamResult:
     """Sends `body` (an OpenAI chat body for `model`) upstream. Streams: `session(route)`
-    translates the chunks; the account's slot is held until the stream ends. Non-streaming:
-    `answer(route, completion)` renders the result. The instance's rate rules are checked
-    first (429 when over a limit)."""
-    # Request log (proxy/trace.py): the trace records the outcome, off the hot path.
-    trace = RelayTrace(model.id, api, requested_model, stream, instance=opts.instance.name,
-                       key_label=opts.key_label, keep_bodies=opts.instance.log_bodies)
+    translates the chunks. Non-streaming: `answer(route, completion)` renders the result."""
+    trace = RelayTrace(model.id, api, requested_model, stream, opts.runtime, opts.request_id,
+                       instance=opts.instance.name, key_label=opts.key_label,
+                       keep_bodies=opts.instance.log_bodies)
     if opts.instance.log_bodies:
         trace.keep_request(client_body)
-    buckets = buckets_for(opts.rules, instance_id=opts.instance.id or 0,
-                          key_id=opts.key.id if opts.key else None, client_ip=opts.client_ip)
-    with trace.failures():
-        admission = await limiter().admit(buckets, stream=stream) if buckets else None
-        if admission is not None and not admission.allowed:
-            raise ApiError(429, admission.reason, "rate_limit_exceeded",
-                           retry_after=admission.retry_after)
+    return await _Relay(model, body, opts, trace, stream, session, answer).run()
 
-    async def settle() -> None:
+
+class _Relay:
+    """The state of one relay() call; its methods are the steps, in the order they run."""
+
+    def __init__(self, model: ModelRef, body: dict[str, Any], opts: GatewayOptions,
+                 trace: RelayTrace, stream: bool, session: Session, answer: Answer) -> None:
+        self.model, self.body, self.opts, self.trace = model, body, opts, trace
+        self.stream, self.session, self.answer = stream, session, answer
+        self.runtime = opts.runtime
+        self.buckets: list[Bucket] = buckets_for(
+            opts.rules, instance_id=opts.instance.id or 0,
+            key_id=opts.key.id if opts.key else None, client_ip=opts.client_ip)
+        self.admission: Admission | None = None
+
+    async def run(self) -> JsonResult | StreamResult:
+        with self.trace.failures():
+            await self.check_rate_rules()
+        try:
+            with self.trace.failures():
+                await inline_remote_images(self.model, self.body, self.opts)
+                return await self.on_some_account()
+        except BaseException:
+            await self.settle()
+            raise
+
+    async def check_rate_rules(self) -> None:
+        if not self.buckets:
+            return
+        self.admission = await self.runtime.limiter.admit(self.buckets, stream=self.stream)
+        if not self.admission.allowed:
+            raise ApiError(429, self.admission.reason, "rate_limit_exceeded",
+                           retry_after=self.admission.retry_after)
+
+    async def on_some_account(self) -> JsonResult | StreamResult:
+        """The call on a pooled account, failing over to another account when it fails
+        before anything reached the client."""
+        pool = self.runtime.pool
+        accounts = await accounts_for(self.model, self.opts)
+        failed: UpstreamError | None = None
+        tried: set[int] = set()
+        for _ in range(min(len(accounts), MAX_ATTEMPTS)):
+            candidates = [a for a in accounts if a.id not in tried]
+            lease = await take_account(pool, candidates, self.model, self.opts, failed)
+            try:
+                result = await self.call(lease)
+            except UpstreamError as err:
+                await pool.release(lease)
+                await self.account_failed(lease.account, err)
+                if not worth_another_account(err):
+                    raise
+                failed = err
+                tried.add(lease.account.id)
+            except BaseException:
+                await pool.release(lease)
+                raise
+            else:
+                if (lease.account.cooldown_until or 0.0) > time.time():
+                    await pool.recovered(lease.account)  # served while cooling: limit is over
+                return result
+        assert failed is not None
+        raise failed
+
+    async def call(self, lease: Lease) -> JsonResult | StreamResult:
+        """One upstream call on `lease`'s account. A stream owns the lease from here (released
+        when it ends); a JSON answer gives it back at once."""
+        route = route_for(self.model, lease.account, self.opts.instance.upstream_proxy)
+        self.trace.attempt(route)
+        prepared = route.prepare(self.body, stream=self.stream)
+        client, proxy = self.runtime.upstream, route.target.proxy_url
+        if not self.stream:
+            completion = await client.request_json(route.provider, prepared, proxy=proxy)
+            await self.runtime.pool.release(lease)
+            result = self.answer(route, completion)
+            self.trace.answered(completion, result.body)
+            await self.settle()
+            return result
+        batches = client.stream_batches(route.provider, prepared, proxy=proxy)
+        pending = await open_stream(batches, prelude_seconds=self.opts.prelude_seconds)
+
+        async def finish(error: ApiError | None) -> None:
+            await self.runtime.pool.release(lease)
+            self.trace.stream_finished(error)
+            await self.settle()
+
+        self.trace.stream_started()
+        return stream_body(batches, pending, self.trace.observe(self.session(route)),
+                           lifecycle=self.runtime.lifecycle,
+                           keepalive_seconds=self.opts.keepalive_seconds, on_finish=finish)
+
+    async def account_failed(self, account: AccountRef, err: UpstreamError) -> None:
+        hide_secrets(err, (account.api_key,))  # never pass an account's key on to the client
+        await account_failed(self.runtime.pool, account, err)
+
+    async def settle(self) -> None:
         """The request is over: give back its stream slot, count its tokens."""
+        admission, self.admission = self.admission, None
         if admission is None:
             return
-        await limiter().release(admission)
-        if trace.tokens:
-            await limiter().add_tokens(buckets, trace.tokens)
-
-    async def attempt(route: Route, lease: Lease) -> JsonResult | StreamResult:
-        trace.attempt(route)
-        prepared = route.prepare(body, stream=stream)
-        client = upstream_client()
-        proxy = route.target.proxy_url
-        if stream:
-            batches = client.stream_batches(route.provider, prepared, proxy=proxy)
-            pending = await open_stream(batches, prelude_seconds=opts.prelude_seconds)
-
-            async def finish(error: ApiError | None) -> None:
-                await pool().release(lease)
-                trace.stream_finished(error)
-                await settle()
-
-            trace.stream_started()
-            return stream_body(batches, pending, trace.observe(session(route)),
-                               keepalive_seconds=opts.keepalive_seconds, on_finish=finish)
-        completion = await client.request_json(route.provider, prepared, proxy=proxy)
-        await pool().release(lease)
-        result = answer(route, completion)
-        trace.answered(completion, result.body)
-        await settle()
-        return result
-
-    try:
-        with trace.failures():
-            # Before any account slot is taken: a slow image host must not hold one.
-            await inline_remote_images(model, body, opts)
-            return await with_account(model, attempt, opts)
-    except BaseException:
-        await settle()
-        raise
+        await self.runtime.limiter.release(admission)
+        if self.trace.tokens:
+            await self.runtime.limiter.add_tokens(self.buckets, self.trace.tokens)

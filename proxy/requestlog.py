@@ -9,21 +9,21 @@ Where it is called:
 - Requests refused before `relay()` (bad JSON, unknown model, wrong client key) are logged by
   the handlers through `log_refused()` (proxy/trace.py).
 
-`log_request()` only puts the record on an asyncio queue (bounded: when full the record is
-dropped and counted). A task on the server's loop hands batches (100 rows, or whatever arrived
-within 0.5 s) to one writer thread that bulk-creates them. What is still queued at exit is
-written by an atexit hook, best effort.
+The process's `RequestLogWriter` (owned by the Runtime, proxy/runtime.py) only puts the record
+on an asyncio queue (bounded: when full the record is dropped and counted). A task on the
+server's loop hands batches (100 rows, or whatever arrived within 0.5 s) to one writer thread
+that bulk-creates them. What is still queued at exit is written by an atexit hook the Runtime
+registers, best effort.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import contextvars
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,7 +31,6 @@ from functools import cache
 
 from django.db import close_old_connections, connection, transaction
 
-from instances import status as live_status
 from proxy import metrics
 
 log = logging.getLogger(__name__)
@@ -60,6 +59,7 @@ class RequestRecord:
     key_label: str = ""
     request_body: str = ""  # only for instances with log_bodies
     response_body: str = ""
+    request_id: str = ""  # the one the client sees (x-request-id, request-id, error bodies)
 
 
 @dataclass
@@ -67,9 +67,6 @@ class Stats:
     written: int = 0
     dropped: int = 0  # queue full
     failed: int = 0  # the database refused a batch
-
-
-stats = Stats()
 
 # --- secrets never reach the log ----------------------------------------------------------------
 
@@ -100,15 +97,10 @@ def clean_error(text: str | None, secrets: Iterable[str] = ()) -> str:
 # --- the queue and its writer -------------------------------------------------------------------
 
 
-@cache
-def _executor() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="requestlog")
-
-
 # The columns write_rows() fills, in the order of row_values().
 ROW_FIELDS = ("started_at", "instance", "key_label", "account", "model", "requested_model", "api",
               "stream", "status", "latency_ms", "ttft_ms", "tokens_in", "tokens_out", "error",
-              "request_body", "response_body")
+              "request_body", "response_body", "request_id")
 
 
 @cache
@@ -129,10 +121,10 @@ def row_values(r: RequestRecord, known_accounts: set[int]) -> tuple[object, ...]
             r.key_label[:100], r.account_id if r.account_id in known_accounts else None,
             r.model[:200], r.requested_model[:200], r.api, r.stream, r.status,
             max(0, r.latency_ms), r.ttft_ms, r.tokens_in, r.tokens_out, r.error[:ERROR_MAX],
-            r.request_body, r.response_body)
+            r.request_body, r.response_body, r.request_id[:64])
 
 
-def write_rows(records: list[RequestRecord]) -> None:
+def write_rows(records: list[RequestRecord], stats: Stats) -> None:
     """Inserts rows in one transaction (in the writer thread, or at exit). Accounts deleted in
     the meantime are logged as none."""
     from accounts.models import Account
@@ -155,8 +147,10 @@ def write_rows(records: list[RequestRecord]) -> None:
 class _Writer:
     """The queue of one event loop and the task that drains it."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, owner: RequestLogWriter) -> None:
         self.loop = loop
+        self.owner = owner
+        self.stats = owner.stats
         self.queue: asyncio.Queue[RequestRecord] = asyncio.Queue(QUEUE_MAX)
         self.wake = asyncio.Event()
         self.collecting: list[RequestRecord] = []  # taken off the queue, not yet handed over
@@ -169,9 +163,10 @@ class _Writer:
         try:
             self.queue.put_nowait(record)
         except asyncio.QueueFull:
-            stats.dropped += 1
-            if stats.dropped % 1000 == 1:
-                log.warning("request log queue full: %d records dropped so far", stats.dropped)
+            self.stats.dropped += 1
+            if self.stats.dropped % 1000 == 1:
+                log.warning("request log queue full: %d records dropped so far",
+                            self.stats.dropped)
             return
         if self.queue.qsize() >= BATCH_SIZE:
             self.wake.set()
@@ -187,11 +182,12 @@ class _Writer:
                 self.collecting.append(self.queue.get_nowait())
             batch, self.collecting = self.collecting, []
             try:
-                await self.loop.run_in_executor(_executor(), write_rows, batch)
+                await self.loop.run_in_executor(self.owner.executor, write_rows, batch,
+                                                self.stats)
             finally:
                 for _ in batch:
                     self.queue.task_done()
-            live_status.notify_changed()  # the rows are in the database: status pages re-read
+            self.owner.on_written()  # the rows are in the database: status pages re-read
 
     def take_all(self) -> list[RequestRecord]:
         records, self.collecting = self.collecting, []
@@ -200,49 +196,55 @@ class _Writer:
         return records
 
 
-_writer: _Writer | None = None
+class RequestLogWriter:
+    """The request log of one process. `log()` never blocks the loop and never raises; a
+    queue per event loop (a server has one; tests and async_to_sync callers run others)."""
 
+    def __init__(self, on_written: Callable[[], None] = lambda: None) -> None:
+        self.stats = Stats()
+        self.on_written = on_written  # told after each batch (the status pages re-read)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="requestlog")
+        self._writer: _Writer | None = None
 
-def _writer_for(loop: asyncio.AbstractEventLoop) -> _Writer:
-    global _writer
-    if _writer is None or _writer.loop is not loop:
-        old, _writer = _writer, _Writer(loop)
-        if old is not None:  # another loop (tests): carry its leftovers over
-            old.task.cancel()
-            for record in old.take_all():
-                _writer.put(record)
-    return _writer
+    def _writer_for(self, loop: asyncio.AbstractEventLoop) -> _Writer:
+        writer = self._writer
+        if writer is None or writer.loop is not loop:
+            old, writer = writer, _Writer(loop, self)
+            self._writer = writer
+            if old is not None:  # another loop (tests): carry its leftovers over
+                old.task.cancel()
+                for record in old.take_all():
+                    writer.put(record)
+        return writer
 
-
-def log_request(record: RequestRecord) -> None:
-    """Queues a row. Never blocks the loop, never raises. Off the loop (sync code) it writes
-    at once."""
-    metrics.observe(record)  # Prometheus counters (a no-op unless enabled); never raises
-    try:
+    def log(self, record: RequestRecord) -> None:
+        """Queues a row. Off the loop (sync code) it writes at once."""
+        metrics.observe(record)  # Prometheus counters (a no-op unless enabled); never raises
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is not None:
-            _writer_for(loop).put(record)
-        elif _writer is not None and _writer.loop.is_running():
-            _writer.loop.call_soon_threadsafe(_writer.put, record)
-        else:
-            write_rows([record])
-    except Exception:
-        log.exception("request log: record lost")
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            writer = self._writer
+            if loop is not None:
+                self._writer_for(loop).put(record)
+            elif writer is not None and writer.loop.is_running():
+                writer.loop.call_soon_threadsafe(writer.put, record)
+            else:
+                write_rows([record], self.stats)
+        except Exception:
+            log.exception("request log: record lost")
 
+    async def flush(self) -> None:
+        """Waits until everything queued on this loop is written (tests, shutdown hooks)."""
+        writer = self._writer
+        if writer is not None and writer.loop is asyncio.get_running_loop():
+            writer.wake.set()
+            await writer.queue.join()
 
-async def flush() -> None:
-    """Waits until everything queued on this loop is written (tests, shutdown hooks)."""
-    if _writer is not None and _writer.loop is asyncio.get_running_loop():
-        _writer.wake.set()
-        await _writer.queue.join()
-
-
-@atexit.register
-def _flush_at_exit() -> None:
-    if _writer is not None:
-        records = _writer.take_all()
-        if records:
-            write_rows(records)
+    def write_leftovers(self) -> None:
+        """At exit: what is still queued, written at once."""
+        if self._writer is not None:
+            records = self._writer.take_all()
+            if records:
+                write_rows(records, self.stats)

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
-from instances import status as live_status
 from proxy.errors import ApiError, hide_secrets
-from proxy.requestlog import RequestRecord, clean_error, log, log_request
+from proxy.requestlog import RequestRecord, clean_error, log
+from proxy.runtime import Runtime
 from upstream.types import UpstreamError
 
 if TYPE_CHECKING:
+    from proxy.http import ApiRequest
     from proxy.pipeline import Route
     from proxy.streaming import StreamSession
 
@@ -45,19 +46,21 @@ def _body_text(data: bytes) -> str:
     return text + ("\n[… truncated]" if len(data) > BODY_MAX else "")
 
 
-def log_refused(error: Exception, *, api: str, started: float, requested_model: object = "",
-                instance: str = "default", key_label: str = "") -> None:
+def log_refused(error: Exception, request: ApiRequest, *, api: str, started: float,
+                requested_model: object = "", instance: str = "default",
+                key_label: str = "") -> None:
     """A request refused before relay() (bad body, unknown model, wrong key). Errors that
     relay() already recorded are skipped."""
     if getattr(error, "logged", False):
         return
     status = getattr(error, "status", 500)
     elapsed = time.monotonic() - started
-    log_request(RequestRecord(
+    request.runtime.requests.log(RequestRecord(
         started_at=timezone.now() - timedelta(seconds=elapsed), api=api,
         requested_model=requested_model if isinstance(requested_model, str) else "",
         status=status, latency_ms=round(elapsed * 1000), instance=instance,
         key_label=key_label, error=clean_error(getattr(error, "message", str(error))),
+        request_id=request.request_id,
     ))
 
 
@@ -69,6 +72,8 @@ class RelayTrace:
     api: str
     requested_model: str
     stream: bool
+    runtime: Runtime  # its request log and status publisher
+    request_id: str = ""
     instance: str = "default"
     key_label: str = ""
     keep_bodies: bool = False
@@ -109,7 +114,7 @@ class RelayTrace:
 
     def stream_started(self) -> None:
         self.streaming = True
-        live_status.stream_started(self.instance)  # tells the status pages too
+        self.runtime.status.stream_started(self.instance)  # tells the status pages too
 
     def answered(self, completion: dict, body: bytes = b"") -> None:
         usage = completion.get("usage") if isinstance(completion, dict) else None
@@ -120,7 +125,7 @@ class RelayTrace:
     def stream_finished(self, error: ApiError | None) -> None:
         if self.streaming:
             self.streaming = False
-            live_status.stream_finished(self.instance)
+            self.runtime.status.stream_finished(self.instance)
         if error is not None:
             self.finish(error.status, error.message)
         elif self.closed:
@@ -156,7 +161,7 @@ class RelayTrace:
             ttft = None
             if self.stream and self.first_token is not None:
                 ttft = round((self.first_token - self.start) * 1000)
-            log_request(RequestRecord(
+            self.runtime.requests.log(RequestRecord(
                 started_at=self.started_at, api=self.api, model=self.model,
                 requested_model=self.requested_model, account_id=self.account_id,
                 stream=self.stream, status=status,
@@ -166,7 +171,7 @@ class RelayTrace:
                 error=clean_error(error, self.secrets), instance=self.instance,
                 key_label=self.key_label, request_body=self.request_body,
                 response_body=_body_text(b"".join(self.response_parts))
-                if self.response_parts else "",
+                if self.response_parts else "", request_id=self.request_id,
             ))  # the writer tells the status pages once the row is in the database
         except Exception:
             log.exception("request log: record lost")

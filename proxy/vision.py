@@ -11,7 +11,7 @@ from django.utils.translation import gettext
 
 from accounts.services import ModelRef, routing
 from proxy.errors import ApiError
-from proxy.pipeline import GatewayOptions, resolve_model, upstream_client
+from proxy.pipeline import GatewayOptions, resolve_model
 from proxy.translate.types import TranslationError
 from proxy.translate.vision import (
     check_image,
@@ -21,6 +21,7 @@ from proxy.translate.vision import (
     set_image_url,
     to_data_url,
 )
+from upstream.client import UpstreamClient
 from upstream.types import UpstreamError
 
 # Providers that take images only as data URLs: URL images are fetched and inlined for them.
@@ -76,7 +77,9 @@ async def inline_remote_images(model: ModelRef, body: dict[str, Any],
                                     "are fetched per request (send the others as base64)")
                        % {"count": len(remote), "limit": conf["IMAGE_MAX_URLS"]},
                        "too_many_images", "messages")
-    fetches = [asyncio.ensure_future(_fetch_data_url(url, param)) for param, _, url in remote]
+    client = opts.runtime.upstream
+    fetches = [asyncio.ensure_future(_fetch_data_url(client, url, param))
+               for param, _, url in remote]
     try:
         data_urls = await asyncio.gather(*fetches)
     finally:
@@ -94,18 +97,18 @@ def _image_url(part: dict[str, Any], param: str) -> str:
 
 
 async def _some_account_needs_data_urls(model: ModelRef, opts: GatewayOptions) -> bool:
-    """Whether an account that with_account may pick for `model` takes only data URLs."""
+    """Whether an account that relay() may pick for `model` takes only data URLs."""
     accounts = (await routing()).accounts_for(model)
     allowed = opts.instance.account_ids
     return any(a.provider in DATA_URL_ONLY_PROVIDERS for a in accounts
                if not allowed or a.id in allowed)
 
 
-async def _fetch_data_url(url: str, param: str) -> str:
+async def _fetch_data_url(client: UpstreamClient, url: str, param: str) -> str:
     conf = settings.IFLOW2API
     max_bytes = conf["IMAGE_MAX_BYTES"]
     try:
-        content_type, data = await upstream_client().fetch_image(
+        content_type, data = await client.fetch_image(
             url, max_bytes=max_bytes, timeout=conf["IMAGE_FETCH_TIMEOUT"],
             allow_private=conf["IMAGE_ALLOW_PRIVATE_URLS"])
         return to_data_url(check_image(data, content_type, param, max_bytes), data)

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 
+from iflow2api_lib.redis_client import SharedRedis, database_namespace
 from instances import ratelimit
 from instances.models import ClientKey, Instance, RateRule
 from instances.ratelimit import (
@@ -27,7 +28,8 @@ from instances.ratelimit import (
     rule_refs,
     window_start,
 )
-from instances.ratelimit_redis import RedisLimiter, default_namespace
+from instances.ratelimit_redis import RedisLimiter
+from proxy.runtime import Runtime
 from tests.servers import ROOT
 from tests.services import REDIS_URL, require_redis
 
@@ -49,7 +51,7 @@ class Clock:
 def namespace() -> Iterator[str]:
     """A Redis namespace of this test's own; its keys are deleted afterwards."""
     require_redis()
-    ns = "iflow2api:rl:{test-" + uuid.uuid4().hex[:12] + "}"
+    ns = "iflow2api:{test-" + uuid.uuid4().hex[:12] + "}"
     yield ns
     client = redis.Redis.from_url(REDIS_URL)
     keys = list(client.scan_iter(match=ns + ":*"))
@@ -64,7 +66,7 @@ def make(request) -> Callable[..., LocalLimiter | RedisLimiter]:
     if request.param == "local":
         return lambda **kw: LocalLimiter(**kw)
     ns = request.getfixturevalue("namespace")
-    return lambda **kw: RedisLimiter(REDIS_URL, namespace=ns, **kw)
+    return lambda **kw: RedisLimiter(SharedRedis(REDIS_URL, ns), **kw)
 
 
 def drive(limiter, body: Callable[[], Awaitable[object]]) -> object:
@@ -316,7 +318,7 @@ def test_a_stream_slot_nobody_releases_expires(make):
 
 def test_nothing_to_check_means_no_io(caplog):
     # Pointed at a port where no Redis listens: any I/O would log a warning.
-    limiter = RedisLimiter("redis://127.0.0.1:1/0", namespace="iflow2api:rl:{none}")
+    limiter = RedisLimiter(SharedRedis("redis://127.0.0.1:1/0", "iflow2api:{none}"))
     streams_only = Bucket("7:k7", "key", streams=1)
 
     async def body():
@@ -331,7 +333,7 @@ def test_nothing_to_check_means_no_io(caplog):
 
 
 def test_an_unreachable_redis_lets_requests_through_and_warns(caplog):
-    limiter = RedisLimiter("redis://127.0.0.1:1/0", namespace="iflow2api:rl:{none}")
+    limiter = RedisLimiter(SharedRedis("redis://127.0.0.1:1/0", "iflow2api:{none}"))
     bucket = Bucket("8:k7", "key", rpm=1, streams=1)
 
     async def body():
@@ -345,7 +347,7 @@ def test_an_unreachable_redis_lets_requests_through_and_warns(caplog):
 
 
 def test_redis_keys_live_in_the_namespace_and_expire(namespace):
-    limiter = RedisLimiter(REDIS_URL, namespace=namespace, clock=Clock())
+    limiter = RedisLimiter(SharedRedis(REDIS_URL, namespace), clock=Clock())
     bucket = Bucket("9:k7", "key", rpm=5, rph=5, rpd=5, streams=5, tpm=5)
 
     async def body():
@@ -362,20 +364,20 @@ def test_redis_keys_live_in_the_namespace_and_expire(namespace):
     client.close()
 
 
-def test_the_limiter_follows_redis_url(settings):
-    ratelimit.limiter.cache_clear()
-    try:
-        settings.REDIS_URL = ""
-        assert isinstance(ratelimit.limiter(), LocalLimiter)
-        ratelimit.limiter.cache_clear()
-        settings.REDIS_URL = REDIS_URL
-        shared = ratelimit.limiter()
-        assert isinstance(shared, RedisLimiter) and shared.namespace == default_namespace()
-        assert shared.namespace.startswith("iflow2api:rl:{")
-        other = {**settings.DATABASES["default"], "NAME": "other"}
-        assert default_namespace(other) != shared.namespace  # another database, other counters
-    finally:
-        ratelimit.limiter.cache_clear()
+def test_the_runtime_limiter_follows_redis_url(settings):
+    settings.REDIS_URL = ""
+    assert isinstance(Runtime.build().limiter, LocalLimiter)
+    settings.REDIS_URL = REDIS_URL
+    runtime = Runtime.build()
+    shared = runtime.limiter
+    database = settings.DATABASES["default"]
+    assert isinstance(shared, RedisLimiter) and shared.redis is runtime.redis
+    # One namespace for the pool, the limiter and the status counts: per database.
+    assert shared.namespace == database_namespace(database) + ":rl"
+    assert runtime.pool.slots.redis is runtime.redis  # type: ignore[union-attr]
+    assert runtime.status.store.prefix.startswith(database_namespace(database) + ":")
+    other = {**database, "NAME": "other"}
+    assert database_namespace(other) != database_namespace(database)  # other counters
 
 
 # --- exact counts under concurrency --------------------------------------------------------------
@@ -415,6 +417,7 @@ CHILD = textwrap.dedent("""
     import django
     django.setup()
     import redis.asyncio as redis
+    from iflow2api_lib.redis_client import SharedRedis
     from instances.ratelimit import Bucket
     from instances.ratelimit_redis import RedisLimiter
 
@@ -423,7 +426,7 @@ CHILD = textwrap.dedent("""
     WORKERS = 8  # concurrent requests in each process, as in a busy server
 
     async def main():
-        limiter = RedisLimiter(url, namespace=ns, clock=lambda: float(now))
+        limiter = RedisLimiter(SharedRedis(url, ns), clock=lambda: float(now))
         bucket = (Bucket("shared", "key", rpd=limit) if kind == "requests"
                   else Bucket("shared", "key", streams=limit))
         warm_up = Bucket("warm-up", "key", rpd=10**6)  # open the connections before the race

@@ -19,10 +19,12 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.models import Account
+from iflow2api_lib.redis_client import SharedRedis
 from instances import status
 from instances.models import Instance
 from instances.routing import WS_PATH, trusted_origin, websocket_app
 from proxy.models import RequestLog
+from proxy.runtime import Runtime, with_runtime
 from tests.services import REDIS_URL, require_redis
 
 ORIGIN = "http://testserver"
@@ -30,14 +32,22 @@ ORIGIN = "http://testserver"
 
 @pytest.fixture(autouse=True)
 def clean_state():
-    """Each test: a fresh channel layer (its queues belong to one event loop), no streams."""
+    """Each test: a fresh channel layer (its queues belong to one event loop)."""
     channel_layers.backends.clear()
-    status._local.streams.clear()
-    status._local.published = None
     cache.clear()
     yield
-    status._local.streams.clear()
     channel_layers.backends.clear()
+
+
+@pytest.fixture
+def runtime() -> Runtime:
+    """The test's own Runtime (no streams counted yet)."""
+    return Runtime.build()
+
+
+@pytest.fixture
+def publisher(runtime: Runtime) -> status.StatusPublisher:
+    return runtime.status
 
 
 def log_row(seconds_ago: float, status_code: int = 200, instance: str = "default",
@@ -112,39 +122,40 @@ def test_next_refresh_follows_the_refresher_rules(settings):
 
 
 @pytest.mark.django_db
-def test_streams_are_counted_per_instance_and_never_below_zero():
-    status.stream_started("alpha")
-    status.stream_started("alpha")
-    status.stream_started("beta")
-    status.stream_finished("alpha")
-    status.stream_finished("gamma")  # never started: ignored
-    snap = status.snapshot()
+def test_streams_are_counted_per_instance_and_never_below_zero(publisher):
+    publisher.stream_started("alpha")
+    publisher.stream_started("alpha")
+    publisher.stream_started("beta")
+    publisher.stream_finished("alpha")
+    publisher.stream_finished("gamma")  # never started: ignored
+    snap = status.snapshot(publisher)
     assert snap["active_streams"] == 2
     assert snap["streams_per_instance"] == {"alpha": 1, "beta": 1}
 
 
 @pytest.mark.django_db
-def test_other_processes_counts_are_summed_until_their_ttl_runs_out(monkeypatch):
-    status.stream_started("alpha")
-    status.store().publish("other-host:1:aaaaaa", {"alpha": 2, "beta": 1})
-    assert status.snapshot()["streams_per_instance"] == {"alpha": 3, "beta": 1}
+def test_other_processes_counts_are_summed_until_their_ttl_runs_out(monkeypatch, publisher):
+    publisher.stream_started("alpha")
+    publisher.store.publish("other-host:1:aaaaaa", {"alpha": 2, "beta": 1})
+    assert status.snapshot(publisher)["streams_per_instance"] == {"alpha": 3, "beta": 1}
     monkeypatch.setattr(status.time, "time", lambda: time.monotonic() + 10 ** 10)
-    assert status.snapshot()["streams_per_instance"] == {"alpha": 1}  # the other one is dead
+    # The other one is dead.
+    assert status.snapshot(publisher)["streams_per_instance"] == {"alpha": 1}
 
 
-def test_open_streams_keep_their_published_counts_alive(monkeypatch):
+def test_open_streams_keep_their_published_counts_alive(monkeypatch, publisher):
     """The heartbeat republishes while a stream is open, so its count outlives the TTL."""
     monkeypatch.setattr(status, "STREAMS_TTL", 1)
     monkeypatch.setattr(status, "HEARTBEAT_SECONDS", 0.2)
-    me = status.process_id()
+    me = publisher.my_id()
 
     async def go() -> tuple[dict, dict]:
-        status.stream_started("alpha")
+        publisher.stream_started("alpha")
         await asyncio.sleep(1.6)  # longer than the TTL
-        during = status.store().read().get(me)
-        status.stream_finished("alpha")
+        during = publisher.store.read().get(me)
+        publisher.stream_finished("alpha")
         await asyncio.sleep(0.8)
-        return during, status.store().read().get(me)
+        return during, publisher.store.read().get(me)
 
     during, after = asyncio.run(go())
     assert during == {"alpha": 1}
@@ -153,7 +164,7 @@ def test_open_streams_keep_their_published_counts_alive(monkeypatch):
 
 def test_the_redis_store_sums_live_processes_and_forgets_dead_ones(monkeypatch):
     require_redis()
-    store = status._RedisStore(REDIS_URL)
+    store = status._RedisStore(SharedRedis(REDIS_URL, "iflow2api:{test-status}"))
     one, two = f"test-{uuid.uuid4().hex}", f"test-{uuid.uuid4().hex}"
     store.publish(one, {"alpha": 2})
     store.publish(two, {"alpha": 1, "beta": 4})
@@ -185,13 +196,15 @@ def make_user(staff: bool = True, may_view: bool = True):
 
 
 def communicator(session: str | None = None, origin: str | None = ORIGIN,
-                 host: str = "testserver") -> WebsocketCommunicator:
+                 host: str = "testserver", runtime: Runtime | None = None,
+                 ) -> WebsocketCommunicator:
     headers = [(b"host", host.encode())]
     if origin is not None:
         headers.append((b"origin", origin.encode()))
     if session:
         headers.append((b"cookie", f"sessionid={session}".encode()))
-    return WebsocketCommunicator(websocket_app(), WS_PATH, headers=headers)
+    app = websocket_app() if runtime is None else with_runtime(runtime, websocket_app())
+    return WebsocketCommunicator(app, WS_PATH, headers=headers)
 
 
 async def next_snapshot(ws: WebsocketCommunicator, timeout: float = 3) -> dict:
@@ -242,18 +255,19 @@ def test_a_burst_of_changes_is_throttled_to_one_push():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_notify_changed_and_the_stream_counters_push_to_the_page():
+def test_notify_changed_and_the_stream_counters_push_to_the_page(runtime):
     session = session_of(make_user())
+    publisher = runtime.status
 
     async def go() -> None:
-        ws = communicator(session)
+        ws = communicator(session, runtime=runtime)  # the page reads the runtime's counts
         assert (await ws.connect(timeout=5))[0]
         assert (await next_snapshot(ws))["active_streams"] == 0
-        status.stream_started("alpha")  # notifies: coalesced with the next call
-        status.notify_changed()
+        publisher.stream_started("alpha")  # notifies: coalesced with the next call
+        publisher.notify_changed()
         pushed = await next_snapshot(ws)
         assert pushed["active_streams"] == 1 and pushed["streams_per_instance"] == {"alpha": 1}
-        status.stream_finished("alpha")
+        publisher.stream_finished("alpha")
         assert (await next_snapshot(ws))["active_streams"] == 0
         await ws.disconnect()
 

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from proxy import requestlog
 from proxy.models import RequestLog
-from proxy.requestlog import RequestRecord, clean_error, log_request
+from proxy.requestlog import RequestLogWriter, RequestRecord, clean_error
 from tests.conftest import FAKE_KEY
 from tests.fakes import scenarios as sc
 from tests.servers import GatewayServer
@@ -150,45 +150,46 @@ def record(**fields) -> RequestRecord:
 
 @pytest.mark.django_db(transaction=True)
 def test_batches_are_written_by_the_writer_thread():
+    writer = RequestLogWriter()
+
     async def go() -> None:
         for i in range(250):
-            log_request(record(tokens_in=i))
-        await requestlog.flush()
+            writer.log(record(tokens_in=i))
+        await writer.flush()
 
-    written = requestlog.stats.written
     asyncio.run(go())
     assert RequestLog.objects.count() == 250
-    assert requestlog.stats.written - written == 250
+    assert writer.stats.written == 250
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_full_queue_drops_and_counts(monkeypatch):
     monkeypatch.setattr(requestlog, "QUEUE_MAX", 10)
+    writer = RequestLogWriter()
 
     async def go() -> None:
         for _ in range(25):
-            log_request(record())
-        await requestlog.flush()
+            writer.log(record())
+        await writer.flush()
 
-    dropped = requestlog.stats.dropped
     asyncio.run(go())
-    assert requestlog.stats.dropped - dropped == 15
+    assert writer.stats.dropped == 15
     assert RequestLog.objects.count() == 10
 
 
 @pytest.mark.django_db(transaction=True)
 def test_unknown_accounts_become_null_and_sync_callers_write_at_once():
-    log_request(record(account_id=987654, error="boom"))  # no loop here: written directly
+    RequestLogWriter().log(record(account_id=987654, error="boom"))  # no loop: written at once
     row = RequestLog.objects.get()
     assert row.account_id is None and row.error == "boom"
 
 
 def test_log_request_never_raises(monkeypatch):
-    def broken(records):
+    def broken(records, stats):
         raise RuntimeError("database gone")
 
     monkeypatch.setattr(requestlog, "write_rows", broken)
-    log_request(record())  # logged, not raised
+    RequestLogWriter().log(record())  # logged, not raised
 
 
 def test_errors_are_cleaned():

@@ -82,7 +82,7 @@ class Command(TranslatedHelp, BaseCommand):
     def _run(self, overrides: dict[str, Address], only: frozenset[str] | None) -> None:
         from twisted.internet import reactor
 
-        from iflow2api_site.asgi import application
+        from iflow2api_site.asgi import application, runtime
         from iflow2api_site.server import DrainingServer
         from iflow2api_site.tuning import tune_for_serving
 
@@ -93,6 +93,7 @@ class Command(TranslatedHelp, BaseCommand):
 
         server = DrainingServer(
             application=application,
+            lifecycle=runtime.lifecycle,
             endpoints=[],  # the supervisor opens one listener per instance
             signal_handlers=False,  # ours: SIGTERM drains instead of cutting streams
             verbosity=0,

@@ -1,0 +1,97 @@
+"""The Runtime: everything a gateway process holds for as long as it runs, built once when the
+server starts and handed to the code that needs it (no module-level singletons).
+
+    upstream   the UpstreamClient (pooled aiohttp sessions to the providers, image fetches)
+    redis      the one Redis set-up (timeouts, key namespace) when REDIS_URL is set, else None
+    pool       the account pool (slots in that Redis, or in this process)
+    limiter    the rate limiter (Lua in that Redis, or in this process)
+    requests   the request-log writer (a queue and a writer thread)
+    status     the status publisher (open streams; tells the admin's status page)
+    lifecycle  graceful shutdown (draining, requests in flight, stream stop signals)
+
+Who builds one: the ASGI application (iflow2api_site/asgi.py, i.e. `iflow2api serve` or any
+ASGI server) builds the process's Runtime at start and puts it in every request's scope under
+RUNTIME_SCOPE_KEY; the API adapter passes it to the handlers as `ApiRequest.runtime`; admin
+views and the status websocket read it from the scope. Management commands and Celery tasks
+that call upstreams build their own UpstreamClient; tests build their own Runtime.
+"""
+
+from __future__ import annotations
+
+import atexit
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+from accounts.pool import AccountPool, build_pool
+from iflow2api_lib.redis_client import SharedRedis, configured
+from instances.ratelimit import LocalLimiter
+from instances.ratelimit_redis import RedisLimiter
+from instances.status import RUNTIME_SCOPE_KEY, StatusPublisher
+from proxy.lifecycle import Lifecycle
+from proxy.requestlog import RequestLogWriter
+from upstream.client import UpstreamClient
+
+__all__ = ["RUNTIME_SCOPE_KEY", "Runtime", "build_upstream_client", "runtime_in", "with_runtime"]
+
+ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
+def build_upstream_client() -> UpstreamClient:
+    conf = settings.IFLOW2API
+    return UpstreamClient(connect_timeout=conf["UPSTREAM_CONNECT_TIMEOUT"],
+                          read_timeout=conf["UPSTREAM_READ_TIMEOUT"],
+                          proxy=conf["UPSTREAM_PROXY"])
+
+
+@dataclass(eq=False)
+class Runtime:
+    upstream: UpstreamClient
+    redis: SharedRedis | None
+    pool: AccountPool
+    limiter: LocalLimiter | RedisLimiter
+    requests: RequestLogWriter
+    status: StatusPublisher
+    lifecycle: Lifecycle
+
+    @classmethod
+    def build(cls, *, redis_url: str | None = None, write_at_exit: bool = False) -> Runtime:
+        """A Runtime from the settings (`redis_url`: REDIS_URL unless given; "" for none).
+        `write_at_exit`: the request log still queued at exit is written (servers)."""
+        redis = configured(redis_url)
+        status = StatusPublisher(redis)
+        requests = RequestLogWriter(on_written=status.notify_changed)
+        if write_at_exit:
+            atexit.register(requests.write_leftovers)
+        return cls(
+            upstream=build_upstream_client(),
+            redis=redis,
+            pool=build_pool(redis),
+            limiter=RedisLimiter(redis) if redis is not None else LocalLimiter(),
+            requests=requests,
+            status=status,
+            lifecycle=Lifecycle(),
+        )
+
+    async def aclose(self) -> None:
+        """Closes this loop's connections (tests; a server keeps them until it exits)."""
+        await self.upstream.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+
+def with_runtime(runtime: Runtime, app: ASGIApp) -> ASGIApp:
+    """`app` with `runtime` in every scope (HTTP and websocket) under RUNTIME_SCOPE_KEY."""
+
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        scope[RUNTIME_SCOPE_KEY] = runtime
+        await app(scope, receive, send)
+
+    return wrapped
+
+
+def runtime_in(scope: Mapping[str, Any]) -> Runtime:
+    """The process's Runtime, as the ASGI application put it in the scope."""
+    return scope[RUNTIME_SCOPE_KEY]
