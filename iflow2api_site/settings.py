@@ -100,6 +100,7 @@ INSTALLED_APPS = [
     "accounts",
     "instances",
     "proxy",
+    "iflow2api_site",  # the top: its `serve` command runs the ASGI application
 ]
 
 # The admin's middleware. The API paths are served by a handler without middleware

@@ -12,6 +12,7 @@ from twisted.web import http
 from iflow2api_site import tuning
 
 TWISTED_PARSER = http._parseContentType
+TWISTED_ACCESS_LINE = http.HTTPFactory.log
 
 
 @pytest.mark.parametrize("value", [
@@ -31,7 +32,9 @@ def test_tune_for_serving_freezes_start_up_objects_and_patches_twisted() -> None
         assert gc.get_freeze_count() > 0
         assert sys.getswitchinterval() == tuning.SWITCH_INTERVAL_SECONDS
         assert http._parseContentType is tuning.media_type
+        assert http.HTTPFactory.log is tuning.no_access_line
     finally:
+        http.HTTPFactory.log = TWISTED_ACCESS_LINE  # type: ignore[method-assign]
         gc.unfreeze()
         sys.setswitchinterval(interval)
         http._parseContentType = TWISTED_PARSER
