@@ -33,7 +33,6 @@ TASK_PATH = "accounts.tasks.refresh_due_accounts_task"
 SCHEDULE_POLL_SECONDS = 30.0
 MIN_INTERVAL_SECONDS = 1.0
 
-_task: asyncio.Task[None] | None = None
 
 
 def default_interval() -> float:
@@ -99,19 +98,10 @@ async def run_forever() -> None:
 
 
 def start(loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Task[None]:
-    """Start the scheduler on `loop` (default: the current event loop, which need not run yet).
-    Idempotent."""
-    global _task
-    if _task is not None and not _task.done():
-        return _task
+    """Starts the scheduler on `loop` (default: the current event loop, which need not run
+    yet). The caller keeps the task (a server's Runtime, proxy/runtime.py: one per process)
+    and cancels it to stop the scheduler."""
     loop = loop or asyncio.get_event_loop()
-    _task = loop.create_task(run_forever(), name="iflow2api-refresh-scheduler")
+    task = loop.create_task(run_forever(), name="iflow2api-refresh-scheduler")
     log.info("token refresh runs in this process (no REDIS_URL): PeriodicTask %r", TASK_NAME)
-    return _task
-
-
-def stop() -> None:
-    global _task
-    if _task is not None:
-        _task.cancel()
-        _task = None
+    return task

@@ -18,6 +18,7 @@ that call upstreams build their own UpstreamClient; tests build their own Runtim
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Any
 
 from django.conf import settings
 
+from accounts import scheduler
 from accounts.pool import AccountPool, build_pool
 from iflow2api_lib.redis_client import SharedRedis, configured
 from instances.ratelimit import LocalLimiter
@@ -55,6 +57,8 @@ class Runtime:
     requests: RequestLogWriter
     status: StatusPublisher
     lifecycle: Lifecycle
+    # The in-process token refresh (accounts/scheduler.py) of a server without Redis.
+    refresh_scheduler: asyncio.Task[None] | None = None
 
     @classmethod
     def build(cls, *, redis_url: str | None = None, write_at_exit: bool = False) -> Runtime:
@@ -74,6 +78,11 @@ class Runtime:
             status=status,
             lifecycle=Lifecycle(),
         )
+
+    def start_refresh_scheduler(self) -> None:
+        """Starts the in-process token refresh on the running loop, once."""
+        if self.refresh_scheduler is None or self.refresh_scheduler.done():
+            self.refresh_scheduler = scheduler.start()
 
     async def aclose(self) -> None:
         """Closes this loop's connections (tests; a server keeps them until it exits)."""

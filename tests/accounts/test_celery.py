@@ -75,7 +75,7 @@ def test_the_in_process_scheduler_survives_failures(monkeypatch):
         task = scheduler.start(asyncio.get_running_loop())
         await asyncio.sleep(0.6)
         alive = not task.done()
-        scheduler.stop()
+        task.cancel()
         return alive
 
     assert asyncio.run(main()) is True

@@ -111,9 +111,7 @@ class Command(TranslatedHelp, BaseCommand):
             tune_for_serving()  # after start-up, before the first request
             self._banner(supervisor)
             if not settings.REDIS_URL:  # with Redis, Celery beat and a worker refresh tokens
-                from accounts.scheduler import start as start_refresh_scheduler
-
-                start_refresh_scheduler()  # an asyncio task on Daphne's loop
+                runtime.start_refresh_scheduler()  # an asyncio task on Daphne's loop
             await supervisor.run()
 
         reactor.addSystemEventTrigger("before", "shutdown", supervisor.mark_stopped)
