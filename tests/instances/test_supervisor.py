@@ -475,13 +475,14 @@ def test_a_listener_whose_instance_is_gone_refuses_with_503(db):
     from proxy.errors import ApiError
     from proxy.http import ApiRequest
     from proxy.pipeline import admit
+    from proxy.runtime import Runtime
 
     gone = Instance.objects.create(name="gone", port=41061)
     runtime.register(41061, gone.pk)
     try:
         gone.delete()
         invalidate_directory()
-        request = ApiRequest("GET", "/v1/models", {}, b"",
+        request = ApiRequest("GET", "/v1/models", {}, b"", Runtime.build(),
                              instance_id=runtime.instance_for_port(41061))
         with pytest.raises(ApiError) as refused:
             async_to_sync(admit)(request)
