@@ -132,10 +132,17 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     return data
 
 
+INLINE_PARSE_MAX = 64 * 1024  # parsed on the loop: ~0.3 ms at most, less than a thread hop
+
+
 async def read_json_object(body: bytes) -> dict[str, Any]:
-    """parse_json_object in a worker thread: a large body must not hold up the event loop
-    (and every other request on it) while it is parsed and checked. sync_to_async, not
-    asyncio.to_thread: it carries the request's language into the thread."""
+    """parse_json_object in a worker thread when the body is large: it must not hold up the
+    event loop (and every other request on it) while it is parsed and checked. Usual bodies
+    are parsed in place: the hop to a thread cost more than the parse (measured with py-spy,
+    ~15 % of a request at c=50). sync_to_async, not asyncio.to_thread: it carries the
+    request's language into the thread."""
+    if len(body) <= INLINE_PARSE_MAX:
+        return parse_json_object(body)
     return await sync_to_async(parse_json_object, thread_sensitive=False)(body)
 
 
