@@ -35,6 +35,8 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
+from iflow2api_lib.redact import redact
+
 __all__ = [
     "CHINA_TZ",
     "CookieKey",
@@ -177,17 +179,14 @@ def normalize_bxauth(text: str) -> str:
     return value
 
 
-_TOKEN_QUERY_RE = re.compile(r"(accessToken=)[^&\s\"']+", re.IGNORECASE)
-
-
 class _RedactTokenQuery(logging.Filter):
     """httpx logs each request's URL at INFO; getUserInfo's has the access token in it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple) and any(
                 "accessToken=" in str(arg) for arg in record.args):
-            record.args = tuple(_TOKEN_QUERY_RE.sub(r"\1***", str(arg)) if "accessToken=" in
-                                str(arg) else arg for arg in record.args)
+            record.args = tuple(redact(str(arg)) if "accessToken=" in str(arg) else arg
+                                for arg in record.args)
         return True
 
 
@@ -207,11 +206,7 @@ def _utcnow() -> datetime:
 
 def _scrub(text: object, secrets: tuple[str, ...], limit: int = 200) -> str:
     """Server text made safe to show: the secrets we sent are cut out, the length bounded."""
-    message = str(text or "").strip()
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            message = message.replace(secret, "***")
-    message = " ".join(message.split())
+    message = " ".join(redact(str(text or ""), secrets).split())
     return message[:limit] + ("…" if len(message) > limit else "")
 
 

@@ -39,6 +39,7 @@ from accounts.models import Account, Provider
 from accounts.oauth import OAuthClient, OAuthConfig, OAuthError
 from accounts.services import invalidate_routing
 from accounts.workers import submit
+from iflow2api_lib.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -319,12 +320,9 @@ def _record_failure(account: Account, kind: str, exc: Exception, now: datetime) 
 def _scrub(text: str, account: Account) -> str:
     """Cut any secret of the account out of a message (the client already does; belt and
     braces)."""
-    message = str(text or "")
-    for secret in (account.oauth_access_token, account.oauth_refresh_token, account.api_key,
-                   account.cookie):
-        if secret and len(secret) >= 4:
-            message = message.replace(secret, "***")
-    return message[:500]
+    secrets = (account.oauth_access_token, account.oauth_refresh_token, account.api_key,
+               account.cookie)
+    return redact(str(text or ""), secrets)[:500]
 
 
 def _routing_changed() -> None:

@@ -25,6 +25,7 @@ from django.utils.translation import gettext_lazy, ngettext
 
 from accounts.models import Account, ModelInfo, Provider
 from accounts.services import invalidate_routing, target_for
+from iflow2api_lib.redact import redact
 from upstream.client import UpstreamClient
 from upstream.providers import UnknownProviderError, get_provider
 from upstream.types import UpstreamError
@@ -46,25 +47,15 @@ def _secrets(account: Account) -> tuple[str, ...]:
     return tuple(s for s in (getattr(account, n) for n in SECRET_FIELDS) if s)
 
 
-def redact(text: str, secrets: tuple[str, ...]) -> str:
-    """`text` cut to MAX_MESSAGE characters with every secret (or a piece of one) masked."""
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    text = text[:MAX_MESSAGE]
-    for secret in secrets:  # a secret cut by the truncation leaves its start behind
-        for size in range(min(len(secret) - 1, len(text)), 7, -1):
-            if text.endswith(secret[:size]):
-                text = text[: -size] + "***"
-                break
-    return text
-
-
 def describe(error: Exception, secrets: tuple[str, ...]) -> str:
+    # Masked first: the cut keeps no secret's start. Our own "HTTP 401 invalid_api_key:" prefix
+    # is masked apart from the upstream's words (a code followed by ":" reads like `key: value`).
     if isinstance(error, UpstreamError):
-        text = f"HTTP {error.status} {error.code or 'upstream_error'}: {error.message}"
+        code = redact(error.code or "upstream_error", secrets)
+        text = f"HTTP {error.status} {code}: {redact(error.message, secrets)}"
     else:
-        text = f"{type(error).__name__}: {error}"
-    return redact(text, secrets)
+        text = f"{type(error).__name__}: {redact(str(error), secrets)}"
+    return text[:MAX_MESSAGE]
 
 
 @contextlib.asynccontextmanager

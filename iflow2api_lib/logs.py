@@ -26,6 +26,8 @@ from typing import Any
 
 import orjson
 
+from iflow2api_lib.redact import redact
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -39,35 +41,6 @@ _SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # Probes and scrapes: their access lines are DEBUG, not one INFO line every few seconds.
 QUIET_PATHS = frozenset({"/health", "/metrics"})
 access_log = logging.getLogger("iflow2api.access")
-
-# --- secrets never reach a log line -------------------------------------------------------------
-
-_REDACTIONS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"(?i)\b(bearer|basic)\s+[\w.~+/=-]+"), r"\1 [redacted]"),
-    (re.compile(r"\bsk-[\w-]{4,}"), "sk-[redacted]"),
-    # A cookie header's value runs to the end of the line (or the closing quote).
-    (re.compile(r"(?i)\b((?:set-)?cookie)(['\"]?\s*[:=]\s*['\"]?)[^\n'\"]+"), r"\1\2[redacted]"),
-    (re.compile(r"(?i)\b((?:[\w-]*[_-])?(?:api[_-]?key|key|token|secret|password|passwd|"
-                r"authorization))(['\"]?\s*[:=]\s*['\"]?)[^\s'\",;&}]+"), r"\1\2[redacted]"),
-    (re.compile(r"(://[^/\s:@]+:)[^/\s@]+@"), r"\1[redacted]@"),  # user:password@host
-]
-# Words one of the patterns above needs: most lines have none and skip them (a log line costs
-# microseconds, not tens of them).
-_TRIGGERS = ("bearer", "basic", "sk-", "cookie", "key", "token", "secret", "passw",
-             "authorization", "://")
-# Long opaque strings with a digit (keys, tokens, JWT parts); long identifiers have none.
-_OPAQUE = re.compile(r"(?<![\w+=-])(?=[\w+=-]*\d)[\w+=-]{40,}")
-
-
-def redact(text: str) -> str:
-    """`text` with bearer credentials, sk- keys, key=/token=/cookie= values, URL passwords and
-    long opaque strings masked."""
-    lowered = text.lower()
-    if any(word in lowered for word in _TRIGGERS):
-        for pattern, replacement in _REDACTIONS:
-            text = pattern.sub(replacement, text)
-    return _OPAQUE.sub("[redacted]", text)
-
 
 # --- request ids --------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from django.utils.translation import gettext, gettext_noop
 
 from iflow2api_lib.logs import new_request_id
 from iflow2api_lib.logs import request_id as current_request_id
+from iflow2api_lib.redact import redact
 
 # `echo`: the one helper that cuts a client's value short before an error message quotes it
 # (pure, so the translators use it too).
@@ -55,9 +56,7 @@ UPSTREAM_MESSAGES = frozenset({
 def hide_secrets(err: UpstreamError | ApiError, secrets: Iterable[str]) -> None:
     """An upstream may quote the key it was called with in its error text: never pass an
     account's secrets on to our client (before the stream, or in-band)."""
-    for secret in secrets:
-        if secret and len(secret) >= 6 and secret in err.message:
-            err.message = err.message.replace(secret, "[redacted]")
+    err.message = redact(err.message, secrets)
 
 
 @dataclass

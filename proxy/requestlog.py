@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from functools import cache
 
 from django.db import close_old_connections, connection, transaction
 
+from iflow2api_lib.redact import redact
 from proxy import metrics
 
 log = logging.getLogger(__name__)
@@ -70,27 +70,11 @@ class Stats:
 
 # --- secrets never reach the log ----------------------------------------------------------------
 
-SECRET_PATTERNS = [
-    re.compile(r"(?i)\b(bearer|basic)\s+[\w.~+/=-]+"),
-    re.compile(r"\bsk-[\w-]{4,}"),
-    re.compile(r"(?i)\b(api[_-]?key|access[_-]?token|token|secret|password|cookie)"
-               r"(\"?\s*[:=]\s*\"?)[^\s\"',;}]+"),
-    re.compile(r"[\w+=-]{40,}"),  # long opaque strings: keys, tokens
-]
-
-
 def clean_error(text: str | None, secrets: Iterable[str] = ()) -> str:
     """One line, at most 500 characters, with keys and tokens masked."""
     if text is None or text == "":  # the usual case, once per request: no regex passes
         return ""
-    text = " ".join(str(text).split())
-    for secret in secrets:
-        if secret and len(secret) >= 6:
-            text = text.replace(secret, "[redacted]")
-    text = SECRET_PATTERNS[0].sub(r"\1 [redacted]", text)
-    text = SECRET_PATTERNS[1].sub("sk-[redacted]", text)
-    text = SECRET_PATTERNS[2].sub(r"\1\2[redacted]", text)
-    text = SECRET_PATTERNS[3].sub("[redacted]", text)
+    text = redact(" ".join(str(text).split()), secrets)
     return text if len(text) <= ERROR_MAX else text[: ERROR_MAX - 1] + "…"
 
 
