@@ -20,10 +20,10 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LEASE_SECONDS = 120.0
 RENEW_EVERY = 40.0
@@ -66,6 +67,11 @@ class PoolExhausted(Exception):
 
 class NoAccount(Exception):
     """No usable account at all (blocked, needing a login, or none configured)."""
+
+
+class PoolUnavailable(Exception):
+    """The shared slots cannot be read or taken (Redis unreachable or too slow): no request
+    may pass the per-account limits unchecked (→ 503)."""
 
 
 @dataclass
@@ -120,19 +126,33 @@ class RedisSlots:
     """Slots and backoffs in the process's shared Redis (its namespace: keys per database)."""
 
     def __init__(self, redis: SharedRedis) -> None:
+        from redis.exceptions import RedisError  # the optional redis package: installed here
+
         self.redis = redis
+        self.unreachable = (RedisError, OSError)
 
     def _client(self) -> Redis:
         return self.redis.client()
+
+    async def _checked(self, work: Awaitable[T]) -> T:
+        """`work`'s result; PoolUnavailable when Redis cannot answer (the shared client's
+        socket timeouts bound the wait)."""
+        try:
+            return await work
+        except self.unreachable as exc:
+            raise PoolUnavailable(str(exc)) from exc
+
+    def _failed(self, action: str) -> None:
+        log.warning("account pool: Redis unreachable, could not %s", action, exc_info=True)
 
     def _key(self, account: AccountRef) -> str:
         return self.redis.key("pool", account.id)
 
     async def try_take(self, account: AccountRef, token: str) -> bool:
         now = time.time()
-        taken = await self._client().eval(
+        taken = await self._checked(self._client().eval(
             ACQUIRE_SCRIPT, 1, self._key(account), now, account.max_concurrency,
-            now + LEASE_SECONDS, token, int(LEASE_SECONDS * 2))
+            now + LEASE_SECONDS, token, int(LEASE_SECONDS * 2)))
         return bool(taken)
 
     async def give_back(self, account: AccountRef, token: str) -> None:
@@ -144,8 +164,8 @@ class RedisSlots:
 
     async def busy(self, account: AccountRef) -> int:
         client = self._client()
-        await client.zremrangebyscore(self._key(account), "-inf", time.time())
-        return int(await client.zcard(self._key(account)))
+        await self._checked(client.zremrangebyscore(self._key(account), "-inf", time.time()))
+        return int(await self._checked(client.zcard(self._key(account))))
 
     def _backoff_key(self, account_id: int) -> str:
         return self.redis.key("backoff", account_id)
@@ -153,18 +173,26 @@ class RedisSlots:
     async def record_rate_limit(self, account_id: int, hold_for: Callable[[int], float],
                                 keep: float) -> float:
         client, key = self._client(), self._backoff_key(account_id)
-        streak = int(await client.hincrby(key, "streak", 1))
-        hold = hold_for(streak)
-        await client.hset(key, "hold_until", time.time() + hold)
-        await client.expire(key, max(1, math.ceil(max(keep, hold))))
+        try:
+            streak = int(await client.hincrby(key, "streak", 1))
+            hold = hold_for(streak)
+            await client.hset(key, "hold_until", time.time() + hold)
+            await client.expire(key, max(1, math.ceil(max(keep, hold))))
+        except self.unreachable:  # the cooldown in the database still applies
+            self._failed("record a rate limit")
+            return hold_for(1)
         return hold
 
     async def held_until(self, account_id: int) -> float | None:
-        value = await self._client().hget(self._backoff_key(account_id), "hold_until")
+        value = await self._checked(
+            self._client().hget(self._backoff_key(account_id), "hold_until"))
         return float(value) if value is not None else None
 
     async def clear_backoff(self, account_id: int) -> None:
-        await self._client().delete(self._backoff_key(account_id))
+        try:
+            await self._client().delete(self._backoff_key(account_id))
+        except self.unreachable:  # it expires by itself
+            self._failed("clear a backoff")
 
 
 class AccountPool:

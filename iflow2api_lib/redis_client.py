@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis
-import redis.asyncio as aredis
+if TYPE_CHECKING:  # redis is an optional dependency (the `redis` extra): imported when used
+    import redis
+    import redis.asyncio as aredis
 
 # A hung Redis must not hang the API: every caller either fails open (rate limiter, status) or
 # answers an error (pool) after this long.
@@ -57,6 +58,8 @@ class SharedRedis:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
+            import redis.asyncio as aredis
+
             for old in [lp for lp in self._clients if lp.is_closed()]:
                 del self._clients[old]
             client = self._clients[loop] = aredis.Redis.from_url(
@@ -67,6 +70,8 @@ class SharedRedis:
     def sync_client(self) -> redis.Redis:
         """A client for worker threads (thread-safe: it pools its connections)."""
         if self._sync is None:
+            import redis
+
             self._sync = redis.Redis.from_url(self.url, socket_timeout=self.socket_timeout,
                                               socket_connect_timeout=self.socket_timeout)
         return self._sync

@@ -13,7 +13,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils.translation import gettext
 
-from accounts.pool import AccountPool, Lease, NoAccount, PoolExhausted
+from accounts.pool import AccountPool, Lease, NoAccount, PoolExhausted, PoolUnavailable
 from accounts.refresh import request_refresh
 from accounts.services import AccountRef, ModelRef, routing, target_for
 from iflow2api_lib.wire import loads
@@ -221,6 +221,10 @@ async def take_account(pool: AccountPool, candidates: list[AccountRef], model: M
     was one, else 403 (no usable account) or 429 (all busy or cooling down)."""
     try:
         return await pool.acquire(candidates, timeout=settings.IFLOW2API["POOL_QUEUE_TIMEOUT"])
+    except PoolUnavailable:
+        raise ApiError(503, gettext("the account pool is unavailable (its Redis cannot be "
+                                    "reached); retry shortly"), "pool_unavailable",
+                       retry_after=5) from None
     except (PoolExhausted, NoAccount) as exc:
         if failed is not None:
             raise failed from None

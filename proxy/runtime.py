@@ -22,7 +22,7 @@ import asyncio
 import atexit
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
@@ -30,11 +30,13 @@ from accounts import scheduler
 from accounts.pool import AccountPool, build_pool
 from iflow2api_lib.redis_client import SharedRedis, configured
 from instances.ratelimit import LocalLimiter
-from instances.ratelimit_redis import RedisLimiter
 from instances.status import RUNTIME_SCOPE_KEY, StatusPublisher
 from proxy.lifecycle import Lifecycle
 from proxy.requestlog import RequestLogWriter
 from upstream.client import UpstreamClient
+
+if TYPE_CHECKING:
+    from instances.ratelimit_redis import RedisLimiter
 
 __all__ = ["RUNTIME_SCOPE_KEY", "Runtime", "build_upstream_client", "runtime_in", "with_runtime"]
 
@@ -73,7 +75,7 @@ class Runtime:
             upstream=build_upstream_client(),
             redis=redis,
             pool=build_pool(redis),
-            limiter=RedisLimiter(redis) if redis is not None else LocalLimiter(),
+            limiter=_limiter(redis),
             requests=requests,
             status=status,
             lifecycle=Lifecycle(),
@@ -99,6 +101,14 @@ def with_runtime(runtime: Runtime, app: ASGIApp) -> ASGIApp:
         await app(scope, receive, send)
 
     return wrapped
+
+
+def _limiter(redis: SharedRedis | None) -> LocalLimiter | RedisLimiter:
+    if redis is None:
+        return LocalLimiter()
+    from instances.ratelimit_redis import RedisLimiter  # needs the optional redis package
+
+    return RedisLimiter(redis)
 
 
 def runtime_in(scope: Mapping[str, Any]) -> Runtime:

@@ -137,3 +137,42 @@ def test_the_limit_holds_across_two_processes_sharing_redis(fake):
     assert all(r.status_code == 200 for r in results), [r.text for r in results]
     assert len(fake.chat_requests) == 6
     assert {k: v for k, v in fake.max_in_flight_by_key.items() if v} == {KEYS[0]: 1}
+
+
+# --- a Redis that does not answer ---------------------------------------------------------------
+
+
+def test_a_redis_that_does_not_answer_is_a_503_not_a_hang():
+    """The pool's Redis accepts connections but never answers (a hung server): the shared
+    client's socket timeout ends the wait, and the request is refused with 503
+    pool_unavailable (Retry-After) in the client's shape, not left hanging or a 500."""
+    import asyncio
+    import socket
+
+    from accounts.pool import AccountPool, RedisSlots
+    from accounts.services import AccountRef
+    from iflow2api_lib.redis_client import SharedRedis
+    from proxy.errors import ApiError
+    from proxy.pipeline import take_account
+
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(8)  # connections complete in the kernel; nothing ever reads them
+    url = f"redis://127.0.0.1:{hung.getsockname()[1]}/0"
+    pool = AccountPool(RedisSlots(SharedRedis(url, "iflow2api:{test-hung}")))
+    account = AccountRef(id=1, provider="iflow", label="one", base_url="http://127.0.0.1:9",
+                         api_key="k", session_id="", conversation_id="", max_concurrency=1)
+
+    async def take() -> ApiError:
+        try:  # model and options are not consulted on this path
+            await asyncio.wait_for(take_account(pool, [account], None, None, None), 30)
+        except ApiError as error:
+            return error
+        raise AssertionError("a slot was taken without Redis")
+
+    try:
+        error = asyncio.run(take())
+    finally:
+        hung.close()
+    assert (error.status, error.code) == (503, "pool_unavailable")
+    assert ("retry-after", "5") in error.headers()
