@@ -28,7 +28,7 @@ from django.utils.translation import gettext
 from twisted.web.http import HTTPChannel
 
 from iflow2api_lib.i18n import api_language
-from iflow2api_lib.logs import log_answered_by_listener
+from iflow2api_lib.logs import accept_request_id, log_answered_by_listener, request_id
 from proxy import chat, fastpath
 from proxy.errors import ApiError
 from proxy.http import JsonResult, body_too_large
@@ -165,12 +165,25 @@ class GuardedChannel(HTTPChannel):
         self._cancel_deadline()
         self.setTimeout(None)
         self.persistent = False
+        # The request's one id, as iflow2api_lib/logs.py gives it to the requests that reach
+        # the application: in the error body (Anthropic's), the headers and the access line.
+        headers = self.requests[-1].requestHeaders if self.requests else None
+        given = headers.getRawHeaders(b"x-request-id", [None])[0] if headers else None
+        token = request_id.set(accept_request_id(given))
+        try:
+            self._answer(error)
+        finally:
+            request_id.reset(token)
+
+    def _answer(self, error: Callable[[], ApiError]) -> None:
         result = self._render(error)
         reason = {408: b"Request Timeout", 413: b"Content Too Large"}.get(result.status, b"")
+        extra = b"".join(b"%s: %s\r\n" % (k.encode("latin-1"), v.encode("latin-1"))
+                         for k, v in [*result.headers, ("x-request-id", request_id.get())])
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-            b"connection: close\r\n\r\n%s" % (result.status, reason, len(result.body),
-                                               result.body))
+            b"%sconnection: close\r\n\r\n%s" % (result.status, reason, len(result.body),
+                                                 extra, result.body))
         self._drop_left = 2 * _limits()["MAX_BODY_BYTES"]
         self.dataReceived = self._drop  # type: ignore[method-assign]
         self.rawDataReceived = self._drop  # type: ignore[method-assign]  # rest of this read

@@ -79,14 +79,21 @@ def head(path: str, *lines: str) -> bytes:
             + "".join(line + "\r\n" for line in lines) + "\r\n").encode()
 
 
-def answer(sock: socket.socket, timeout: float = 5.0) -> tuple[bytes, bytes]:
-    """The status line and body of the answer on a raw connection (it closes after it)."""
+def answer_with_head(sock: socket.socket, timeout: float = 5.0) -> tuple[list[bytes], bytes]:
+    """The head's lines (status line first) and the body of the answer on a raw connection
+    (it closes after it)."""
     sock.settimeout(timeout)
     data = b""
     while chunk := sock.recv(65536):
         data += chunk
     top, _, body = data.partition(b"\r\n\r\n")
-    return top.split(b"\r\n")[0], body
+    return top.split(b"\r\n"), body
+
+
+def answer(sock: socket.socket, timeout: float = 5.0) -> tuple[bytes, bytes]:
+    """The status line and body of the answer on a raw connection (it closes after it)."""
+    lines, body = answer_with_head(sock, timeout)
+    return lines[0], body
 
 
 def test_a_declared_length_over_the_limit_is_413_before_the_body_is_sent(server):
@@ -107,12 +114,20 @@ def test_a_declared_length_over_the_limit_is_413_before_the_body_is_sent(server)
 def test_anthropic_clients_get_their_shape_and_no_100_continue(server):
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(head("/v1/messages", f"content-length: {LIMIT + 1}",
-                          "expect: 100-continue", "accept-language: zh-Hans"))
-        status, body = answer(sock)
-    assert status.startswith(b"HTTP/1.1 413 ")  # not `100 Continue` first
+                          "expect: 100-continue", "accept-language: zh-Hans",
+                          "x-request-id: trace-listener-1"))
+        lines, body = answer_with_head(sock)
+    assert lines[0].startswith(b"HTTP/1.1 413 ")  # not `100 Continue` first
     error = json.loads(body)
     assert error["type"] == "error" and error["error"]["type"] == "request_too_large"
     assert "请求体过大" in error["error"]["message"]  # the language the request asked for
+    # The request's one id, as for a request the application answers: body, headers, log.
+    assert error["request_id"] == "trace-listener-1"
+    assert {b"x-request-id: trace-listener-1", b"request-id: trace-listener-1"} <= set(lines)
+    deadline = time.monotonic() + 5
+    while "iflow2api.access [trace-listener-1] POST /v1/messages 413 " not in server.output():
+        assert time.monotonic() < deadline, server.output()[-2000:]
+        time.sleep(0.1)
 
 
 def chat_body(size: int) -> bytes:
