@@ -161,17 +161,16 @@ async def read_pool_state(pool: AccountPool) -> PoolState:
 
 
 class LiveCollector(Collector):
-    """Gauges read when scraped: in-flight requests, open streams, the pool."""
+    """One scrape: everything in REGISTRY, then the gauges read now from the process's
+    Runtime (in-flight requests, open streams, the pool, the request log's counters)."""
 
-    def __init__(self) -> None:
-        # Set at each scrape, from the request's scope: the process's Runtime, what it read.
-        self.runtime: Runtime | None = None
-        self.pool_state: PoolState | None = None
+    def __init__(self, runtime: Runtime, pool_state: PoolState | None) -> None:
+        self.runtime = runtime
+        self.pool_state = pool_state
 
     def collect(self) -> Iterator[Metric]:
+        yield from REGISTRY.collect()
         runtime = self.runtime
-        if runtime is None:  # not scraped yet
-            return
         lifecycle = runtime.lifecycle
         yield GaugeMetricFamily("iflow2api_requests_in_flight",
                                 "API requests being served by this process",
@@ -207,8 +206,11 @@ class LiveCollector(Collector):
         yield limit
 
 
-LIVE = LiveCollector()
-REGISTRY.register(LIVE)
+def exposition(runtime: Runtime, pool_state: PoolState | None) -> CollectorRegistry:
+    """What one scrape shows (a registry of its own: nothing of a scrape outlives it)."""
+    scrape = CollectorRegistry(auto_describe=False)
+    scrape.register(LiveCollector(runtime, pool_state))
+    return scrape
 
 
 # --- the endpoint -------------------------------------------------------------------------------
@@ -232,13 +234,13 @@ async def metrics_view(request: HttpRequest) -> HttpResponse:
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
     # The process's Runtime, as the ASGI application put it in the scope (proxy/runtime.py).
-    LIVE.runtime = runtime = request.scope[RUNTIME_SCOPE_KEY]  # type: ignore[attr-defined]
+    runtime = request.scope[RUNTIME_SCOPE_KEY]  # type: ignore[attr-defined]
     try:
-        LIVE.pool_state = await read_pool_state(runtime.pool)
+        pool_state: PoolState | None = await read_pool_state(runtime.pool)
     except Exception:  # the database or Redis away: serve the rest
         log.warning("metrics: could not read the account pool", exc_info=True)
-        LIVE.pool_state = None
+        pool_state = None
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    response = HttpResponse(encoder(REGISTRY), content_type=content_type)
+    response = HttpResponse(encoder(exposition(runtime, pool_state)), content_type=content_type)
     response["Cache-Control"] = "no-store"
     return response
