@@ -100,6 +100,7 @@ INSTALLED_APPS = [
     "accounts",
     "instances",
     "proxy",
+    "desktop",  # the tray and autostart (and their commands), above the apps
     "iflow2api_site",  # the top: its `serve` command runs the ASGI application
 ]
 
