@@ -19,19 +19,9 @@ from django.core.handlers.exception import convert_exception_to_response  # noqa
 
 from iflow2api_lib.logs import with_request_id  # noqa: E402
 from instances.routing import websocket_app  # noqa: E402
-from proxy import fastpath  # noqa: E402
+from proxy import adapter, fastpath, routes  # noqa: E402
 from proxy.cors import cors, cors_policy_for  # noqa: E402
 from proxy.runtime import Runtime, with_runtime  # noqa: E402
-
-API_PREFIXES = ("/v1/",)
-API_PATHS = frozenset({
-    "/chat/completions", "/models", "/health", "/messages", "/messages/",
-    "/messages/count_tokens", "/messages/count_tokens/", "/api/hello",
-})
-
-
-def is_api_path(path: str) -> bool:
-    return path.startswith(API_PREFIXES) or path in API_PATHS
 
 
 class ApiHandler(ASGIHandler):
@@ -45,12 +35,16 @@ class ApiHandler(ASGIHandler):
 api_app = ApiHandler()
 
 
-FAST_PATH = settings.IFLOW2API["FAST_PATH"]
+# Who carries a routed API request below the adapter (proxy/routes.py says more).
+carrier = fastpath.carry if settings.IFLOW2API["FAST_PATH"] else adapter.django_carrier(api_app)
 
 
 async def api(scope, receive, send):  # type: ignore[no-untyped-def]
-    app = fastpath.app if FAST_PATH and fastpath.handles(scope) else api_app
-    await app(scope, receive, send)
+    route = routes.find(scope["method"], scope["path"])
+    if route is None:  # not an API route (an unknown /v1/ path, another method): Django's 404/405
+        await api_app(scope, receive, send)
+    else:
+        await adapter.serve(route, scope, receive, send, carrier)
 
 
 # The admin's and the API docs' assets, from the installed apps (no collectstatic needed).
@@ -60,7 +54,7 @@ STATIC_PREFIX = "/" + settings.STATIC_URL.lstrip("/")
 
 async def http_app(scope, receive, send):  # type: ignore[no-untyped-def]
     path = scope["path"]
-    if is_api_path(path):
+    if routes.is_api_path(path):
         await cors(cors_policy_for, api, scope, receive, send)
     elif path.startswith(STATIC_PREFIX):
         await static_app(scope, receive, send)

@@ -29,7 +29,7 @@ from twisted.web.http import HTTPChannel
 
 from iflow2api_lib.i18n import api_language
 from iflow2api_lib.logs import accept_request_id, log_answered_by_listener, request_id
-from proxy import chat, fastpath
+from proxy import chat, routes
 from proxy.errors import ApiError
 from proxy.http import JsonResult, body_too_large
 
@@ -152,7 +152,8 @@ class GuardedChannel(HTTPChannel):
     def _render(self, error: Callable[[], ApiError]) -> JsonResult:
         """The error in the shape of the API asked (Anthropic's for /v1/messages), else
         OpenAI's, in the language the request asks for."""
-        _handler, render = fastpath.ROUTES.get(self._route(), (None, chat.openai_error))
+        route = routes.find(*self._route())
+        render = route.render_error if route is not None else chat.openai_error
         headers = self.requests[-1].requestHeaders if self.requests else None
         accept = b", ".join(headers.getRawHeaders(b"Accept-Language", [])) if headers else b""
         with translation.override(api_language({"accept-language": accept.decode("latin-1")})):

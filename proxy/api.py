@@ -1,145 +1,136 @@
-"""The Ninja API: thin operations that hand the raw request to the protocol handlers.
+"""The Ninja operations, one per route of the table (proxy/routes.py), and the OpenAPI document
+(/openapi.json, /docs, /redoc) with the routes' typed bodies and the API-key schemes.
 
-Bodies are read raw (not through schemas) because a proxy must keep every field it does not
-know and answer bad JSON in the client's own error format. Every path also works without the
-`/v1` prefix.
+With FAST_PATH off, Django carries the API requests: the adapter (proxy/adapter.py) has read
+the request and put its Exchange in the scope; the operation calls the route's handler and hands
+a stream back through the exchange, so the adapter runs its cleanup whatever Django does with
+the response. The operations validate nothing themselves: the handlers do, in the client's own
+error shape (the schemas only document).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import logging
+from typing import Any
 
-from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
+from django.utils.translation import gettext
 from ninja import NinjaAPI, Router
+from pydantic import BaseModel
 
 from iflow2api_lib import __version__
-from proxy import catalog, chat, messages
+from proxy.adapter import EXCHANGE, Exchange
 from proxy.errors import ApiError
-from proxy.http import (
-    ApiRequest,
-    JsonResult,
-    StreamResult,
-    body_too_large,
-    call_handler,
-    to_django,
-)
+from proxy.http import StreamResult, call_handler, to_django
+from proxy.routes import ERROR_STATUSES, ROUTES, Route
 
-Handler = Callable[[ApiRequest], Awaitable[JsonResult | StreamResult]]
-ErrorRenderer = Callable[[ApiError], JsonResult]
+log = logging.getLogger(__name__)
+SCHEMA_REF = "#/components/schemas/{model}"
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer",
+               "description": "`Authorization: Bearer <key>` (OpenAI clients)."},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key",
+               "description": "`x-api-key: <key>` (Anthropic clients)."},
+}
+# Either scheme; or none, on an instance without client keys.
+SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}, {}]
 
-api = NinjaAPI(
+
+class GatewayApi(NinjaAPI):
+    def get_openapi_schema(self, *, path_prefix: str | None = None,
+                           path_params: dict[str, Any] | None = None) -> Any:
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        components = schema.setdefault("components", {})
+        components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
+        for route in ROUTES:
+            for model in (route.request_schema, route.stream_schema):
+                if model is not None:
+                    add_component(components.setdefault("schemas", {}), model)
+        return schema
+
+
+def add_component(schemas: dict[str, Any], model: type[BaseModel]) -> None:
+    """`model` and the models it refers to as components of the OpenAPI document."""
+    found = model.model_json_schema(ref_template=SCHEMA_REF)
+    schemas.update(found.pop("$defs", {}))
+    schemas[model.__name__] = found
+
+
+def ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": SCHEMA_REF.format(model=model.__name__)}
+
+
+api = GatewayApi(
     title="iflow2api",
     version=__version__,
     description="OpenAI- and Anthropic-compatible gateway. Authenticate with "
-    "`Authorization: Bearer <key>` or `x-api-key: <key>` when keys are configured.",
+    "`Authorization: Bearer <key>` or `x-api-key: <key>` when keys are configured. Every path "
+    "also works without the `/v1` prefix.",
     docs_url="/docs",
     urls_namespace="api",
 )
 router = Router()
 
 
-async def run(request: HttpRequest, handler: Handler, render_error: ErrorRenderer) -> HttpResponse:
-    try:
-        body = request.body
-    except RequestDataTooBig:
-        return to_django(render_error(body_too_large()))
-    result = await call_handler(handler, ApiRequest.from_django(request, body), render_error)
-    if isinstance(result, StreamResult) and result.cleanup is not None:
-        result.chunks = _cleaning_up(result.chunks, result.cleanup)
+async def carry(request: HttpRequest, route: Route) -> HttpResponse:
+    exchange: Exchange | None = request.scope.get(EXCHANGE) if hasattr(request, "scope") else None
+    if exchange is None:  # reached without the adapter: a wiring bug, never served half-way
+        log.error("API operation %s reached without the adapter", route.name)
+        return to_django(route.render_error(ApiError(500, gettext(
+            "internal error in the gateway"), "internal_error")))
+    route = exchange.route  # the adapter's match, for this very path and method
+    result = await call_handler(route.handler, exchange.request, route.render_error)
+    if isinstance(result, StreamResult):
+        exchange.stream = result  # its cleanup is the adapter's, started or not
     return to_django(result)
 
 
-async def _cleaning_up(chunks: AsyncIterator[bytes],
-                       cleanup: Callable[[], Awaitable[None]]) -> AsyncIterator[bytes]:
-    # (A response Django never starts to send is not covered here; the fast path covers it.)
-    try:
-        async for chunk in chunks:
-            yield chunk
-    finally:
-        await cleanup()
+def operation(route: Route) -> Any:
+    async def view(request: HttpRequest) -> HttpResponse:
+        return await carry(request, route)
+
+    view.__name__ = route.name
+    return view
 
 
-CHAT_SCHEMA = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": {
-            "type": "object",
-            "required": ["model", "messages"],
-            "properties": {
-                "model": {"type": "string", "example": "glm-5"},
-                "messages": {"type": "array", "items": {"type": "object"}},
-                "stream": {"type": "boolean"},
-                "max_tokens": {"type": "integer"},
-                "tools": {"type": "array", "items": {"type": "object"}},
-            },
-            "additionalProperties": True,
-        }}},
-    }
-}
+def openapi_extra(route: Route) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if route.request_schema is not None:
+        extra["requestBody"] = {"required": True, "content": {
+            "application/json": {"schema": ref(route.request_schema)}}}
+    if route.stream_schema is not None:
+        extra["responses"] = {200: {
+            "description": "The answer; with `\"stream\": true`, Server-Sent Events.",
+            "content": {"text/event-stream": {"schema": ref(route.stream_schema)}}}}
+    if route.errors and 401 in route.errors:
+        extra["security"] = SECURITY
+    return extra
 
 
-@router.post("/v1/chat/completions", openapi_extra=CHAT_SCHEMA, tags=["OpenAI"],
-             summary="Chat Completions (OpenAI)")
-@router.post("/chat/completions", include_in_schema=False)
-async def chat_completions(request: HttpRequest) -> HttpResponse:
-    return await run(request, chat.chat_completions, chat.openai_error)
+def responses(route: Route) -> dict[int, Any]:
+    found: dict[int, Any] = {200: route.response_schema or None}
+    for status in route.errors:
+        found[status] = route.error_schema
+    return found
 
 
-MESSAGES_SCHEMA = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": {
-            "type": "object",
-            "required": ["model", "messages", "max_tokens"],
-            "properties": {
-                "model": {"type": "string", "example": "claude-sonnet-4-6"},
-                "max_tokens": {"type": "integer", "example": 1024},
-                "messages": {"type": "array", "items": {"type": "object"}},
-                "system": {"oneOf": [{"type": "string"},
-                                     {"type": "array", "items": {"type": "object"}}]},
-                "stream": {"type": "boolean"},
-                "tools": {"type": "array", "items": {"type": "object"}},
-                "thinking": {"type": "object"},
-            },
-            "additionalProperties": True,
-        }}},
-    }
-}
+def register(route: Route) -> None:
+    view = operation(route)
+    for number, path in enumerate(route.paths()):
+        documented = route.documented and number == 0
+        router.add_api_operation(
+            path, list(route.methods()), view, include_in_schema=documented,
+            **({"response": responses(route), "summary": route.summary, "tags": list(route.tags),
+                "operation_id": route.name, "openapi_extra": openapi_extra(route),
+                "description": describe_errors(route)} if documented else {}),
+        )
 
 
-@router.post("/v1/messages", openapi_extra=MESSAGES_SCHEMA, tags=["Anthropic"],
-             summary="Messages (Anthropic)")
-@router.post("/v1/messages/", include_in_schema=False)
-@router.post("/messages", include_in_schema=False)
-@router.post("/messages/", include_in_schema=False)
-async def create_message(request: HttpRequest) -> HttpResponse:
-    return await run(request, messages.messages, messages.anthropic_error)
+def describe_errors(route: Route) -> str:
+    return "\n".join(f"- **{status}**: {ERROR_STATUSES[status]}" for status in route.errors)
 
 
-@router.post("/v1/messages/count_tokens", openapi_extra=MESSAGES_SCHEMA, tags=["Anthropic"],
-             summary="Count tokens (local estimate)")
-@router.post("/v1/messages/count_tokens/", include_in_schema=False)
-@router.post("/messages/count_tokens", include_in_schema=False)
-@router.post("/messages/count_tokens/", include_in_schema=False)
-async def count_tokens(request: HttpRequest) -> HttpResponse:
-    return await run(request, messages.count_tokens, messages.anthropic_error)
-
-
-@router.api_operation(["HEAD", "GET"], "/api/hello", include_in_schema=False)
-async def hello(request: HttpRequest) -> HttpResponse:
-    return HttpResponse(status=200)
-
-
-@router.get("/v1/models", tags=["OpenAI", "Anthropic"], summary="List models")
-@router.get("/models", include_in_schema=False)
-async def list_models(request: HttpRequest) -> HttpResponse:
-    return await run(request, catalog.list_models, chat.openai_error)
-
-
-@router.get("/health", tags=["Service"], summary="Health")
-async def health(request: HttpRequest) -> HttpResponse:
-    return await run(request, catalog.health, chat.openai_error)
-
+for _route in ROUTES:
+    register(_route)
 
 api.add_router("", router)

@@ -44,7 +44,14 @@ async def open_stream(batches: Batches, *, prelude_seconds: float) -> asyncio.Fu
     """The pending first batch; raises UpstreamError if the upstream failed within the
     prelude (the upstream request is closed then)."""
     pending: asyncio.Future[list[dict]] = asyncio.ensure_future(_next(batches))
-    await asyncio.wait({pending}, timeout=prelude_seconds)
+    try:
+        await asyncio.wait({pending}, timeout=prelude_seconds)
+    except BaseException:  # cancelled: the client left meanwhile, the upstream request ends
+        pending.cancel()
+        with contextlib.suppress(BaseException):
+            await pending
+        await _close(batches)
+        raise
     if pending.done() and pending.exception() is not None:
         exc = pending.exception()
         await _close(batches)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import threading
+import time
+
 import httpx
 import openai
 import pytest
@@ -9,7 +14,7 @@ import pytest
 from tests.conftest import FAKE_KEY
 from tests.fakes import scenarios as sc
 from tests.servers import GatewayServer
-from tests.sse import named_events, openai_chunks
+from tests.sse import data_payloads, named_events, openai_chunks
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +52,31 @@ def test_messages_errors_and_count_tokens(django_gateway, upstream):
                          content=b"x" * (33 * 1024 * 1024),
                          headers={"content-type": "application/json"})
     assert too_big.status_code == 413
+
+
+def test_sigterm_waits_for_a_stream_django_carries(fake_iflow, upstream):
+    """The adapter counts requests Django carries as in flight too: a graceful shutdown lets
+    the stream finish instead of cutting it."""
+    upstream.script(sc.slow(sc.text("one two three four five", chunks=5), chunk_delay=0.3))
+    env = {"IFLOW_API_KEY": FAKE_KEY, "IFLOW_BASE_URL": fake_iflow.base_url, "FAST_PATH": "0"}
+    results: list[bytes] = []
+
+    def stream() -> None:
+        with httpx.stream("POST", server.url + "/v1/chat/completions", timeout=30, json={
+                "model": "glm-5", "stream": True,
+                "messages": [{"role": "user", "content": "hi"}]}) as response:
+            results.append(response.read())
+
+    with GatewayServer(env) as server:
+        thread = threading.Thread(target=stream)
+        thread.start()
+        assert upstream.wait_for(lambda: len(upstream.chat_requests) == 1, timeout=10)
+        time.sleep(0.4)
+        server.process.send_signal(signal.SIGTERM)
+        thread.join(15)
+        assert server.process.wait(15) == 0
+    payloads = data_payloads(results[0])
+    assert payloads[-1] == "[DONE]"
+    text = "".join(json.loads(p)["choices"][0]["delta"].get("content", "")
+                   for p in payloads[:-1] if json.loads(p).get("choices"))
+    assert text == "one two three four five"

@@ -3,6 +3,7 @@ asset from the server itself (no CDN)."""
 
 from __future__ import annotations
 
+import json
 import re
 from urllib.parse import urljoin, urlsplit
 
@@ -10,6 +11,7 @@ import httpx
 import pytest
 
 from tests.e2e.browser import chromium, missing_reason
+from tests.fakes import scenarios as sc
 
 ATTRIBUTES = re.compile(r"""\b(?:src|href)\s*=\s*["']([^"']*)["']""", re.IGNORECASE)
 
@@ -80,3 +82,99 @@ def test_docs_in_a_browser_touch_no_other_origin(gateway, path, expect):
     # logo hides itself). Nothing else may fail.
     assert set(blocked) <= {"https://cdn.redoc.ly/redoc/logo-mini.svg"}
     assert not [text for text in problems if "cdn.redoc.ly" not in text]
+
+
+# --- The OpenAPI document: derived from the route table (proxy/routes.py), typed bodies ------
+
+DOCUMENTED = {  # path: (method, request body, 200 body, error body, statuses it must list)
+    "/v1/chat/completions": ("post", "ChatCompletionRequest", "ChatCompletion", "OpenAIError",
+                             {400, 401, 403, 404, 413, 429, 502, 503}),
+    "/v1/messages": ("post", "MessagesRequest", "Message", "AnthropicError",
+                     {400, 401, 403, 404, 413, 429, 502, 503}),
+    "/v1/messages/count_tokens": ("post", "CountTokensRequest", "TokenCount", "AnthropicError",
+                                  {400, 401, 413}),
+    "/v1/models": ("get", None, "ModelList", "OpenAIError", {401}),
+    "/health": ("get", None, "Health", "OpenAIError", set()),
+}
+
+
+def component(schema: dict, ref: str) -> dict:
+    assert ref.startswith("#/components/schemas/"), ref
+    return schema["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+
+
+def ref_name(content: dict) -> str:
+    return content["schema"]["$ref"].rsplit("/", 1)[-1]
+
+
+@pytest.fixture(scope="module")
+def openapi(gateway) -> dict:
+    return httpx.get(gateway.url + "/openapi.json").json()
+
+
+def test_openapi_documents_each_route_with_typed_bodies(openapi):
+    assert set(DOCUMENTED) <= set(openapi["paths"])
+    assert not {p for p in openapi["paths"] if p.startswith(("/chat", "/messages", "/models"))}
+    for path, (method, request, answer, error, statuses) in DOCUMENTED.items():
+        operation = openapi["paths"][path][method]
+        if request is not None:
+            body = operation["requestBody"]["content"]["application/json"]
+            assert ref_name(body) == request
+            fields = component(openapi, body["schema"]["$ref"])
+            assert {"model", "messages"} <= set(fields["properties"])
+            assert fields.get("additionalProperties") is True  # clients' extra fields pass
+        ok = operation["responses"]["200"]["content"]["application/json"]
+        assert ref_name(ok) == answer
+        assert component(openapi, ok["schema"]["$ref"])["properties"]
+        documented_errors = {int(s) for s in operation["responses"] if s != "200"}
+        assert statuses <= documented_errors, path
+        for status in documented_errors:
+            assert ref_name(operation["responses"][str(status)]["content"]["application/json"]
+                            ) == error
+
+
+def test_openapi_typed_details(openapi):
+    chat = component(openapi, "#/components/schemas/ChatCompletionRequest")
+    assert set(chat["required"]) == {"model", "messages"}
+    message = component(openapi, "#/components/schemas/ChatMessage")
+    assert "assistant" in message["properties"]["role"]["enum"]
+    messages = component(openapi, "#/components/schemas/MessagesRequest")
+    assert set(messages["required"]) == {"model", "messages", "max_tokens"}
+    streams = openapi["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]
+    assert "#/components/schemas/ChatCompletionChunk" in json.dumps(streams["text/event-stream"])
+    error = component(openapi, "#/components/schemas/AnthropicError")
+    assert error["properties"]["type"]["const"] == "error"
+
+
+def test_openapi_security_schemes(openapi):
+    schemes = openapi["components"]["securitySchemes"]
+    assert schemes["bearer"] == {**schemes["bearer"], "type": "http", "scheme": "bearer"}
+    assert schemes["apiKey"] == {**schemes["apiKey"], "type": "apiKey", "in": "header",
+                                 "name": "x-api-key"}
+    for path in ("/v1/chat/completions", "/v1/messages", "/v1/models"):
+        security = next(iter(openapi["paths"][path].values()))["security"]
+        assert {"bearer": []} in security and {"apiKey": []} in security
+        assert {} in security  # an instance without client keys asks for none
+    assert "security" not in openapi["paths"]["/health"]["get"]
+
+
+def test_real_bodies_match_the_documented_schemas(gateway, upstream):
+    """The schemas the document is made from accept what the gateway really answers."""
+    from proxy import schemas
+
+    schemas.Health.model_validate(httpx.get(gateway.url + "/health").json())
+    schemas.ModelList.model_validate(httpx.get(gateway.url + "/v1/models").json())
+    upstream.script(sc.text("documented"), sc.text("documented too"))
+    chat = httpx.post(gateway.url + "/v1/chat/completions", timeout=30, json={
+        "model": "glm-5", "messages": [{"role": "user", "content": "hi"}]})
+    schemas.ChatCompletion.model_validate(chat.json())
+    message = httpx.post(gateway.url + "/v1/messages", timeout=30, json={
+        "model": "glm-5", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]})
+    schemas.Message.model_validate(message.json())
+    tokens = httpx.post(gateway.url + "/v1/messages/count_tokens", timeout=30, json={
+        "model": "glm-5", "messages": [{"role": "user", "content": "hi"}]})
+    schemas.TokenCount.model_validate(tokens.json())
+    bad = httpx.post(gateway.url + "/v1/chat/completions", content=b"{", timeout=30)
+    schemas.OpenAIError.model_validate(bad.json())
+    bad = httpx.post(gateway.url + "/v1/messages", content=b"{", timeout=30)
+    schemas.AnthropicError.model_validate(bad.json())

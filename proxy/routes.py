@@ -1,0 +1,123 @@
+"""The API's route table: written once, everything else is derived from it.
+
+Each Route names its method and path, the framework-free handler (ApiRequest in, JsonResult or
+StreamResult out), the renderer of its errors (OpenAI's or Anthropic's shape), its typed request
+and response bodies and its error statuses. From this table come:
+
+- which paths are API paths (iflow2api_site/asgi.py sends them through CORS and proxy/adapter.py),
+- the lookup by (method, path) the adapter and the listener use (`find`),
+- the Ninja operations and so the OpenAPI document with typed bodies (proxy/api.py).
+
+Every documented path is also served without the `/v1` prefix and, for the Anthropic routes,
+with a trailing slash (clients built with a base URL of `/` or `/v1/` differ here).
+
+FAST_PATH (default on) picks who carries a request between the adapter and the handler: the
+lean ASGI code in proxy/fastpath.py, or Django and the Ninja operations. Both run below the same
+adapter (draining, in-flight count, body limit, cleanup of a stream's slots on every exit) and
+must pass the same end-to-end tests (scripts/test runs them with FAST_PATH=false too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from proxy import catalog, chat, messages, schemas
+from proxy.errors import ApiError
+from proxy.http import ApiRequest, JsonResult, StreamResult
+
+Handler = Callable[[ApiRequest], Awaitable[JsonResult | StreamResult]]
+Renderer = Callable[[ApiError], JsonResult]
+
+ERROR_STATUSES = {
+    400: "The request is malformed (in the client's error shape).",
+    401: "No valid API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`.",
+    403: "The key may not use this model, no upstream account can serve it, or the web page's "
+         "origin is not allowed.",
+    404: "Unknown model.",
+    413: "The request body is over MAX_BODY_BYTES.",
+    429: "A rate rule or the upstream's limit; see Retry-After.",
+    502: "The upstream failed or answered something unusable.",
+    503: "The server is shutting down, or this port's instance is unavailable; retry.",
+    504: "The upstream timed out.",
+}
+RELAY_ERRORS = (400, 401, 403, 404, 413, 429, 502, 503, 504)
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str  # the operation id
+    method: str
+    path: str  # as documented, with /v1
+    handler: Handler
+    render_error: Renderer
+    summary: str
+    tags: tuple[str, ...]
+    request_schema: type[BaseModel] | None = None
+    response_schema: type[BaseModel] | None = None
+    stream_schema: type[BaseModel] | None = None  # the events of a `"stream": true` answer
+    error_schema: type[BaseModel] = schemas.OpenAIError
+    errors: tuple[int, ...] = ()
+    unprefixed: bool = True  # also without /v1
+    trailing_slash: bool = False  # also with a trailing slash
+    documented: bool = True
+    also_head: bool = False
+
+    def paths(self) -> tuple[str, ...]:
+        """Every path it is served on; the documented one first."""
+        bases = [self.path]
+        if self.unprefixed and self.path.startswith("/v1/"):
+            bases.append(self.path[len("/v1"):])
+        slashes = ("", "/") if self.trailing_slash else ("",)
+        return tuple(base + slash for base in bases for slash in slashes)
+
+    def methods(self) -> tuple[str, ...]:
+        return (self.method, "HEAD") if self.also_head else (self.method,)
+
+
+async def hello(request: ApiRequest) -> JsonResult:
+    """A liveness probe some clients send (HEAD /api/hello)."""
+    return JsonResult.of({})
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("chat_completions", "POST", "/v1/chat/completions", chat.chat_completions,
+          chat.openai_error, "Chat Completions (OpenAI)", ("OpenAI",),
+          request_schema=schemas.ChatCompletionRequest, response_schema=schemas.ChatCompletion,
+          stream_schema=schemas.ChatCompletionChunk, errors=RELAY_ERRORS),
+    Route("create_message", "POST", "/v1/messages", messages.messages,
+          messages.anthropic_error, "Messages (Anthropic)", ("Anthropic",),
+          request_schema=schemas.MessagesRequest, response_schema=schemas.Message,
+          stream_schema=schemas.MessageStreamEvent, error_schema=schemas.AnthropicError,
+          errors=RELAY_ERRORS, trailing_slash=True),
+    Route("count_tokens", "POST", "/v1/messages/count_tokens", messages.count_tokens,
+          messages.anthropic_error, "Count tokens (local estimate)", ("Anthropic",),
+          request_schema=schemas.CountTokensRequest, response_schema=schemas.TokenCount,
+          error_schema=schemas.AnthropicError, errors=(400, 401, 413, 503),
+          trailing_slash=True),
+    Route("list_models", "GET", "/v1/models", catalog.list_models, chat.openai_error,
+          "List models", ("OpenAI", "Anthropic"), response_schema=schemas.ModelList,
+          errors=(401, 503)),
+    Route("health", "GET", "/health", catalog.health, chat.openai_error, "Health",
+          ("Service",), response_schema=schemas.Health, errors=(503,), unprefixed=False),
+    Route("hello", "GET", "/api/hello", hello, chat.openai_error, "Probe", ("Service",),
+          unprefixed=False, documented=False, also_head=True),
+)
+
+BY_METHOD_AND_PATH: dict[tuple[str, str], Route] = {
+    (method, path): route
+    for route in ROUTES for method in route.methods() for path in route.paths()
+}
+_UNPREFIXED_PATHS = frozenset(path for _method, path in BY_METHOD_AND_PATH
+                              if not path.startswith("/v1/"))
+
+
+def find(method: str, path: str) -> Route | None:
+    return BY_METHOD_AND_PATH.get((method, path))
+
+
+def is_api_path(path: str) -> bool:
+    """The API's paths (also unknown ones under /v1/, which get the API's 404)."""
+    return path.startswith("/v1/") or path in _UNPREFIXED_PATHS
