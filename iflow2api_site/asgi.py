@@ -41,7 +41,9 @@ carrier = fastpath.carry if settings.IFLOW2API["FAST_PATH"] else adapter.django_
 
 async def api(scope, receive, send):  # type: ignore[no-untyped-def]
     route = routes.find(scope["method"], scope["path"])
-    if route is None:  # not an API route (an unknown /v1/ path, another method): Django's 404/405
+    if route is None and (served := routes.served_on(scope["path"])):
+        await adapter.refuse_method(served, scope, send)  # a route's path, another method
+    elif route is None:  # not an API route (an unknown /v1/ path): Django's JSON 404
         await api_app(scope, receive, send)
     else:
         await adapter.serve(route, scope, receive, send, carrier)

@@ -18,8 +18,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.conf import settings
+from django.utils import translation
 from django.utils.translation import gettext
 
+from iflow2api_lib.i18n import api_language
 from instances.runtime import instance_for_port
 from proxy.errors import ApiError, this_request_id
 from proxy.http import ApiRequest, JsonResult, StreamResult, body_too_large
@@ -60,6 +62,19 @@ def current_lifecycle(scope: Scope) -> Lifecycle:
     """The process's shutdown lifecycle: its Runtime's, which the ASGI application put in the
     scope (proxy/runtime.py)."""
     return runtime_in(scope).lifecycle
+
+
+async def refuse_method(served: tuple[Route, ...], scope: Scope, send: Send) -> None:
+    """A route's path with a method none of its routes takes: 405 with `Allow`, in the route's
+    error shape and the request's language (Django's own 405 is HTML no SDK reads)."""
+    allowed = ", ".join(dict.fromkeys(m for route in served for m in route.methods()))
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    with translation.override(api_language(headers)):  # None: English
+        message = gettext("%(method)s is not allowed on %(path)s; use %(allowed)s") % {
+            "method": scope["method"][:20], "path": scope["path"], "allowed": allowed}
+    result = served[0].render_error(ApiError(405, message, "method_not_allowed"))
+    result.headers.append(("allow", allowed))
+    await send_json(send, result)
 
 
 async def serve(route: Route, scope: Scope, receive: Receive, send: Send,

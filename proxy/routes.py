@@ -118,6 +118,13 @@ def find(method: str, path: str) -> Route | None:
     return BY_METHOD_AND_PATH.get((method, path))
 
 
+def served_on(path: str) -> tuple[Route, ...]:
+    """The routes on `path` whatever the method: when `find` has none for the request's
+    method, a non-empty answer means a 405 (proxy/adapter.py refuse_method)."""
+    return tuple(route for (_method, served), route in BY_METHOD_AND_PATH.items()
+                 if served == path)
+
+
 def is_api_path(path: str) -> bool:
     """The API's paths (also unknown ones under /v1/, which get the API's 404)."""
     return path.startswith("/v1/") or path in _UNPREFIXED_PATHS

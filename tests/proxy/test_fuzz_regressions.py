@@ -36,3 +36,29 @@ def test_a_chat_message_role_that_is_not_a_string_is_a_400(gateway, role):
     error = assert_openai_error(response, 400)
     assert error["param"] == "messages[0].role"
     assert "Traceback" not in gateway.output()
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "TRACE"])
+@pytest.mark.parametrize(("path", "shape"), [
+    (CHAT, "openai"), ("/chat/completions", "openai"), (MESSAGES, "anthropic"),
+    ("/v1/messages/count_tokens", "anthropic"), ("/messages/", "anthropic")])
+def test_a_post_route_called_with_another_method_is_a_405_in_the_clients_shape(
+        gateway, method, path, shape):
+    """Django's 405 was `text/html` "Method not allowed", which no SDK can read."""
+    response = httpx.request(method, gateway.url + path, timeout=30)
+    check = assert_openai_error if shape == "openai" else assert_anthropic_error
+    error = check(response, 405)
+    assert method in error["message"] and "POST" in error["message"]
+    assert response.headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize("path", ["/v1/models", "/models", "/health"])
+def test_a_get_route_called_with_post_is_a_405_in_openais_shape(gateway, path):
+    response = httpx.post(gateway.url + path, json={}, timeout=30)
+    assert_openai_error(response, 405)
+    assert response.headers["allow"] == "GET"
+
+
+def test_the_405_follows_accept_language(gateway):
+    response = httpx.put(gateway.url + MESSAGES, headers={"accept-language": "zh-Hans"})
+    assert "不接受" in assert_anthropic_error(response, 405)["message"]
