@@ -1,5 +1,6 @@
 """What the API handlers take and give: plain requests and results, independent of the
-framework that carries them (Django views, or the lean ASGI path in proxy/fastpath.py)."""
+framework that carries them (Django and Ninja, or the lean ASGI path in proxy/fastpath.py);
+proxy/adapter.py builds the request for both."""
 
 from __future__ import annotations
 
@@ -8,15 +9,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.utils import translation
 from django.utils.translation import gettext
 
 from iflow2api_lib.i18n import api_language
 from iflow2api_lib.wire import dumps
-from instances.runtime import instance_for_port
-from proxy.errors import ApiError, this_request_id
-from proxy.runtime import Runtime, runtime_in
+from proxy.errors import ApiError
+from proxy.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -35,26 +35,6 @@ class ApiRequest:
     # The request's one id (iflow2api_lib/logs.py: the client's x-request-id when sane): in
     # every log line, the request log, the x-request-id and request-id headers, error bodies.
     request_id: str = ""
-
-    @classmethod
-    def from_django(cls, request: HttpRequest, body: bytes) -> ApiRequest:
-        return cls(
-            method=request.method or "GET",
-            path=request.path,
-            headers={k.lower(): v for k, v in request.headers.items()},
-            body=body,
-            runtime=runtime_in(request.scope),  # type: ignore[attr-defined]
-            client_ip=request.META.get("REMOTE_ADDR", ""),
-            instance_id=instance_for_port(_port(request.META.get("SERVER_PORT"))),
-            request_id=this_request_id(),
-        )
-
-
-def _port(value: object) -> int | None:
-    try:
-        return int(str(value))
-    except ValueError:
-        return None
 
 
 @dataclass
