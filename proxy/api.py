@@ -19,6 +19,7 @@ from ninja import NinjaAPI, Router
 from pydantic import BaseModel
 
 from iflow2api_lib import __version__
+from proxy import schemas
 from proxy.adapter import EXCHANGE, Exchange
 from proxy.errors import ApiError
 from proxy.http import StreamResult, call_handler, to_django
@@ -93,6 +94,19 @@ def operation(route: Route) -> Any:
     return view
 
 
+def stream_event(route: Route) -> dict[str, Any]:
+    """One Server-Sent Event, as OpenAPI describes a stream (each event, not each payload): its
+    `data` is JSON text holding the route's stream schema or its in-band error, or OpenAI's
+    closing `[DONE]`."""
+    assert route.stream_schema is not None
+    payload = {"type": "string", "contentMediaType": "application/json",
+               "contentSchema": {"anyOf": [ref(route.stream_schema), ref(route.error_schema)]}}
+    openai = route.error_schema is schemas.OpenAIError
+    data = {"anyOf": [{"const": "[DONE]"}, payload]} if openai else payload
+    return {"type": "object", "required": ["data"],
+            "properties": {"event": {"type": "string"}, "data": data}}
+
+
 def openapi_extra(route: Route) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if route.request_schema is not None:
@@ -101,7 +115,7 @@ def openapi_extra(route: Route) -> dict[str, Any]:
     if route.stream_schema is not None:
         extra["responses"] = {200: {
             "description": "The answer; with `\"stream\": true`, Server-Sent Events.",
-            "content": {"text/event-stream": {"schema": ref(route.stream_schema)}}}}
+            "content": {"text/event-stream": {"schema": stream_event(route)}}}}
     if route.errors and 401 in route.errors:
         extra["security"] = SECURITY
     return extra

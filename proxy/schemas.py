@@ -7,7 +7,7 @@ here allows extra fields, and only what the handlers themselves insist on is req
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -137,7 +137,7 @@ class Health(Open):
 
 class AnthropicMessage(Open):
     role: Literal["user", "assistant"]
-    content: str | list[dict[str, Any]] = Field(
+    content: Annotated[str, Field(min_length=1)] | list[dict[str, Any]] = Field(
         description="Text, or content blocks (text, image, tool_use, tool_result, thinking).")
 
 
@@ -149,6 +149,7 @@ class CountTokensRequest(Open):
 
 
 class MessagesRequest(CountTokensRequest):
+    messages: list[AnthropicMessage] = Field(min_length=1)  # count_tokens takes none
     max_tokens: int = Field(gt=0, examples=[1024])
     stream: bool | None = Field(None, description="Answer as Server-Sent Events.")
     temperature: float | None = None
