@@ -125,6 +125,15 @@ def served_on(path: str) -> tuple[Route, ...]:
                  if served == path)
 
 
+def renderer_below(path: str) -> Renderer | None:
+    """The error renderer of the route `path` lies below (/v1/messages/batches: Anthropic's),
+    for the 404 of an unknown path; None below no route."""
+    for (_method, served), route in BY_METHOD_AND_PATH.items():
+        if path.startswith(served.rstrip("/") + "/"):
+            return route.render_error
+    return None
+
+
 def is_api_path(path: str) -> bool:
     """The API's paths (also unknown ones under /v1/, which get the API's 404)."""
     return path.startswith("/v1/") or path in _UNPREFIXED_PATHS

@@ -62,3 +62,15 @@ def test_a_get_route_called_with_post_is_a_405_in_openais_shape(gateway, path):
 def test_the_405_follows_accept_language(gateway):
     response = httpx.put(gateway.url + MESSAGES, headers={"accept-language": "zh-Hans"})
     assert "不接受" in assert_anthropic_error(response, 405)["message"]
+
+
+@pytest.mark.parametrize("path", ["/v1/messages/batches", "/v1/messages/batches/abc",
+                                  "/v1/messages/count_tokens/x"])
+def test_an_unknown_path_below_messages_is_a_404_in_anthropics_shape(gateway, path):
+    """Anthropic clients asking for an API this gateway lacks (message batches) got OpenAI's
+    error shape."""
+    assert_anthropic_error(httpx.get(gateway.url + path, timeout=30), 404)
+
+
+def test_other_unknown_api_paths_stay_in_openais_shape(gateway):
+    assert_openai_error(httpx.get(gateway.url + "/v1/files", timeout=30), 404)
