@@ -3,6 +3,9 @@ listener it opens, and the API looks the instance of a request up by the port it
 
 Listeners are keyed on the instance's id, never its name: a rename changes nothing here, so a
 request can never be served with another instance's policy while the name changes.
+
+Process-wide rather than in the Runtime (proxy/runtime.py): Django's ALLOWED_HOSTS check
+(iflow2api_site/hosts.py, a setting) reads the listeners' addresses for every request.
 """
 
 from __future__ import annotations

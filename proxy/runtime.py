@@ -14,6 +14,14 @@ ASGI server) builds the process's Runtime at start and puts it in every request'
 RUNTIME_SCOPE_KEY; the API adapter passes it to the handlers as `ApiRequest.runtime`; admin
 views and the status websocket read it from the scope. Management commands and Celery tasks
 that call upstreams build their own UpstreamClient; tests build their own Runtime.
+
+Loop-bound connections (redis.asyncio, aiohttp sessions) are kept per event loop inside their
+owner (SharedRedis, UpstreamClient): a server has one loop, but sync code calling in through
+async_to_sync and the tests (pytest-asyncio, asyncio.run) run others.
+
+Not in the Runtime, on purpose: the routing and directory snapshots (accounts/services.py,
+instances/services.py: database read caches that model signals invalidate from any thread)
+and the table of listening ports (instances/runtime.py: Django's ALLOWED_HOSTS check reads it).
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from accounts.pool import AccountPool, build_pool
 from iflow2api_lib.redis_client import SharedRedis, configured
 from instances.ratelimit import LocalLimiter
 from instances.status import RUNTIME_SCOPE_KEY, StatusPublisher
+from proxy import metrics
 from proxy.lifecycle import Lifecycle
 from proxy.requestlog import RequestLogWriter
 from upstream.client import UpstreamClient
@@ -68,7 +77,7 @@ class Runtime:
         `write_at_exit`: the request log still queued at exit is written (servers)."""
         redis = configured(redis_url)
         status = StatusPublisher(redis)
-        requests = RequestLogWriter(on_written=status.notify_changed)
+        requests = RequestLogWriter(on_written=status.notify_changed, on_record=metrics.observe)
         if write_at_exit:
             atexit.register(requests.write_leftovers)
         return cls(
