@@ -19,7 +19,7 @@ import hmac
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -42,8 +42,8 @@ from instances.status import RUNTIME_SCOPE_KEY
 
 if TYPE_CHECKING:
     from accounts.pool import AccountPool
-    from proxy.requestlog import RequestRecord
-    from proxy.runtime import Runtime
+    from proxy.lifecycle import Lifecycle
+    from proxy.requestlog import RequestLogWriter, RequestRecord
 
 log = logging.getLogger(__name__)
 
@@ -160,11 +160,20 @@ async def read_pool_state(pool: AccountPool) -> PoolState:
     return state
 
 
+class LiveSources(Protocol):
+    """What a scrape reads from the process's Runtime (proxy/runtime.py), named by its shape:
+    the Runtime imports this module (its request log reports to observe()), not the reverse."""
+
+    lifecycle: Lifecycle
+    pool: AccountPool
+    requests: RequestLogWriter
+
+
 class LiveCollector(Collector):
     """One scrape: everything in REGISTRY, then the gauges read now from the process's
     Runtime (in-flight requests, open streams, the pool, the request log's counters)."""
 
-    def __init__(self, runtime: Runtime, pool_state: PoolState | None) -> None:
+    def __init__(self, runtime: LiveSources, pool_state: PoolState | None) -> None:
         self.runtime = runtime
         self.pool_state = pool_state
 
@@ -206,7 +215,7 @@ class LiveCollector(Collector):
         yield limit
 
 
-def exposition(runtime: Runtime, pool_state: PoolState | None) -> CollectorRegistry:
+def exposition(runtime: LiveSources, pool_state: PoolState | None) -> CollectorRegistry:
     """What one scrape shows (a registry of its own: nothing of a scrape outlives it)."""
     scrape = CollectorRegistry(auto_describe=False)
     scrape.register(LiveCollector(runtime, pool_state))

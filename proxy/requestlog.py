@@ -31,7 +31,6 @@ from functools import cache
 from django.db import close_old_connections, connection, transaction
 
 from iflow2api_lib.redact import redact
-from proxy import metrics
 
 log = logging.getLogger(__name__)
 
@@ -184,9 +183,13 @@ class RequestLogWriter:
     """The request log of one process. `log()` never blocks the loop and never raises; a
     queue per event loop (a server has one; tests and async_to_sync callers run others)."""
 
-    def __init__(self, on_written: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, on_written: Callable[[], None] = lambda: None,
+                 on_record: Callable[[RequestRecord], None] = lambda record: None) -> None:
         self.stats = Stats()
         self.on_written = on_written  # told after each batch (the status pages re-read)
+        # told of each record as it is logged (the Runtime passes the Prometheus counters'
+        # metrics.observe, which never raises)
+        self.on_record = on_record
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="requestlog")
         self._writer: _Writer | None = None
 
@@ -203,7 +206,7 @@ class RequestLogWriter:
 
     def log(self, record: RequestRecord) -> None:
         """Queues a row. Off the loop (sync code) it writes at once."""
-        metrics.observe(record)  # Prometheus counters (a no-op unless enabled); never raises
+        self.on_record(record)
         try:
             try:
                 loop = asyncio.get_running_loop()

@@ -73,24 +73,11 @@ def first_party_modules(root: Path = ROOT) -> dict[str, Path]:
             for p in sorted(root.joinpath(package).rglob("*.py")) if "migrations" not in p.parts}
 
 
-def typing_only_nodes(tree: ast.AST) -> set[int]:
-    """Nodes under `if TYPE_CHECKING:`: annotations only, never run."""
-    nodes: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and (getattr(node.test, "id", None) == "TYPE_CHECKING"
-                                         or getattr(node.test, "attr", None) == "TYPE_CHECKING"):
-            nodes.update(id(inner) for statement in node.body for inner in ast.walk(statement))
-    return nodes
-
-
 def imported_names(name: str, path: Path) -> Iterator[str]:
-    """Every module `name` imports, at module level or inside functions (a late import is
-    still an import), as the names it could be: `from a import b` may be module a.b."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    skip = typing_only_nodes(tree)
-    for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
+    """Every module `name` imports, at module level, inside functions (a late import is still an
+    import) or under `if TYPE_CHECKING:` (a type is a dependency too), as the names it could be:
+    `from a import b` may be module a.b."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
