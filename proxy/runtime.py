@@ -39,6 +39,7 @@ from accounts.pool import AccountPool, build_pool
 from iflow2api_lib.redis_client import SharedRedis, configured
 from instances.ratelimit import LocalLimiter
 from instances.status import RUNTIME_SCOPE_KEY, StatusPublisher
+from proxy import metrics
 from proxy.lifecycle import Lifecycle
 from proxy.requestlog import RequestLogWriter
 from upstream.client import UpstreamClient
@@ -76,7 +77,7 @@ class Runtime:
         `write_at_exit`: the request log still queued at exit is written (servers)."""
         redis = configured(redis_url)
         status = StatusPublisher(redis)
-        requests = RequestLogWriter(on_written=status.notify_changed)
+        requests = RequestLogWriter(on_written=status.notify_changed, on_record=metrics.observe)
         if write_at_exit:
             atexit.register(requests.write_leftovers)
         return cls(
