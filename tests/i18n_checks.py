@@ -150,8 +150,10 @@ SHOWN_KEYWORDS = {"help_text", "verbose_name", "verbose_name_plural", "label", "
 SHOWN_CLASS_ATTRIBUTES = {"help", "title", "verbose_name", "verbose_name_plural"}
 # Framework-free code (it cannot import Django: its fixed messages are translated at the
 # edge, proxy/errors.py), migrations, and the OpenAPI document (for developers, in English).
-PYTHON_EXEMPT = ("proxy/translate/", "/upstream/", "/migrations/")
-PYTHON_EXEMPT_CALLS = {("proxy/api.py", "NinjaAPI")}
+# The OpenAPI document (proxy/schemas.py, the API's description) is protocol text, in English
+# like the field names it describes.
+PYTHON_EXEMPT = ("proxy/translate/", "/upstream/", "/migrations/", "proxy/schemas.py")
+PYTHON_EXEMPT_CALLS = {("proxy/api.py", "GatewayApi")}
 WORD = re.compile(r"[A-Za-z]{2,}")
 
 
