@@ -7,6 +7,7 @@ from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from django.core.exceptions import DisallowedHost
 from django.db import connection
 from django.test import RequestFactory
 from django.utils import timezone
@@ -182,6 +183,9 @@ def test_callback_url(settings, rf: RequestFactory):
     settings.IFLOW2API = {**conf, "PUBLIC_BASE_URL": "", "HOST": "0.0.0.0", "PORT": 8080}
     assert callback_url() == "http://127.0.0.1:8080/accounts/oauth/callback/"
     request = rf.get("/", HTTP_HOST="gw.example:9000")
+    with pytest.raises(DisallowedHost):  # never built from a Host header that is not allowed
+        callback_url(request)
+    settings.ALLOWED_HOSTS = ["gw.example"]
     assert callback_url(request) == "http://gw.example:9000/accounts/oauth/callback/"
     settings.IFLOW2API = {**conf, "PUBLIC_BASE_URL": "https://gw.example.com/"}
     assert callback_url(request) == "https://gw.example.com/accounts/oauth/callback/"
