@@ -244,7 +244,9 @@ async def account_failed(pool: AccountPool, account: AccountRef, err: UpstreamEr
         await pool.cool_down(account, conf["AUTH_COOLDOWN_SECONDS"], reason)
         request_refresh(account.id)  # returns at once: the refresh runs in a worker thread
     elif err.status == 429:
-        await pool.rate_limited(account, err.retry_after, reason)
+        hold = await pool.rate_limited(account, err.retry_after, reason)
+        if err.retry_after is None:
+            err.retry_after = hold  # passed on: the client hears when we try again (1, 2, 4 … s)
     elif err.account_action == "cooldown":
         # A refused key (401/403) may work again later; anything else (no balance) sooner.
         default = "AUTH_COOLDOWN_SECONDS" if err.status in (401, 403) else \
