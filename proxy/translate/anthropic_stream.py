@@ -27,6 +27,7 @@ from proxy.translate.anthropic_response import (
 )
 from proxy.translate.anthropic_tools import synth_tool_id
 from proxy.translate.tokens import estimate_text_tokens
+from proxy.translate.upstream_chat import read_chunk
 from proxy.translate.usage import anthropic_usage
 
 Event = tuple[str, dict[str, Any]]
@@ -94,23 +95,17 @@ class AnthropicStreamTranslator:
         events = self._message_start()
         if not isinstance(chunk, dict):
             return events
-        choices = chunk.get("choices")
-        error = chunk.get("error")
-        if error is not None and not choices:  # in-band upstream error with a 200 status
-            detail = error.get("message") if isinstance(error, dict) else None
-            return events + self.error(str(detail or error))
-        if isinstance(chunk.get("usage"), dict):
-            self._usage = chunk["usage"]  # cumulative when repeated: the last one wins
-        for choice in choices if isinstance(choices, list) else []:
-            if not isinstance(choice, dict) or choice.get("index", 0) not in (0, None):
-                continue  # n > 1 is not representable in Anthropic's format
-            delta = choice.get("delta")
-            if isinstance(delta, dict):
-                self._delta(delta, events)
-            finish = choice.get("finish_reason")
-            if isinstance(finish, str) and finish:
-                self._finish_reason = finish
-                self._matched = matched_stop(choice) or self._matched
+        reading = read_chunk(chunk)
+        if reading.error is not None:  # in-band upstream error with a 200 status
+            return events + self.error(reading.error)
+        if reading.usage is not None:
+            self._usage = reading.usage
+        for step in reading.steps:
+            if step.delta is not None:
+                self._delta(step.delta, events)
+            if step.finish_reason:
+                self._finish_reason = step.finish_reason
+                self._matched = matched_stop(step.choice) or self._matched
         return events
 
     def close(self) -> list[Event]:

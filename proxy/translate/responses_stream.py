@@ -39,6 +39,7 @@ from proxy.translate.responses_items import (
 )
 from proxy.translate.responses_request import ResponsesTranslation
 from proxy.translate.tokens import estimate_text_tokens
+from proxy.translate.upstream_chat import read_chunk
 
 Event = dict[str, Any]
 KEEPALIVE = b": keepalive\n\n"
@@ -101,22 +102,16 @@ class ResponsesStream:
         events = self._start()
         if not isinstance(chunk, dict):
             return events
-        choices = chunk.get("choices")
-        error = chunk.get("error")
-        if error is not None and not choices:  # in-band upstream error with a 200 status
-            detail = error.get("message") if isinstance(error, dict) else None
-            return events + self.fail(str(detail or error))
-        if isinstance(chunk.get("usage"), dict):
-            self._usage = chunk["usage"]  # cumulative when repeated: the last one wins
-        for choice in choices if isinstance(choices, list) else []:
-            if not isinstance(choice, dict) or choice.get("index", 0) not in (0, None):
-                continue  # n > 1 has no Responses form
-            delta = choice.get("delta")
-            if isinstance(delta, dict):
-                self._delta(delta, events)
-            finish = choice.get("finish_reason")
-            if isinstance(finish, str) and finish:
-                self._finish = finish
+        reading = read_chunk(chunk)
+        if reading.error is not None:  # in-band upstream error with a 200 status
+            return events + self.fail(reading.error)
+        if reading.usage is not None:
+            self._usage = reading.usage
+        for step in reading.steps:
+            if step.delta is not None:
+                self._delta(step.delta, events)
+            if step.finish_reason:
+                self._finish = step.finish_reason
         return events
 
     def close(self) -> list[Event]:

@@ -1,0 +1,46 @@
+"""Reading what an OpenAI-shaped upstream sends: a chat.completion.chunk.
+
+The one reader for the translators that turn upstream chat output into another protocol
+(Anthropic Messages, Responses API): the in-band error, the usage and the first choice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ChoiceStep:
+    """What one index-0 choice of a chunk brings."""
+
+    choice: dict[str, Any]
+    delta: dict[str, Any] | None
+    finish_reason: str | None  # a non-empty string, else None
+
+
+@dataclass(frozen=True)
+class ChunkReading:
+    error: str | None = None  # in-band upstream error (200 status, no choices): its message
+    usage: dict[str, Any] | None = None  # cumulative when repeated: the last one wins
+    steps: list[ChoiceStep] = field(default_factory=list)
+
+
+def read_chunk(chunk: dict[str, Any]) -> ChunkReading:
+    """Choices other than index 0 are skipped: n > 1 has no Anthropic or Responses form."""
+    choices = chunk.get("choices")
+    error = chunk.get("error")
+    if error is not None and not choices:
+        detail = error.get("message") if isinstance(error, dict) else None
+        return ChunkReading(error=str(detail or error))
+    usage = chunk.get("usage")
+    steps = []
+    for choice in choices if isinstance(choices, list) else []:
+        if not isinstance(choice, dict) or choice.get("index", 0) not in (0, None):
+            continue
+        delta = choice.get("delta")
+        finish = choice.get("finish_reason")
+        steps.append(ChoiceStep(choice, delta if isinstance(delta, dict) else None,
+                                finish if isinstance(finish, str) and finish else None))
+    return ChunkReading(usage=usage if isinstance(usage, dict) else None, steps=steps)
+
