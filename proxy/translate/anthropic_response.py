@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from proxy.translate.anthropic_tools import synth_tool_id
-from proxy.translate.types import UpstreamResponseError
+from proxy.translate.upstream_chat import first_message
 from proxy.translate.usage import anthropic_usage
 
 # Passed through unchanged when an upstream already speaks Anthropic's vocabulary.
@@ -134,18 +134,7 @@ def openai_to_anthropic(
     tool_names: dict[str, str] | None = None,
     stop_sequences: list[str] | None = None,
 ) -> dict[str, Any]:
-    if not isinstance(resp, dict):
-        raise UpstreamResponseError("upstream response is not a JSON object")
-    choices = resp.get("choices")
-    if not isinstance(choices, list) or not choices:
-        error = resp.get("error")
-        if error is not None:
-            detail = error.get("message") if isinstance(error, dict) else error
-            raise UpstreamResponseError(f"upstream error: {detail}")
-        choices = [{}]  # a usage-only answer: an empty message
-    choice = choices[0] if isinstance(choices[0], dict) else {}
-    message = choice.get("message")
-    message = message if isinstance(message, dict) else {}
+    choice, message = first_message(resp)
 
     content: list[dict[str, Any]] = []
     thinking = reasoning_text(message)

@@ -25,7 +25,7 @@ from proxy.translate.responses_items import (
 )
 from proxy.translate.responses_request import ResponsesTranslation
 from proxy.translate.tokens import estimate_text_tokens
-from proxy.translate.types import UpstreamResponseError
+from proxy.translate.upstream_chat import first_message
 
 
 def _content_text(content: Any) -> str:
@@ -76,18 +76,7 @@ def openai_to_responses(
 ) -> dict[str, Any]:
     """`model`: the name to report (default: the one the client asked for); `input_tokens`:
     the estimate used when the upstream reports no usage."""
-    if not isinstance(resp, dict):
-        raise UpstreamResponseError("upstream response is not a JSON object")
-    choices = resp.get("choices")
-    if not isinstance(choices, list) or not choices:
-        error = resp.get("error")
-        if error is not None:
-            detail = error.get("message") if isinstance(error, dict) else error
-            raise UpstreamResponseError(f"upstream error: {detail}")
-        choices = [{}]  # a usage-only answer: an empty message
-    choice = choices[0] if isinstance(choices[0], dict) else {}
-    message = choice.get("message")
-    message = message if isinstance(message, dict) else {}
+    choice, message = first_message(resp)
 
     output: list[dict[str, Any]] = []
     produced: list[str] = []

@@ -1,4 +1,4 @@
-"""Reading what an OpenAI-shaped upstream sends: a chat.completion.chunk.
+"""Reading what an OpenAI-shaped upstream sends: a chat.completion or a chat.completion.chunk.
 
 The one reader for the translators that turn upstream chat output into another protocol
 (Anthropic Messages, Responses API): the in-band error, the usage and the first choice.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from proxy.translate.types import UpstreamResponseError
 
 
 @dataclass(frozen=True)
@@ -44,3 +46,21 @@ def read_chunk(chunk: dict[str, Any]) -> ChunkReading:
                                 finish if isinstance(finish, str) and finish else None))
     return ChunkReading(usage=usage if isinstance(usage, dict) else None, steps=steps)
 
+
+def first_message(resp: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A whole chat.completion's first choice and its message (empty dicts where missing).
+
+    Raises UpstreamResponseError for a non-object or an in-band error without choices; a
+    usage-only answer reads as an empty message."""
+    if not isinstance(resp, dict):
+        raise UpstreamResponseError("upstream response is not a JSON object")
+    choices = resp.get("choices")
+    if not isinstance(choices, list) or not choices:
+        error = resp.get("error")
+        if error is not None:
+            detail = error.get("message") if isinstance(error, dict) else error
+            raise UpstreamResponseError(f"upstream error: {detail}")
+        choices = [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message")
+    return choice, message if isinstance(message, dict) else {}
