@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from proxy.translate.anthropic_tools import synth_tool_id
-from proxy.translate.upstream_chat import first_message
+from proxy.translate.upstream_chat import first_message, message_calls, message_text
 from proxy.translate.usage import anthropic_usage
 
 # Passed through unchanged when an upstream already speaks Anthropic's vocabulary.
@@ -87,31 +87,11 @@ def parse_arguments(arguments: Any) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {RAW_ARGUMENTS_KEY: text}
 
 
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # some servers answer with parts
-        return "".join(
-            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
-        )
-    return ""
-
-
 def _tool_blocks(
     message: dict[str, Any], message_id: str, tool_names: dict[str, str]
 ) -> list[dict[str, Any]]:
-    calls = message.get("tool_calls")
-    if not isinstance(calls, list):
-        legacy = message.get("function_call")
-        calls = [{"function": legacy}] if isinstance(legacy, dict) else []
     blocks: list[dict[str, Any]] = []
-    for position, call in enumerate(calls):
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict):
-            continue
-        name = function.get("name")
-        if not isinstance(name, str) or not name:
-            continue  # nothing the client could execute
+    for position, call, function, name in message_calls(message):
         call_id = call.get("id")
         if not isinstance(call_id, str) or not call_id:
             call_id = synth_tool_id(message_id, position)
@@ -141,7 +121,7 @@ def openai_to_anthropic(
     if thinking:
         signature = thinking_signature(message_id, thinking)
         content.append({"type": "thinking", "thinking": thinking, "signature": signature})
-    text = _content_text(message.get("content"))
+    text = message_text(message.get("content"))
     if text:  # never an empty text block: Claude Code replays it and the history is rejected
         content.append({"type": "text", "text": text})
     tools = _tool_blocks(message, message_id, tool_names or {})

@@ -25,17 +25,7 @@ from proxy.translate.responses_items import (
 )
 from proxy.translate.responses_request import ResponsesTranslation
 from proxy.translate.tokens import estimate_text_tokens
-from proxy.translate.upstream_chat import first_message
-
-
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # some servers answer with parts
-        return "".join(
-            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
-        )
-    return ""
+from proxy.translate.upstream_chat import first_message, message_calls, message_text
 
 
 def _arguments(value: Any) -> str:
@@ -48,21 +38,11 @@ def _arguments(value: Any) -> str:
 
 def _tool_calls(message: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(call id or "", upstream name, arguments) for each usable call."""
-    calls = message.get("tool_calls")
-    if not isinstance(calls, list):
-        legacy = message.get("function_call")
-        calls = [{"function": legacy}] if isinstance(legacy, dict) else []
-    out: list[tuple[str, str, str]] = []
-    for call in calls:
-        function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict):
-            continue
-        name = function.get("name")
-        if not isinstance(name, str) or not name:
-            continue  # nothing the client could execute
-        ident = call.get("id") if isinstance(call.get("id"), str) else ""
-        out.append((ident, name, _arguments(function.get("arguments"))))
-    return out
+    return [
+        (call["id"] if isinstance(call.get("id"), str) else "", name,
+         _arguments(function.get("arguments")))
+        for _, call, function, name in message_calls(message)
+    ]
 
 
 def openai_to_responses(
@@ -84,7 +64,7 @@ def openai_to_responses(
     if thinking:
         output.append(reasoning_item(item_id("rs", response_id, len(output)), thinking))
         produced.append(thinking)
-    text = _content_text(message.get("content"))
+    text = message_text(message.get("content"))
     if text:
         output.append(message_item(item_id("msg", response_id, len(output)), text))
         produced.append(text)

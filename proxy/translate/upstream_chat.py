@@ -64,3 +64,32 @@ def first_message(resp: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     choice = choices[0] if isinstance(choices[0], dict) else {}
     message = choice.get("message")
     return choice, message if isinstance(message, dict) else {}
+
+
+def message_text(content: Any) -> str:
+    """A message's `content` as text: a string, or the text of its parts (some servers)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
+    return ""
+
+
+def message_calls(message: dict[str, Any]) -> list[tuple[int, dict[str, Any], dict[str, Any], str]]:
+    """(position among all calls, call, its function, name) for each call a client could
+    execute: it has a function with a non-empty name. Reads the legacy `function_call` too."""
+    calls = message.get("tool_calls")
+    if not isinstance(calls, list):
+        legacy = message.get("function_call")
+        calls = [{"function": legacy}] if isinstance(legacy, dict) else []
+    out = []
+    for position, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            continue
+        name = function.get("name")
+        if isinstance(name, str) and name:
+            out.append((position, call, function, name))
+    return out
