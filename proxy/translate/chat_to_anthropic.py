@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from proxy.translate.chat_to_anthropic_messages import convert_chat_messages
+from proxy.translate.chat_to_anthropic_messages import convert_chat_messages, named_function
 from proxy.translate.types import (
     TranslatedRequest,
     TranslateOptions,
@@ -106,13 +106,7 @@ def _tools(raw: Any) -> list[dict[str, Any]]:
         param = f"tools.{i}"
         if not isinstance(tool, dict) or tool.get("type", "function") != "function":
             raise TranslationError.at(param, gettext_noop("expected a function tool"))
-        function = tool.get("function")
-        if not isinstance(function, dict):
-            raise TranslationError.at(f"{param}.function", gettext_noop("expected an object"))
-        name = function.get("name")
-        if not isinstance(name, str) or not name:
-            raise TranslationError.at(
-                f"{param}.function.name", gettext_noop("expected a non-empty string"))
+        function, name = named_function(tool, param)
         schema = function.get("parameters")
         if schema is None:
             schema = {"type": "object", "properties": {}}

@@ -145,6 +145,19 @@ def _content_blocks(content: Any, param: str, opts: TranslateOptions) -> list[di
     return [b for b in blocks if b is not None]
 
 
+def named_function(holder: dict[str, Any], param: str) -> tuple[dict[str, Any], str]:
+    """The `function` object of a chat tool or tool call, and its name; a 400 naming the field
+    (`{param}.function`, `{param}.function.name`) when either is missing."""
+    function = holder.get("function")
+    if not isinstance(function, dict):
+        raise TranslationError.at(f"{param}.function", gettext_noop("expected an object"))
+    name = function.get("name")
+    if not isinstance(name, str) or not name:
+        raise TranslationError.at(
+            f"{param}.function.name", gettext_noop("expected a non-empty string"))
+    return function, name
+
+
 def _tool_use(call: Any, param: str) -> dict[str, Any]:
     if not isinstance(call, dict):
         raise TranslationError.at(param, gettext_noop("expected an object"))
@@ -154,13 +167,7 @@ def _tool_use(call: Any, param: str) -> dict[str, Any]:
     call_id = call.get("id")
     if not isinstance(call_id, str) or not call_id:
         raise TranslationError.at(f"{param}.id", gettext_noop("expected a non-empty string"))
-    function = call.get("function")
-    if not isinstance(function, dict):
-        raise TranslationError.at(f"{param}.function", gettext_noop("expected an object"))
-    name = function.get("name")
-    if not isinstance(name, str) or not name:
-        raise TranslationError.at(
-            f"{param}.function.name", gettext_noop("expected a non-empty string"))
+    function, name = named_function(call, param)
     arguments = function.get("arguments")
     tool_input: Any = {}
     if isinstance(arguments, str) and arguments.strip():
