@@ -84,8 +84,9 @@ class _Relay:
             await self.check_rate_rules()
         try:
             with self.trace.failures():
-                await inline_remote_images(self.model, self.body, self.opts)
-                return await self.on_some_account()
+                accounts = await accounts_for(self.model, self.opts)
+                await inline_remote_images(accounts, self.body, self.runtime.upstream)
+                return await self.on_some_account(accounts)
         except BaseException:
             await self.settle()
             raise
@@ -98,11 +99,10 @@ class _Relay:
             raise ApiError(429, self.admission.reason, "rate_limit_exceeded",
                            retry_after=self.admission.retry_after)
 
-    async def on_some_account(self) -> JsonResult | StreamResult:
+    async def on_some_account(self, accounts: list[AccountRef]) -> JsonResult | StreamResult:
         """The call on a pooled account, failing over to another account when it fails
         before anything reached the client."""
         pool = self.runtime.pool
-        accounts = await accounts_for(self.model, self.opts)
         failed: UpstreamError | None = None
         tried: set[int] = set()
         for _ in range(min(len(accounts), MAX_ATTEMPTS)):

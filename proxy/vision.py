@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.utils.translation import gettext
 
-from accounts.services import ModelRef, routing
+from accounts.services import AccountRef, ModelRef
 from proxy.errors import ApiError
 from proxy.pipeline import GatewayOptions, resolve_model
 from proxy.translate.types import TranslationError
@@ -62,14 +62,15 @@ async def model_for_images(model: ModelRef, body: dict[str, Any],
     return vision
 
 
-async def inline_remote_images(model: ModelRef, body: dict[str, Any],
-                               opts: GatewayOptions) -> None:
-    """iFlow takes only data URLs: when an account that may serve `model` is iFlow, fetch the
+async def inline_remote_images(accounts: list[AccountRef], body: dict[str, Any],
+                               client: UpstreamClient) -> None:
+    """iFlow takes only data URLs: when one of the `accounts` that may serve the request
+    (relay's, already limited to the instance's) is iFlow, fetch the
     URL images (SSRF-guarded, in parallel, at most IMAGE_MAX_URLS) and inline them. Runs once
     per request before an account slot is taken: a slow image host must not hold a slot."""
     remote = [(param, part, url) for param, part in image_parts(body)
               if not (url := _image_url(part, param)).startswith("data:")]
-    if not remote or not await _some_account_needs_data_urls(model, opts):
+    if not remote or not any(a.provider in DATA_URL_ONLY_PROVIDERS for a in accounts):
         return
     conf = settings.IFLOW2API
     if len(remote) > conf["IMAGE_MAX_URLS"]:
@@ -77,7 +78,6 @@ async def inline_remote_images(model: ModelRef, body: dict[str, Any],
                                     "are fetched per request (send the others as base64)")
                        % {"count": len(remote), "limit": conf["IMAGE_MAX_URLS"]},
                        "too_many_images", "messages")
-    client = opts.runtime.upstream
     fetches = [asyncio.ensure_future(_fetch_data_url(client, url, param))
                for param, _, url in remote]
     try:
@@ -94,14 +94,6 @@ def _image_url(part: dict[str, Any], param: str) -> str:
         return image_url_of(part, param)
     except TranslationError as exc:
         raise ApiError(400, exc.localized(gettext), "invalid_image", exc.param) from exc
-
-
-async def _some_account_needs_data_urls(model: ModelRef, opts: GatewayOptions) -> bool:
-    """Whether an account that relay() may pick for `model` takes only data URLs."""
-    accounts = (await routing()).accounts_for(model)
-    allowed = opts.instance.account_ids
-    return any(a.provider in DATA_URL_ONLY_PROVIDERS for a in accounts
-               if not allowed or a.id in allowed)
 
 
 async def _fetch_data_url(client: UpstreamClient, url: str, param: str) -> str:
