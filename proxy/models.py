@@ -29,6 +29,9 @@ class RequestLog(models.Model):
     ttft_ms = models.PositiveIntegerField(_("first token (ms)"), null=True, blank=True)
     tokens_in = models.PositiveIntegerField(_("tokens in"), null=True, blank=True)
     tokens_out = models.PositiveIntegerField(_("tokens out"), null=True, blank=True)
+    tokens_cached = models.PositiveIntegerField(
+        _("cached tokens"), null=True, blank=True,
+        help_text=_("Of the tokens in, those the upstream read from its prompt cache"))
     error = models.CharField(_("error"), max_length=500, blank=True)
     request_body = models.TextField(_("request body"), blank=True)
     response_body = models.TextField(_("response body"), blank=True)

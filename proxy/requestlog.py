@@ -53,6 +53,7 @@ class RequestRecord:
     ttft_ms: int | None = None  # streams: until the first content, reasoning or tool call
     tokens_in: int | None = None
     tokens_out: int | None = None
+    tokens_cached: int | None = None  # of tokens_in, read from the upstream's prompt cache
     error: str = ""  # pass it through clean_error()
     instance: str = "default"
     key_label: str = ""
@@ -83,7 +84,7 @@ def clean_error(text: str | None, secrets: Iterable[str] = ()) -> str:
 # The columns write_rows() fills, in the order of row_values().
 ROW_FIELDS = ("started_at", "instance", "key_label", "account", "model", "requested_model", "api",
               "stream", "status", "latency_ms", "ttft_ms", "tokens_in", "tokens_out", "error",
-              "request_body", "response_body", "request_id")
+              "request_body", "response_body", "request_id", "tokens_cached")
 
 
 @cache
@@ -104,7 +105,7 @@ def row_values(r: RequestRecord, known_accounts: set[int]) -> tuple[object, ...]
             r.key_label[:100], r.account_id if r.account_id in known_accounts else None,
             r.model[:200], r.requested_model[:200], r.api, r.stream, r.status,
             max(0, r.latency_ms), r.ttft_ms, r.tokens_in, r.tokens_out, r.error[:ERROR_MAX],
-            r.request_body, r.response_body, r.request_id[:64])
+            r.request_body, r.response_body, r.request_id[:64], r.tokens_cached)
 
 
 def write_rows(records: list[RequestRecord], stats: Stats) -> None:

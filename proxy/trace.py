@@ -17,6 +17,7 @@ from django.utils import timezone
 from proxy.errors import ApiError, hide_secrets
 from proxy.requestlog import RequestRecord, clean_error, log
 from proxy.runtime import Runtime
+from proxy.translate.usage import chunk_usage, read_usage
 from upstream.types import UpstreamError
 
 if TYPE_CHECKING:
@@ -168,6 +169,7 @@ class RelayTrace:
                 latency_ms=round((time.monotonic() - self.start) * 1000), ttft_ms=ttft,
                 tokens_in=_count(usage.get("prompt_tokens")),
                 tokens_out=_count(usage.get("completion_tokens")),
+                tokens_cached=read_usage(self.usage).cached if self.usage else None,
                 error=clean_error(error, self.secrets), instance=self.instance,
                 key_label=self.key_label, request_body=self.request_body,
                 response_body=_body_text(b"".join(self.response_parts))
@@ -186,8 +188,9 @@ class _ObservedSession:
         self.keepalive = inner.keepalive
 
     def feed(self, chunk: dict) -> list[bytes]:
-        if isinstance(chunk.get("usage"), dict):
-            self.trace.usage = chunk["usage"]
+        usage = chunk_usage(chunk)
+        if usage is not None:
+            self.trace.usage = usage
         if self.trace.first_token is None and _has_token(chunk):
             self.trace.first_token = time.monotonic()
         return self._kept(self.inner.feed(chunk))

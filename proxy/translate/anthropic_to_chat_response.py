@@ -47,7 +47,10 @@ def chat_usage(usage: Any) -> dict[str, Any]:
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cache_read},
+        # cache_write_tokens (OpenRouter's name): what the gateway prices as cache writes.
+        "prompt_tokens_details": {"cached_tokens": cache_read,
+                                  "cache_write_tokens": _count(
+                                      usage.get("cache_creation_input_tokens"))},
     }
 
 

@@ -13,6 +13,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxy.translate.usage import chunk_usage, openai_usage
+
 REASONING_SEPARATOR = "\n\n"
 
 
@@ -74,8 +76,9 @@ class OpenAIStreamNormalizer:
     def feed(self, upstream: dict[str, Any]) -> list[dict[str, Any]]:
         if self._closed:
             return []
-        if isinstance(upstream.get("usage"), dict):
-            self.usage = upstream["usage"]
+        usage = chunk_usage(upstream)
+        if usage is not None:
+            self.usage = openai_usage(usage)
         if isinstance(upstream.get("system_fingerprint"), str):
             self.system_fingerprint = upstream["system_fingerprint"]
         out = []
@@ -222,7 +225,7 @@ def normalize_completion(
         "created": created,
         "model": model,
         "choices": choices,
-        "usage": upstream.get("usage")
+        "usage": openai_usage(upstream.get("usage"))
         or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
     }
     if upstream.get("system_fingerprint"):

@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 from proxy.translate.responses_tools import ToolMap, custom_input
-from proxy.translate.usage import _count, cached_tokens
+from proxy.translate.usage import _count, read_usage
 
 REASONING_TAG = "iflow2api.reasoning.1"
 
@@ -98,15 +98,17 @@ def responses_usage(usage: dict[str, Any] | None, *, input_estimate: int = 0,
     """Chat usage -> Responses usage. input_tokens includes cached ones (unlike Anthropic's).
     Missing figures are replaced by the caller's estimates rather than reported as 0."""
     usage = usage if isinstance(usage, dict) else {}
-    prompt = _count(usage.get("prompt_tokens")) or input_estimate
-    completion = _count(usage.get("completion_tokens")) or output_estimate
+    tokens = read_usage(usage)
+    prompt = tokens.prompt or input_estimate
+    completion = tokens.completion or output_estimate
     details = usage.get("completion_tokens_details")
     reasoning = _count(details.get("reasoning_tokens")) if isinstance(details, dict) else 0
+    cached = min(tokens.cached, prompt)
     return {
         "input_tokens": prompt,
-        # cache_write_tokens: required by the openai SDK (3.5x); chat upstreams never report it.
-        "input_tokens_details": {"cached_tokens": min(cached_tokens(usage), prompt),
-                                 "cache_write_tokens": 0},
+        # cache_write_tokens: required by the openai SDK (3.5x); 0 when the upstream is silent.
+        "input_tokens_details": {"cached_tokens": cached,
+                                 "cache_write_tokens": min(tokens.cache_write, prompt - cached)},
         "output_tokens": completion,
         "output_tokens_details": {"reasoning_tokens": min(reasoning, completion)},
         "total_tokens": prompt + completion,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.translate.types import UpstreamResponseError
+from proxy.translate.usage import chunk_usage
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ def read_chunk(chunk: dict[str, Any]) -> ChunkReading:
     if error is not None and not choices:
         detail = error.get("message") if isinstance(error, dict) else None
         return ChunkReading(error=str(detail or error))
-    usage = chunk.get("usage")
+    usage = chunk_usage(chunk)
     steps = []
     for choice in choices if isinstance(choices, list) else []:
         if not isinstance(choice, dict) or choice.get("index", 0) not in (0, None):
@@ -44,7 +45,7 @@ def read_chunk(chunk: dict[str, Any]) -> ChunkReading:
         finish = choice.get("finish_reason")
         steps.append(ChoiceStep(choice, delta if isinstance(delta, dict) else None,
                                 finish if isinstance(finish, str) and finish else None))
-    return ChunkReading(usage=usage if isinstance(usage, dict) else None, steps=steps)
+    return ChunkReading(usage=usage, steps=steps)
 
 
 def first_message(resp: Any) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -24,7 +24,8 @@ from tests.services import fresh_postgres_database
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 FIELDS = ("id", "api", "model", "requested_model", "account__provider", "stream", "status",
-          "latency_ms", "ttft_ms", "tokens_in", "tokens_out", "error", "instance")
+          "latency_ms", "ttft_ms", "tokens_in", "tokens_out", "error", "instance",
+          "tokens_cached")
 
 
 def rows_since(server: GatewayServer, since: datetime, count: int = 1) -> list[dict]:

@@ -54,7 +54,7 @@ def test_usage_includes_cache_reads_and_writes() -> None:
              "cache_creation_input_tokens": 40}
     out = convert(message({"type": "text", "text": "hi"}, usage=usage))["usage"]
     assert out == {"prompt_tokens": 150, "completion_tokens": 5, "total_tokens": 155,
-                   "prompt_tokens_details": {"cached_tokens": 100}}
+                   "prompt_tokens_details": {"cached_tokens": 100, "cache_write_tokens": 40}}
 
 
 def test_empty_content_and_missing_usage() -> None:
