@@ -24,12 +24,29 @@ def new_conversation_id() -> str:
 class Provider(models.TextChoices):
     IFLOW = "iflow", "iFlow"
     OPENAI = "openai", _("OpenAI-compatible")
+    ANTHROPIC = "anthropic", _("Anthropic-compatible")
 
 
 DEFAULT_BASE_URLS = {
     Provider.IFLOW: "https://apis.iflow.cn/v1",
     Provider.OPENAI: "https://api.openai.com/v1",
+    Provider.ANTHROPIC: "https://api.anthropic.com",
 }
+
+
+class AuthHeader(models.TextChoices):
+    """How an Anthropic-compatible account sends its key: vendors differ."""
+
+    X_API_KEY = "x-api-key", _("x-api-key header")
+    BEARER = "bearer", _("Authorization: Bearer")
+
+
+class BetaPolicy(models.TextChoices):
+    """What happens to a client's anthropic-beta header on an Anthropic-compatible account."""
+
+    FORWARD = "forward", _("Forward all betas")
+    DROP = "drop", _("Drop all betas")
+    ALLOW = "allow", _("Forward only the allowed betas")
 
 # The secrets an account holds, and the fields that decide where they are sent. Moving an
 # account (new base URL or provider) keeps only the secrets given again in the same change:
@@ -116,6 +133,23 @@ class Account(models.Model):
         _("max concurrency"), default=1,
         help_text=_("Requests in flight at once on this account; 0 means no limit.")
     )
+
+    # Anthropic-compatible accounts only (docs/anthropic-upstreams.md).
+    auth_header = models.CharField(
+        _("key sent as"), max_length=16, choices=AuthHeader.choices,
+        default=AuthHeader.X_API_KEY,
+        help_text=_("Anthropic-compatible accounts: the header the vendor reads the key from."))
+    anthropic_version = models.CharField(
+        _("anthropic-version"), max_length=32, default="2023-06-01", blank=True,
+        help_text=_("Anthropic-compatible accounts: sent when the client sends none."))
+    beta_policy = models.CharField(
+        _("anthropic-beta policy"), max_length=16, choices=BetaPolicy.choices,
+        default=BetaPolicy.DROP,
+        help_text=_("Anthropic-compatible accounts: vendors reject betas they do not know."))
+    beta_allowlist = models.CharField(
+        _("allowed betas"), max_length=500, blank=True,
+        help_text=_("Comma-separated anthropic-beta values forwarded under the allow-list "
+                    "policy."))
 
     # iFlow singles out a fixed id pair as a fingerprint: keep one pair per account.
     session_id = models.CharField(_("session id"), max_length=64, default=new_session_id)

@@ -33,6 +33,17 @@ class AccountRef:
     conversation_id: str
     max_concurrency: int = 0  # 0: no limit
     cooldown_until: float | None = None  # epoch seconds
+    # Anthropic-compatible accounts (UpstreamTarget says what each means).
+    auth_header: str = "x-api-key"
+    anthropic_version: str = "2023-06-01"
+    beta_policy: str = "drop"
+    beta_allowlist: tuple[str, ...] = ()
+
+
+def beta_names(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """An allow-list as a tuple, from the stored comma-separated text (or a tuple already)."""
+    items = value.split(",") if isinstance(value, str) else value
+    return tuple(b.strip() for b in items if b and b.strip())
 
 
 def target_for(account: AccountRef | Account, proxy: str | None = None) -> UpstreamTarget:
@@ -46,6 +57,10 @@ def target_for(account: AccountRef | Account, proxy: str | None = None) -> Upstr
         conversation_id=account.conversation_id,
         account_id=account.id,
         proxy_url=proxy or settings.IFLOW2API["UPSTREAM_PROXY"],
+        auth_header=account.auth_header,
+        anthropic_version=account.anthropic_version,
+        beta_policy=account.beta_policy,
+        beta_allowlist=beta_names(account.beta_allowlist),
     )
 
 
@@ -105,6 +120,10 @@ def load_routing() -> Routing:
                 max_concurrency=account.max_concurrency,
                 cooldown_until=account.cooldown_until.timestamp()
                 if account.cooldown_until else None,
+                auth_header=account.auth_header,
+                anthropic_version=account.anthropic_version,
+                beta_policy=account.beta_policy,
+                beta_allowlist=beta_names(account.beta_allowlist),
             )
         )
     for info in ModelInfo.objects.filter(enabled=True).prefetch_related("accounts"):

@@ -15,7 +15,28 @@ MAX_TEXT_MESSAGE = 500
 
 _CONTEXT_RE = re.compile(
     r"context[_ ]length|context window|maximum context|too many tokens|prompt is too long"
-    r"|input is too long|上下文",
+    r"|input is too long|上下文|context size|model token limit|prompt exceeds max length",
+    re.IGNORECASE,
+)
+# Error types/codes that mean an oversized prompt whatever the message says (llama.cpp's type).
+CONTEXT_ERROR_TYPES = frozenset({"context_length_exceeded", "exceed_context_size_error"})
+# The figures in the wordings: (pattern, group of the prompt's tokens, group of the limit).
+_CONTEXT_FIGURES: tuple[tuple[re.Pattern[str], int, int], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), prompt, limit) for pattern, prompt, limit in (
+        # Anthropic, and what we answer Anthropic clients with
+        (r"prompt is too long:\s*(\d+)\s*tokens?\s*>\s*(\d+)", 1, 2),
+        # llama.cpp
+        (r"\((\d+) tokens?\) exceeds the available context size \((\d+) tokens?\)", 1, 2),
+        # OpenAI, vLLM, DeepSeek: "maximum context length is M tokens. However, you requested
+        # N tokens (… in the messages, … in the completion)" / "your messages resulted in N"
+        (r"maximum context length is (\d+)[^.]*\.\s*however,? (?:you requested|your "
+         r"(?:messages|request|prompt) (?:resulted in|has|contains?)) (\d+)", 2, 1),
+        (r"maximum context length is (\d+)", 0, 1),
+        (r"(?:model )?token limit:?\s*(\d+)", 0, 1),  # Kimi: "exceeded model token limit: M"
+    ))
+_MODEL_MISSING_RE = re.compile(  # stricter than _MODEL_NOT_FOUND_RE: read on a plain 400
+    r"model\b[^\n]{0,120}?\b(not found|does not exist|not exist)|no such model"
+    r"|(unknown|invalid) model(\s+(name|id))?\s*[:'\"`]",
     re.IGNORECASE,
 )
 _MODEL_NOT_FOUND_RE = re.compile(
@@ -157,6 +178,59 @@ def looks_like_context_overflow(text: str) -> bool:
     return bool(_CONTEXT_RE.search(text))
 
 
+def _positive(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def context_figures(message: str, raw: dict[str, Any] | None = None) -> tuple[int | None,
+                                                                              int | None]:
+    """(prompt tokens, context limit) an overflow error states, each None when it does not:
+    llama.cpp's `n_prompt_tokens` / `n_ctx` fields first, else the numbers in the wording."""
+    prompt = _positive((raw or {}).get("n_prompt_tokens"))
+    limit = _positive((raw or {}).get("n_ctx"))
+    for pattern, prompt_group, limit_group in _CONTEXT_FIGURES:
+        if prompt is not None and limit is not None:
+            break
+        found = pattern.search(message)
+        if found is None:
+            continue
+        if prompt is None and prompt_group:
+            prompt = int(found.group(prompt_group))
+        if limit is None:
+            limit = int(found.group(limit_group))
+    return prompt, limit
+
+
+def is_context_overflow(message: str, code: str | None = None, kind: str | None = None) -> bool:
+    """An oversized prompt, by its code or type (OpenAI's, llama.cpp's) or its wording."""
+    return code in CONTEXT_ERROR_TYPES or kind in CONTEXT_ERROR_TYPES or \
+        looks_like_context_overflow(message)
+
+
+def context_error(message: str, *, upstream_status: str | None,
+                  raw: dict[str, Any] | None = None) -> UpstreamError:
+    """The one mapping of a context overflow: 400 `context_length_exceeded`, the figures when
+    the upstream gave them, and no account action (the prompt is the problem, not the
+    account: no cooldown, no block, no failover)."""
+    prompt, limit = context_figures(message, raw)
+    return UpstreamError(
+        status=400, message=message or "the prompt is too long for the model's context",
+        code="context_length_exceeded", upstream_status=upstream_status,
+        prompt_tokens=prompt, context_limit=limit)
+
+
+def prompt_too_long_message(prompt_tokens: int, limit: int) -> str:
+    """Anthropic's wording for an oversized prompt, which Claude Code reacts to by compacting
+    the conversation (it reads both figures)."""
+    return f"prompt is too long: {prompt_tokens} tokens > {limit} maximum"
+
+
+def looks_like_model_missing(text: str) -> bool:
+    """"model 'x' not found" and alike, strict enough to read on a 400 (llama.cpp's router
+    mode answers an unknown model so), where other model complaints are not a 404."""
+    return bool(_MODEL_MISSING_RE.search(text))
+
+
 def looks_like_banned(text: str) -> bool:
     """A refusal that retrying later cannot cure: the account is banned, suspended or closed."""
     return bool(_BANNED_RE.search(text))
@@ -181,7 +255,8 @@ def _status_from_openai_code(code: str | None, etype: str | None, message: str) 
         return int(code)
     if "rate_limit" in words or "insufficient_quota" in words or "too_many" in words:
         return 429
-    if "context_length" in words or looks_like_context_overflow(message):
+    if "context_length" in words or "context_size" in words or \
+            looks_like_context_overflow(message):
         return 400
     if "auth" in words or "invalid_api_key" in words:
         return 401
@@ -206,10 +281,12 @@ def error_from_openai_object(
     status = http_status or _status_from_openai_code(code, fields["type"], message)
     if status >= 500:
         status = 502
-    if status == 400 and (
-        code == "context_length_exceeded" or looks_like_context_overflow(message)
-    ):
-        code = "context_length_exceeded"
+    if status in (400, 413, 502) and is_context_overflow(message, code, fields["type"]):
+        upstream = code if code else (str(http_status) if http_status else None)
+        return context_error(message, upstream_status=upstream, raw=fields["raw"])
+    if status in (400, 404) and code != "model_not_found" and looks_like_model_missing(message):
+        code = "model_not_found"
+        status = 404
     retry_after = retry_after_from_object(fields["raw"]) or retry_after_from_object(obj)
     return UpstreamError(
         status=status,

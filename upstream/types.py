@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
 class UpstreamTarget:
     """Where and as whom a request goes: one account of one provider, secrets already decrypted."""
 
-    provider: str  # "iflow" | "openai"
+    provider: str  # "iflow" | "openai" | "anthropic"
     base_url: str
     api_key: str
     session_id: str = ""
     conversation_id: str = ""
     account_id: int | None = None
     proxy_url: str | None = None
+    # Anthropic Messages upstreams: how the key is sent ("x-api-key" or "bearer"), the
+    # anthropic-version to send when the client sent none, and what happens to the client's
+    # anthropic-beta header ("forward", "drop" or "allow": only the betas in beta_allowlist).
+    auth_header: str = "x-api-key"
+    anthropic_version: str = "2023-06-01"
+    beta_policy: str = "drop"
+    beta_allowlist: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,13 @@ class UpstreamError(Exception):
     retry_after: float | None = None
     upstream_status: str | None = None
     account_action: str | None = None
+    # A context overflow's figures when the upstream stated them (the Anthropic wording
+    # "prompt is too long: N tokens > M maximum" is built from them).
+    prompt_tokens: int | None = None
+    context_limit: int | None = None
+    # The upstream's own error document when it is one our client understands as it is (an
+    # Anthropic error for an Anthropic client): passed through with upstream_status.
+    native: dict[str, Any] | None = None
 
     def __str__(self) -> str:
         return f"{self.status} {self.code or ''} {self.message}".strip()

@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from upstream.errors import (
+    context_error,
     envelope_fields,
     error_from_openai_object,
     error_message_from_body,
+    is_context_overflow,
     is_success_code,
     openai_error_fields,
     parse_json_object,
@@ -28,8 +30,9 @@ ENVELOPE_MAP: dict[str, tuple[int, str | None, str | None]] = {
     "429": (429, "rate_limit_exceeded", "cooldown"),
     "449": (429, "rate_limit_exceeded", "cooldown"),
     "8211": (429, "rate_limit_exceeded", "cooldown"),
-    "511": (413, "context_length_exceeded", None),
-    "413": (413, "context_length_exceeded", None),
+    # Context overflow: 400 like every other upstream's (upstream/errors.context_error).
+    "511": (400, "context_length_exceeded", None),
+    "413": (400, "context_length_exceeded", None),
     "514": (502, None, None),
 }
 
@@ -37,6 +40,8 @@ ENVELOPE_MAP: dict[str, tuple[int, str | None, str | None]] = {
 def envelope_error(code: str, message: str, *, retry_after: float | None = None) -> UpstreamError:
     """Map one iFlow status code (from an envelope or an error object) per spec §4."""
     status, our_code, action = ENVELOPE_MAP.get(code, (502, None, None))
+    if our_code == "context_length_exceeded":
+        return context_error(message, upstream_status=code)
     return UpstreamError(
         status=status,
         # Keep iFlow's wording: clients (Claude Code) match on it.
@@ -109,13 +114,10 @@ def error_from_response(status: int, headers: dict[str, str], body: bytes) -> Up
             upstream_status=seen,
             account_action="cooldown",
         )
-    if status == 413:
-        return UpstreamError(
-            status=413,
-            message=message or "Request too large for the model's context (HTTP 413)",
-            code="context_length_exceeded",
-            upstream_status=seen,
-        )
+    if status == 413 or (status == 400 and is_context_overflow(message)):
+        return context_error(
+            message or "Request too large for the model's context (HTTP 413)",
+            upstream_status=seen, raw=obj)
     ours = status if 400 <= status < 500 else 502
     return UpstreamError(
         status=ours,

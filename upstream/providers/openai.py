@@ -10,10 +10,12 @@ import json
 from typing import Any
 
 from upstream.errors import (
+    context_error,
     error_from_openai_object,
     error_message_from_body,
+    is_context_overflow,
     looks_like_banned,
-    looks_like_context_overflow,
+    looks_like_model_missing,
     looks_like_model_not_found,
     openai_error_fields,
     parse_json_object,
@@ -74,6 +76,15 @@ def error_from_response(status: int, headers: dict[str, str], body: bytes) -> Up
         if retry_after is None and fields is not None:
             retry_after = retry_after_from_object(fields["raw"])
 
+    if status in (400, 413, 500) and is_context_overflow(
+            message, code, fields["type"] if fields else None):
+        # 400 from most; 413 from some proxies; 500 from older llama.cpp builds.
+        return context_error(message, upstream_status=str(status),
+                             raw=fields["raw"] if fields else None)
+    if status == 400 and code in (None, "model_not_found") and looks_like_model_missing(message):
+        # llama.cpp's router mode answers an unknown model with a 400 "model 'x' not found".
+        return UpstreamError(status=404, message=message, code="model_not_found",
+                             upstream_status=str(status))
     ours = status if 400 <= status < 500 else 502
     action: str | None = None
     if status in (401, 403) and looks_like_banned(f"{code or ''} {message}"):
@@ -89,10 +100,6 @@ def error_from_response(status: int, headers: dict[str, str], body: bytes) -> Up
     elif status == 429:
         action = "cooldown"
         code = code or "rate_limit_exceeded"
-    elif status == 400 and (
-        code == "context_length_exceeded" or looks_like_context_overflow(message)
-    ):
-        code = "context_length_exceeded"
     elif status == 413:
         code = code or "request_too_large"
 
