@@ -12,7 +12,8 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
 from accounts import refresh
-from accounts.models import DESTINATION_FIELDS, SECRET_FIELDS, Account, ModelInfo
+from accounts.models import DESTINATION_FIELDS, SECRET_FIELDS, Account, ModelInfo, Provider
+from accounts.presets import PRESETS, preset
 from accounts.refresh import refresh_account
 from accounts.services import invalidate_routing
 from accounts.sync import probe_accounts, sync_models
@@ -34,8 +35,17 @@ class AccountForm(forms.ModelForm):
         fields = "__all__"
         widgets = {name: forms.PasswordInput(render_value=False) for name in SECRET_FIELDS}
 
+    preset = forms.ChoiceField(
+        label=gettext_lazy("Anthropic-compatible preset"), required=False,
+        choices=[("", "—")] + [(p.name, p.label) for p in PRESETS.values()],
+        help_text=gettext_lazy("Sets the provider to Anthropic-compatible and fills in the "
+                               "vendor's base URL (when left empty), key header and beta "
+                               "policy (when left unchanged)."))
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if "base_url" in self.fields and not self.instance.pk:
+            self.fields["base_url"].required = False  # a preset may fill it in
         for name in SECRET_FIELDS:
             field = self.fields[name]
             field.required = False
@@ -47,8 +57,24 @@ class AccountForm(forms.ModelForm):
                 "Changing it or the provider needs the API key entered again; stored secrets "
                 "not entered again are cleared.")
 
+    def _apply_preset(self, cleaned: dict[str, Any]) -> None:
+        chosen = preset(cleaned.get("preset") or "")
+        if chosen is None:
+            if "base_url" in self.fields and not cleaned.get("base_url") \
+                    and "base_url" not in self.errors:
+                self.add_error("base_url", forms.Field.default_error_messages["required"])
+            return
+        cleaned["provider"] = Provider.ANTHROPIC
+        if not cleaned.get("base_url"):
+            cleaned["base_url"] = chosen.base_url
+            self.errors.pop("base_url", None)
+        for name in ("auth_header", "beta_policy"):
+            if name not in self.changed_data:
+                cleaned[name] = getattr(chosen, name)
+
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        self._apply_preset(cleaned)
         if not self.instance.pk:
             return cleaned
         key_entered = bool(cleaned.get("api_key"))
@@ -149,8 +175,8 @@ class AccountAdmin(admin.ModelAdmin):
             self.message_user(request, result.summary(),
                               messages.SUCCESS if result.ok else messages.ERROR)
 
-    @admin.action(description=gettext_lazy("Sync models from the upstream (OpenAI-compatible "
-                                           "accounts)"))
+    @admin.action(description=gettext_lazy("Sync models from the upstream (OpenAI- and "
+                                           "Anthropic-compatible accounts)"))
     def sync_account_models(self, request: Any, queryset: Any) -> None:
         report = async_to_sync(sync_models)(_selected(queryset))
         for line in report.skipped:

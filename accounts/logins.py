@@ -288,10 +288,12 @@ def add_cookie_account(
 
 
 def add_api_key_account(
-    provider: str, label: str, base_url: str, api_key: str, models: list[str] | None = None
+    provider: str, label: str, base_url: str, api_key: str, models: list[str] | None = None,
+    **options: str,
 ) -> Account:
     """An account for any provider from its base URL and key; `models` are linked to it
-    (created in the catalogue when missing)."""
+    (created in the catalogue when missing). `options`: the Anthropic-compatible account's
+    auth_header, anthropic_version, beta_policy, beta_allowlist."""
     if provider not in Provider.values:
         raise LoginError(_("Unknown provider %(provider)r: use one of %(known)s.")
                          % {"provider": provider, "known": ", ".join(Provider.values)})
@@ -300,7 +302,8 @@ def add_api_key_account(
         label=(label or "").strip(),
         base_url=(base_url or "").strip().rstrip("/") or DEFAULT_BASE_URLS[Provider(provider)],
         api_key=(api_key or "").strip(),
-        max_concurrency=0 if provider == Provider.OPENAI else 1,
+        max_concurrency=1 if provider == Provider.IFLOW else 0,
+        **{name: value for name, value in options.items() if value is not None},
     )
     try:
         account.full_clean(exclude=["api_key", "oauth_access_token", "oauth_refresh_token",

@@ -79,16 +79,30 @@ async def _client(
         await own.aclose()
 
 
+MAX_MODEL_PAGES = 20
+
+
 async def _list_models(client: UpstreamClient, account: Account) -> list[dict[str, Any]]:
-    """GET {base}/models: the entries with a string id, in the upstream's order."""
+    """GET {base}/models: the entries with a string id, in the upstream's order. Anthropic's
+    list comes in pages (`has_more`, `last_id`): they are followed."""
     provider = get_provider(account.provider)
-    payload = await client.request_json(
-        provider, provider.prepare_models(target_for(account)), "GET")
-    data = payload.get("data")
-    if not isinstance(data, list):
-        raise UpstreamError(502, _("the upstream's /models answer has no `data` list"),
-                            "upstream_invalid_models")
-    return [e for e in data if isinstance(e, dict) and isinstance(e.get("id"), str) and e["id"]]
+    target = target_for(account)
+    entries: list[dict[str, Any]] = []
+    prepared = provider.prepare_models(target)
+    for _page in range(MAX_MODEL_PAGES):
+        payload = await client.request_json(provider, prepared, "GET")
+        data = payload.get("data")
+        if not isinstance(data, list):
+            raise UpstreamError(502, _("the upstream's /models answer has no `data` list"),
+                                "upstream_invalid_models")
+        entries += [e for e in data
+                    if isinstance(e, dict) and isinstance(e.get("id"), str) and e["id"]]
+        last_id = payload.get("last_id")
+        if payload.get("has_more") is not True or not isinstance(last_id, str) or not last_id \
+                or provider.wire != "messages":
+            break
+        prepared = provider.prepare_models(target, after_id=last_id)
+    return entries
 
 
 # ----------------------------------------------------------------------------- model sync
@@ -166,14 +180,14 @@ class SyncReport:
 def _accounts_to_sync(account_ids: list[int] | None) -> tuple[list[Account], list[str]]:
     qs = Account.objects.order_by("pk")
     if account_ids is None:
-        return list(qs.filter(provider=Provider.OPENAI, enabled=True)), []
+        return list(qs.filter(provider__in=LISTING_PROVIDERS, enabled=True)), []
     found = {a.pk: a for a in qs.filter(pk__in=account_ids)}
     accounts, skipped = [], []
     for pk in dict.fromkeys(account_ids):
         account = found.get(pk)
         if account is None:
             skipped.append(_("account %(id)s: no such account") % {"id": pk})
-        elif account.provider != Provider.OPENAI:
+        elif account.provider not in LISTING_PROVIDERS:
             skipped.append(_("%(account)s: %(provider)s accounts have no dependable model list; "
                              "edit the catalogue instead")
                            % {"account": _account_head(pk, account.label),
@@ -181,6 +195,10 @@ def _accounts_to_sync(account_ids: list[int] | None) -> tuple[list[Account], lis
         else:
             accounts.append(account)
     return accounts, skipped
+
+
+# Providers whose accounts list their models at {base}/models (iFlow's list is not dependable).
+LISTING_PROVIDERS = (Provider.OPENAI, Provider.ANTHROPIC)
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -205,7 +223,7 @@ def _store_listing(account: Account, entries: list[dict[str, Any]], item: Accoun
                                  % {"model": model_id[:40], "max": MODEL_ID_MAX})
                 continue
             info = ModelInfo.objects.create(
-                model_id=model_id, display_name=display, provider=Provider.OPENAI,
+                model_id=model_id, display_name=display, provider=account.provider,
                 owned_by=owned_by,
                 context_length=_int_or_none(entry.get("context_length"))
                 or _int_or_none(entry.get("max_model_len")),
@@ -228,13 +246,13 @@ def _store_listing(account: Account, entries: list[dict[str, Any]], item: Accoun
             # An unlinked model whose provider has no account serves nobody: take it.
             info.accounts.add(account)
             item.linked.append(model_id)
-        elif info.provider != Provider.OPENAI:
+        elif info.provider != account.provider:
             # Linking would take it away from the other provider's accounts (a linked model is
             # served only by its accounts): that is the admin's call.
             item.kept.append(_("%(model)s (served by the %(provider)s accounts; link it in the "
                                "admin to share it)")
                              % {"model": model_id, "provider": info.get_provider_display()})
-        # else: unlinked and OpenAI-compatible: every such account serves it already.
+        # else: unlinked and of this account's provider: every such account serves it already.
     item.missing = list(
         ModelInfo.objects.filter(accounts=account).exclude(model_id__in=listing)
         .order_by("model_id").values_list("model_id", flat=True))
@@ -320,7 +338,7 @@ async def probe_account(account_id: int, *, client: UpstreamClient | None = None
     async with _client(client, PROBE_READ_TIMEOUT) as upstream:
         try:
             provider = get_provider(account.provider)
-            if not model and account.provider == Provider.OPENAI:
+            if not model and account.provider in LISTING_PROVIDERS:
                 listed = await _list_models(upstream, account)
                 model = result.model = listed[0]["id"] if listed else ""
             if not model:
@@ -329,9 +347,12 @@ async def probe_account(account_id: int, *, client: UpstreamClient | None = None
                 return result
             body = {"model": model, "messages": [{"role": "user", "content": "ping"}],
                     "max_tokens": 1}
+            target = target_for(account)
+            prepared = (provider.prepare_messages(target, body, stream=False)
+                        if provider.wire == "messages" and provider.prepare_messages
+                        else provider.prepare_chat(target, body, stream=False))
             started = time.perf_counter()
-            await upstream.request_json(
-                provider, provider.prepare_chat(target_for(account), body, stream=False))
+            await upstream.request_json(provider, prepared)
             result.latency_ms = round((time.perf_counter() - started) * 1000)
             result.ok = True
         except (UpstreamError, UnknownProviderError) as exc:

@@ -19,7 +19,7 @@ from yarl import URL
 from iflow2api_lib.wire import loads
 from upstream.images import ImageFetcher
 from upstream.providers.base import Provider
-from upstream.sse import SSEDataParser
+from upstream.sse import SSEDataParser, SSEEvent, SSEEventParser
 from upstream.types import PreparedRequest, UpstreamError
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,14 @@ class UpstreamClient:
         *, proxy: str | None = None,
     ) -> dict[str, Any]:
         """`proxy`: an http(s):// or socks5:// proxy for this call (default: the client's)."""
+        payload, _ = await self.request_raw(provider, prepared, method, proxy=proxy)
+        return payload
+
+    async def request_raw(
+        self, provider: Provider, prepared: PreparedRequest, method: str = "POST",
+        *, proxy: str | None = None,
+    ) -> tuple[dict[str, Any], bytes]:
+        """request_json, and the body's bytes as received (for relaying them as they are)."""
         try:
             async with self._send(prepared, method, proxy) as response:
                 body = await response.read()
@@ -111,7 +119,48 @@ class UpstreamClient:
         error = provider.error_from_payload(payload)
         if error is not None:
             raise error
-        return payload
+        return payload, body
+
+    async def stream_events(
+        self, provider: Provider, prepared: PreparedRequest, *, proxy: str | None = None,
+    ) -> AsyncIterator[list[SSEEvent]]:
+        """An Anthropic Messages event stream: the whole events of each network read as one
+        batch, each with its parsed `data` and its bytes as sent. An `error` event before any
+        other raises (the caller may still answer with an HTTP error or another account);
+        later it is passed on and ends the stream. A stream that ends before `message_stop`
+        raises `upstream_disconnected`."""
+        count = 0
+        ended = False
+        try:
+            async with self._send(prepared, proxy=proxy) as response:
+                if response.status != 200:
+                    raise provider.error_from_response(
+                        response.status, _lower_headers(response.headers), await response.read())
+                if "json" in response.headers.get("content-type", ""):
+                    payload = _json_object(await response.read())
+                    raise provider.error_from_payload(payload) or UpstreamError(
+                        502, "upstream sent an unexpected answer", "upstream_invalid_json")
+                parser = SSEEventParser()
+                async for raw in response.content.iter_any():
+                    batch, ended = _event_batch(provider, parser.feed(raw), first=count == 0)
+                    if batch:
+                        count += len(batch)
+                        yield batch
+                    if ended:
+                        break
+                else:
+                    batch, ended = _event_batch(provider, parser.close(), first=count == 0)
+                    if batch:
+                        count += len(batch)
+                        yield batch
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            if not ended:
+                raise _transport_error(exc, started=count > 0) from exc
+        if count == 0:
+            raise UpstreamError(502, "upstream returned an empty stream", "empty_stream")
+        if not ended:
+            raise UpstreamError(502, "upstream connection lost mid-stream",
+                                "upstream_disconnected")
 
     async def stream_batches(
         self, provider: Provider, prepared: PreparedRequest, *, proxy: str | None = None,
@@ -270,6 +319,33 @@ def _parse_data(provider: Provider, data: str) -> list[dict[str, Any] | None]:
             raise error
         out.append(value)
     return out
+
+
+def _event_batch(provider: Provider, events: list[SSEEvent],
+                 *, first: bool) -> tuple[list[SSEEvent], bool]:
+    """Parsed events (data as a dict; unparsable ones skipped), and whether the stream ended
+    (message_stop or an error event). An error event that comes first raises."""
+    batch: list[SSEEvent] = []
+    for event in events:
+        try:
+            data = loads(event.data)
+        except ValueError:
+            log.warning("skipping an unparsable upstream event (%d bytes)", len(event.raw))
+            continue
+        if not isinstance(data, dict):
+            continue
+        event.data = data
+        kind = data.get("type") or event.name
+        if kind == "error":
+            error = provider.error_from_payload(data)
+            if first and not batch and error is not None:
+                raise error
+            batch.append(event)
+            return batch, True
+        batch.append(event)
+        if kind == "message_stop":
+            return batch, True
+    return batch, False
 
 
 def _chunks_from_json(provider: Provider, body: bytes) -> list[dict[str, Any]]:

@@ -6,6 +6,8 @@ lines anywhere. The parser keeps its partial line between `feed` calls, one inst
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SSEDataParser:
     """Collects the `data` field of each event; ignores comments, `event:`, `id:` and `retry:`."""
@@ -48,3 +50,74 @@ class SSEDataParser:
         name, _, value = line.partition(":")
         if name == "data":
             self._data.append(value[1:] if value.startswith(" ") else value)
+
+
+class SSEEvent:
+    """One whole event: its `event:` name, its data (the text; the client puts the parsed JSON
+    in `data`), and its bytes exactly as the upstream sent them, blank line included, for
+    relaying without re-encoding."""
+
+    __slots__ = ("data", "name", "raw")
+
+    def __init__(self, name: str, data: Any, raw: bytes) -> None:
+        self.name = name
+        self.data = data
+        self.raw = raw
+
+
+class SSEEventParser:
+    """Splits a byte stream into whole events, keeping each one's bytes (Anthropic's named
+    events). Blocks without data (comments, keep-alives) are dropped. One per stream."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._raw: list[bytes] = []
+        self._name = ""
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        self._buffer += chunk
+        events: list[SSEEvent] = []
+        start = 0
+        while True:
+            newline = self._buffer.find(b"\n", start)
+            if newline < 0:
+                break
+            line = self._buffer[start:newline + 1]
+            start = newline + 1
+            self._take_line(line, events)
+        self._buffer = self._buffer[start:]
+        return events
+
+    def close(self) -> list[SSEEvent]:
+        """A last event without its blank line still counts (terminated for our client)."""
+        events: list[SSEEvent] = []
+        if self._buffer:
+            line, self._buffer = self._buffer, b""
+            self._take_line(line + b"\n", events)
+        if self._data:
+            self._raw.append(b"\n")
+            self._emit(events)
+        return events
+
+    def _take_line(self, line: bytes, events: list[SSEEvent]) -> None:
+        self._raw.append(line)
+        text = line.rstrip(b"\r\n")
+        if not text:
+            if self._data:
+                self._emit(events)
+            else:
+                self._raw, self._name = [], ""
+            return
+        if text.startswith(b":"):
+            return
+        name, _, value = text.decode("utf-8", errors="replace").partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._name = value
+
+    def _emit(self, events: list[SSEEvent]) -> None:
+        events.append(SSEEvent(self._name, "\n".join(self._data), b"".join(self._raw)))
+        self._raw, self._name, self._data = [], "", []

@@ -256,7 +256,7 @@ def test_api_key_account_with_models():
 
 def test_api_key_account_validation():
     with pytest.raises(LoginError, match="provider"):
-        add_api_key_account("anthropic", "x", "https://a.test/v1", "k")
+        add_api_key_account("bogus", "x", "https://a.test/v1", "k")
     with pytest.raises(LoginError, match="base_url"):
         add_api_key_account("openai", "x", "ftp://a.test", "k")
     with pytest.raises(LoginError, match="label"):

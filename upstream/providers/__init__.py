@@ -1,13 +1,15 @@
-"""Upstream providers by name: `get_provider("iflow")`, `get_provider("openai")`."""
+"""Upstream providers by name: `get_provider("iflow")`, `get_provider("openai")`,
+`get_provider("anthropic")`."""
 
 from __future__ import annotations
 
-from upstream.providers import iflow, openai
+from upstream.providers import anthropic, iflow, openai
 from upstream.providers.base import Provider
 
 __all__ = ["Provider", "UnknownProviderError", "get_provider", "provider_names"]
 
 _PROVIDERS: dict[str, Provider] = {
+    "anthropic": anthropic.PROVIDER,
     "iflow": iflow.PROVIDER,
     "openai": openai.PROVIDER,
 }

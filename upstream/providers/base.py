@@ -17,6 +17,7 @@ class Provider(Protocol):
     """
 
     name: str
+    wire: str  # "chat" or "messages": the wire protocol of the upstream
 
     def prepare_chat(
         self, target: UpstreamTarget, body: dict[str, Any], *, stream: bool
@@ -44,13 +45,20 @@ class Provider(Protocol):
 
 @dataclass(frozen=True)
 class FunctionProvider:
-    """A Provider made of a provider module's functions (each module defines the four)."""
+    """A Provider made of a provider module's functions (each module defines the four).
+
+    `wire` is the protocol the upstream speaks: "chat" (OpenAI Chat Completions: iflow,
+    openai) or "messages" (Anthropic Messages: anthropic, which also defines
+    prepare_messages and prepare_count_tokens). The proxy picks its translation by it."""
 
     name: str
     prepare_chat: Callable[..., PreparedRequest]
-    prepare_models: Callable[[UpstreamTarget], PreparedRequest]
+    prepare_models: Callable[..., PreparedRequest]
     error_from_response: Callable[[int, dict[str, str], bytes], UpstreamError]
     error_from_payload: Callable[[dict[str, Any]], UpstreamError | None]
+    wire: str = "chat"
+    prepare_messages: Callable[..., PreparedRequest] | None = None
+    prepare_count_tokens: Callable[..., PreparedRequest] | None = None
 
 
 def join_url(base_url: str, path: str) -> str:

@@ -15,16 +15,34 @@ from django.utils.translation import gettext_lazy
 
 from accounts.logins import LoginError, add_api_key_account, mask_secret
 from accounts.management.commands.iflow_login import read_secret
-from accounts.models import Provider
+from accounts.models import AuthHeader, BetaPolicy, Provider
+from accounts.presets import PRESETS, preset
 from iflow2api_lib.i18n import TranslatedHelp
 
 
 class Command(TranslatedHelp, BaseCommand):
-    help = gettext_lazy("Add an upstream account (OpenAI-compatible or iFlow) with an API key.")
+    help = gettext_lazy("Add an upstream account (OpenAI-compatible, Anthropic-compatible or "
+                        "iFlow) with an API key.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--provider", choices=Provider.values, default=Provider.OPENAI,
-                            help=_("openai (any OpenAI-compatible API, default) or iflow"))
+                            help=_("openai (any OpenAI-compatible API, default), anthropic "
+                                   "(any Anthropic Messages-compatible API) or iflow"))
+        parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                            help=_("an Anthropic-compatible vendor: sets --provider anthropic, "
+                                   "the base URL, the key header and the beta policy"))
+        parser.add_argument("--auth-header", choices=AuthHeader.values, default=None,
+                            help=_("anthropic: send the key as x-api-key (default) or "
+                                   "Authorization: Bearer"))
+        parser.add_argument("--beta-policy", choices=BetaPolicy.values, default=None,
+                            help=_("anthropic: forward, drop (default) or allow the client's "
+                                   "anthropic-beta values"))
+        parser.add_argument("--allow-betas", default=None,
+                            help=_("anthropic: comma-separated betas forwarded under "
+                                   "--beta-policy allow"))
+        parser.add_argument("--anthropic-version", default=None,
+                            help=_("anthropic: sent when the client sends none (default "
+                                   "2023-06-01)"))
         parser.add_argument("--label", required=True, help=_("a name for the admin"))
         parser.add_argument("--base-url", default="",
                             help=_("e.g. https://api.deepseek.com/v1 (default: the "
@@ -44,9 +62,10 @@ class Command(TranslatedHelp, BaseCommand):
         if api_key == "-":
             api_key = read_secret(_("API key: "))
         models = [m.strip() for m in options["models"].split(",") if m.strip()]
+        provider, base_url, extra = self._anthropic_options(options)
         try:
-            account = add_api_key_account(options["provider"], options["label"],
-                                          options["base_url"], api_key, models)
+            account = add_api_key_account(provider, options["label"], base_url, api_key,
+                                          models, **extra)
         except LoginError as exc:
             raise CommandError(exc.message) from exc
         key = mask_secret(account.api_key) if account.api_key else _("none")
@@ -59,3 +78,23 @@ class Command(TranslatedHelp, BaseCommand):
              _("Added %(provider)s account #%(id)s “%(label)s” (%(url)s, key %(key)s)"))
             % details)
         self.stdout.write(str(account.pk))
+
+    @staticmethod
+    def _anthropic_options(options: dict[str, Any]) -> tuple[str, str, dict[str, str]]:
+        """The provider, base URL and Anthropic settings from the options and the preset
+        (explicit options win over the preset)."""
+        provider, base_url = options["provider"], options["base_url"]
+        extra: dict[str, str] = {}
+        chosen = preset(options["preset"]) if options["preset"] else None
+        if chosen is not None:
+            provider = Provider.ANTHROPIC
+            base_url = base_url or chosen.base_url
+            extra = {"auth_header": chosen.auth_header, "beta_policy": chosen.beta_policy}
+        names = {"auth_header": "auth_header", "beta_policy": "beta_policy",
+                 "allow_betas": "beta_allowlist", "anthropic_version": "anthropic_version"}
+        given = {field: options[opt] for opt, field in names.items()
+                 if options[opt] is not None}
+        if given and provider != Provider.ANTHROPIC:
+            raise CommandError(_("--auth-header, --beta-policy, --allow-betas and "
+                                 "--anthropic-version are for --provider anthropic"))
+        return provider, base_url, {**extra, **given}
