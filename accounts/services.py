@@ -88,10 +88,21 @@ class Routing:
     def find_model(self, name: str) -> ModelRef | None:
         return self.by_name.get(name) or self.by_name.get(name.lower())
 
-    def accounts_for(self, model: ModelRef) -> list[AccountRef]:
+    def accounts_for(self, model: ModelRef, allowed: frozenset[int] = frozenset()
+                     ) -> list[AccountRef]:
+        """The usable accounts serving `model`: those linked to it, or when none is linked,
+        every account of its provider; only those in `allowed` when it is not empty (an
+        instance's account list)."""
         if model.account_ids:
-            return [a for a in self.accounts if a.id in model.account_ids]
-        return [a for a in self.accounts if a.provider == model.provider]
+            found = [a for a in self.accounts if a.id in model.account_ids]
+        else:
+            found = [a for a in self.accounts if a.provider == model.provider]
+        return [a for a in found if a.id in allowed] if allowed else found
+
+    def serves(self, model: ModelRef, allowed: frozenset[int] = frozenset()) -> bool:
+        """Whether some usable account (enabled, not blocked or needing a login; cooling down
+        counts: it comes back by itself) can serve `model`: what GET /v1/models lists."""
+        return bool(self.accounts_for(model, allowed))
 
     @property
     def has_upstream(self) -> bool:
@@ -158,6 +169,11 @@ def invalidate_routing() -> None:
     _snapshot.invalidate()
 
 
+def served_model_ids() -> set[str]:
+    """The catalogue's model ids that some usable account serves now (for the admin's served /
+    not served marker; the API reads the same from its snapshot through Routing.serves)."""
+    table = load_routing()
+    return {model.id for model in table.models if table.serves(model)}
 
 
 def out_of_rotation(model: ModelRef, allowed: frozenset[int]) -> list[Account]:

@@ -18,15 +18,20 @@ def _iso(timestamp: int) -> str:
 
 
 async def list_models(request: ApiRequest) -> JsonResult:
-    """One body for the OpenAI and Anthropic SDKs and Claude Code's model discovery."""
+    """One body for the OpenAI and Anthropic SDKs and Claude Code's model discovery: the
+    models some usable account of this instance can serve (the admin's catalogue keeps the
+    rest), their aliases, and the instance's aliases and claude-* tiers that lead to one."""
     try:
         opts = await admit(request)
     except ApiError as error:
         return JsonResult.of(error.openai_body(), error.status, error.headers())
     table = await routing()
     key = opts.key
+    allowed = opts.instance.account_ids
+    served = [model for model in table.models if table.serves(model, allowed)]
+    served_ids = {model.id for model in served}
     data = []
-    for model in table.models:
+    for model in served:
         for name in (model.id, *model.aliases):
             if key is not None and not key.allows(name, model.id, *model.aliases):
                 continue
@@ -46,7 +51,7 @@ async def list_models(request: ApiRequest) -> JsonResult:
             opts.instance.model_aliases.get(alias) or opts.instance.tier_model(alias))
         if key is not None and target is not None and not key.allows(alias, target.id):
             continue
-        if target is not None and table.find_model(alias) is None:
+        if target is not None and table.find_model(alias) is None and target.id in served_ids:
             data.append({
                 "id": alias,
                 "object": "model",

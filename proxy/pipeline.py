@@ -206,10 +206,8 @@ def worth_another_account(err: UpstreamError) -> bool:
 
 async def accounts_for(model: ModelRef, opts: GatewayOptions) -> list[AccountRef]:
     """The accounts that may serve `model` on this instance (403 when there are none)."""
-    accounts = (await routing()).accounts_for(model)
     allowed = opts.instance.account_ids
-    if allowed:
-        accounts = [a for a in accounts if a.id in allowed]
+    accounts = (await routing()).accounts_for(model, allowed)
     if not accounts:
         raise await no_account_error(model, allowed)
     return accounts
