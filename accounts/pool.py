@@ -57,12 +57,14 @@ return 0
 
 
 class PoolExhausted(Exception):
-    """No account could take the request in time (→ 429 with Retry-After)."""
+    """No account could take the request in time (→ 429 with Retry-After). `after_error`:
+    every account cools down after an upstream error that was not a rate limit."""
 
-    def __init__(self, message: str, retry_after: float) -> None:
+    def __init__(self, message: str, retry_after: float, *, after_error: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.after_error = after_error
 
 
 class NoAccount(Exception):
@@ -270,7 +272,7 @@ class AccountPool:
             if rate_limited else
             gettext("every account for this model is cooling down after an upstream error; "
                     "the admin shows each account's last error"),
-            max(min(waits, default=1.0), 1.0))
+            max(min(waits, default=1.0), 1.0), after_error=not rate_limited)
 
     def _poll(self) -> float:
         return POLL_SECONDS if isinstance(self.slots, RedisSlots) else 1.0

@@ -23,7 +23,7 @@ from proxy.bodies import BodyLimits, check_before_parsing, check_parsed, too_dee
 from proxy.errors import ApiError, echo
 from proxy.http import ApiRequest
 from proxy.runtime import Runtime
-from proxy.unusable import no_account_error
+from proxy.unusable import RETRY_AFTER_HONOURED, cooling_down_error, no_account_error
 from upstream.providers import get_provider
 from upstream.providers.base import Provider
 from upstream.types import PreparedRequest, UpstreamError, UpstreamTarget
@@ -228,6 +228,8 @@ async def take_account(pool: AccountPool, candidates: list[AccountRef], model: M
             raise failed from None
         if isinstance(exc, NoAccount):
             raise await no_account_error(model, opts.instance.account_ids) from None
+        if exc.after_error and exc.retry_after > RETRY_AFTER_HONOURED:
+            raise await cooling_down_error(model, candidates, exc.retry_after) from None
         raise ApiError(429, exc.message, "rate_limit_exceeded",
                        retry_after=exc.retry_after) from None
 

@@ -1,19 +1,25 @@
 """What a client is told when no account can serve its model: which accounts are out of
-rotation, why, and how to fix it. Not retryable: retrying cannot help until an admin acts."""
+rotation, why, and how to fix it; or that every account cools down for minutes after upstream
+errors. Not retryable: retrying cannot help until an admin acts (or the cooldown ends)."""
 
 from __future__ import annotations
+
+import math
 
 from asgiref.sync import sync_to_async
 from django.utils.translation import gettext
 
 from accounts.models import Account
-from accounts.services import ModelRef, out_of_rotation
+from accounts.services import AccountRef, ModelRef, out_of_rotation
 from proxy.errors import ApiError, hide_secrets
 
 # A status the SDKs and Claude Code do not retry (they retry 408, 409, 429 and 5xx).
 STATUS = 403
 REASON_MAX = 200
 NAMED_MAX = 3
+# The longest Retry-After the openai and anthropic SDKs wait for; beyond it they retry after
+# their own short backoff (0.5 … 8 s), which cannot outlast a cooldown of minutes.
+RETRY_AFTER_HONOURED = 60.0
 
 
 async def no_account_error(model: ModelRef, allowed: frozenset[int]) -> ApiError:
@@ -31,6 +37,32 @@ async def no_account_error(model: ModelRef, allowed: frozenset[int]) -> ApiError
     error = ApiError(STATUS, message, "no_upstream", should_retry=False)
     hide_secrets(error, (a.api_key for a in accounts))
     return error
+
+
+async def cooling_down_error(model: ModelRef, candidates: list[AccountRef],
+                             wait: float) -> ApiError:
+    """Every account for `model` cools down after an upstream error (a refused key, no
+    balance …) for longer than clients wait: a 429 with the time, which the SDKs are told not
+    to retry (x-should-retry: false), naming each account's last error and the fix."""
+    accounts = await sync_to_async(_cooling)([a.id for a in candidates])
+    details = "; ".join(
+        gettext("“%(label)s” (%(why)s)") % {"label": a.label,
+                                            "why": a.last_error[:REASON_MAX].strip() or "?"}
+        for a in accounts[:NAMED_MAX])
+    message = gettext(
+        "every account for `%(model)s` is cooling down after an upstream error for %(minutes)s "
+        "more minute(s): %(details)s. Fix the cause (a key, a balance) in the admin "
+        "(Accounts), or add another account with `iflow2api addaccount`; the account is tried "
+        "again when its cooldown ends") % {
+            "model": model.id, "minutes": max(1, math.ceil(wait / 60)), "details": details}
+    error = ApiError(429, message, "accounts_cooling_down", retry_after=wait,
+                     should_retry=False)
+    hide_secrets(error, (a.api_key for a in candidates))
+    return error
+
+
+def _cooling(ids: list[int]) -> list[Account]:
+    return list(Account.objects.filter(pk__in=ids).order_by("id"))
 
 
 def describe(account: Account) -> str:
