@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 
+from instances.connect import connect_page
 from instances.preferences import save_theme, set_language
 from instances.views import status_page
 from proxy.api import api
@@ -14,6 +15,7 @@ handler400 = "iflow2api_site.hosts.bad_request"  # says what to do about a refus
 urlpatterns = [
     path("admin/usage/", admin.site.admin_view(usage), name="usage"),  # before the admin
     path("admin/status/", admin.site.admin_view(status_page), name="status"),  # before too
+    path("admin/connect/", admin.site.admin_view(connect_page), name="connect"),  # and this
     path("admin/theme/", save_theme, name="admin_theme"),  # the user's theme, remembered
     path("admin/", admin.site.urls),
     # The admin's language switcher: Django's set_language, also remembering the choice.

@@ -1,5 +1,6 @@
 """Admin for instances, client keys and rate rules. A client key is shown once, on the page
-that follows its creation; only its hash is kept."""
+the creation redirects to (post/redirect/get: a reload cannot make a second key); only its
+hash is kept."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.options import IS_POPUP_VAR
-from django.http import HttpRequest, HttpResponse
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -17,6 +20,7 @@ from django.utils.translation import gettext_lazy
 from instances.models import ClientKey, Instance, RateRule, new_key
 from instances.services import invalidate_directory
 
+NEW_KEY_SESSION = "instances_new_client_key"  # until the page that shows it is rendered
 STATE_COLOURS = {"running": "#2e7d32", "error": "#c62828", "stopped": "#757575"}
 
 admin.site.site_header = gettext_lazy("iflow2api administration")
@@ -125,14 +129,38 @@ class ClientKeyAdmin(admin.ModelAdmin):
         key = getattr(request, "_new_client_key", None)
         if key is None:
             return super().response_add(request, obj, post_url_continue)
-        # Rendered here, never stored: not in the database, the session or a message cookie.
-        # Opened from a "+" next to a key field: "Done" then fills that field (new_key.js).
+        # Post/redirect/get: the key waits in the session for the one page that shows it, which
+        # takes it out again (instances/admin.py created_view). Opened from a "+" next to a key
+        # field: "Done" then fills that field (new_key.js).
         popup = None
         if IS_POPUP_VAR in request.POST:
             popup = json.dumps({"value": str(obj.pk), "obj": str(obj)})
+        request.session[NEW_KEY_SESSION] = {"pk": obj.pk, "key": key, "popup": popup}
+        url = reverse("admin:instances_clientkey_created", args=[obj.pk])
+        return HttpResponseRedirect(url + (f"?{IS_POPUP_VAR}=1" if popup else ""))
+
+    def get_urls(self) -> list[URLPattern]:
+        created = self.admin_site.admin_view(self.created_view)
+        return [path("<int:pk>/created/", created, name="instances_clientkey_created"),
+                *super().get_urls()]
+
+    def created_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """The new key, once: the session's copy is removed as the page is rendered, so a
+        reload (or the back button) shows that it was already shown."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        pending = request.session.get(NEW_KEY_SESSION)
+        key, popup = None, None
+        if isinstance(pending, dict) and pending.get("pk") == pk:
+            del request.session[NEW_KEY_SESSION]
+            key, popup = pending.get("key"), pending.get("popup")
+        row = ClientKey.objects.select_related("instance").filter(pk=pk).first()
+        if row is None:
+            raise Http404
         return TemplateResponse(request, "instances/new_key.html", {
             **self.admin_site.each_context(request), "title": _("New client API key"),
-            "key": key, "row": obj, "opts": self.model._meta, "popup_response": popup,
+            "key": key, "row": row, "opts": self.model._meta, "popup_response": popup,
+            "connect_url": reverse("connect") + f"?instance={row.instance_id}&key={row.pk}",
         }, headers={"Cache-Control": "no-store"})
 
     @admin.action(description=gettext_lazy("Enable the selected keys"))

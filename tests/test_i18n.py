@@ -119,9 +119,11 @@ def test_admin_pages_follow_accept_language(admin_client: Client):
 def test_the_new_key_page_in_chinese(admin_client: Client):
     instance = Instance.objects.create(name="zh", port=free_port())
     page = admin_client.post("/admin/instances/clientkey/add/", {
-        "instance": instance.pk, "name": "laptop", "enabled": "on", "allowed_models": ""}, **ZH)
+        "instance": instance.pk, "name": "laptop", "enabled": "on", "allowed_models": ""},
+        follow=True, **ZH)
     html = page.content.decode()
     assert page.status_code == 200 and "请立即复制" in html and "新的客户端 API 密钥" in html
+    assert "复制" in html and "用此密钥连接客户端" in html
     assert ClientKey.objects.filter(name="laptop").exists()
 
 

@@ -275,6 +275,8 @@ def test_the_admin_shows_a_new_key_once(keyed, upstream):
             "csrfmiddlewaretoken": csrf_token(form), "instance": str(default_id),
             "name": "from-admin", "enabled": "on", "expires_at_0": "", "expires_at_1": "",
             "allowed_models": "", "_save": "Save"})
+        assert page.status_code == 302, page.text  # post/redirect/get: a reload makes nothing
+        page = admin.get(page.headers["location"])
         assert page.status_code == 200, page.text
         found = re.search(r'value="(sk-i2a-[^"]+)"', page.text)
         assert found, page.text
@@ -298,6 +300,8 @@ def test_the_admin_shows_a_new_key_once(keyed, upstream):
             "csrfmiddlewaretoken": csrf_token(form), "instance": str(default_id),
             "name": "from-popup", "enabled": "on", "expires_at_0": "", "expires_at_1": "",
             "allowed_models": "", "_popup": "1", "_to_field": "id", "_save": "Save"})
+        assert popup.status_code == 302, popup.text
+        popup = admin.get(popup.headers["location"])
         assert popup.status_code == 200, popup.text
         assert re.search(r'value="sk-i2a-[^"]+"', popup.text)
         [made] = query(server, "SELECT * FROM instances_clientkey WHERE name = 'from-popup'")
