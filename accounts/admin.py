@@ -7,6 +7,8 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.options import IS_POPUP_VAR
+from django.shortcuts import redirect
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
@@ -101,6 +103,16 @@ class AccountForm(forms.ModelForm):
         return any(getattr(self.instance, name) for name in SECRET_FIELDS)
 
 
+# The expert form's fieldsets (AccountAdmin.get_fieldsets); fields not named here (another
+# provider kind's settings) come right after the basic ones.
+BASIC_FIELDS = ("label", "provider", "base_url", "api_key", "enabled", "max_concurrency")
+LOGIN_FIELDS = ("oauth_access_token", "oauth_refresh_token", "cookie", "access_token_expires_at",
+                "api_key_expires_at", "email", "phone", "api_key_name")
+INTERNAL_FIELDS = ("state", "cooldown_until", "last_error", "refreshing_until",
+                   "last_refreshed_at", "refresh_failures", "next_refresh_attempt_at",
+                   "session_id", "conversation_id", "source", "created_at", "updated_at")
+
+
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
     form = AccountForm
@@ -111,6 +123,32 @@ class AccountAdmin(admin.ModelAdmin):
     # Login links (accounts/views.py): "Log in with iFlow", "Add with BXAuth cookie", re-login.
     change_list_template = "accounts/account_change_list.html"
     change_form_template = "accounts/account_change_form.html"
+
+    def add_view(self, request: Any, form_url: str = "", extra_context: Any = None) -> Any:
+        """Accounts → Add leads to the guided page (accounts/guided_views.py); this form stays
+        for experts at ?expert=1 (and for the "+" next to an account field)."""
+        wanted = request.GET.get("expert") or request.GET.get(IS_POPUP_VAR)
+        if request.method == "GET" and not wanted:
+            return redirect("accounts:add_upstream")
+        return super().add_view(request, form_url, extra_context)
+
+    def get_changeform_initial_data(self, request: Any) -> dict[str, Any]:
+        # iFlow shut down: a new account is OpenAI-compatible unless the expert says otherwise.
+        return {"provider": Provider.OPENAI, **super().get_changeform_initial_data(request)}
+
+    def get_fieldsets(self, request: Any, obj: Any = None) -> Any:
+        """What an account is first; logins, then the server's own bookkeeping collapsed."""
+        fields = list(self.get_fields(request, obj))
+        groups = [(None, BASIC_FIELDS, ()),
+                  (gettext_lazy("Login (iFlow)"), LOGIN_FIELDS, ("collapse",)),
+                  (gettext_lazy("Kept by the server"), INTERNAL_FIELDS, ("collapse",))]
+        grouped = {name for _title, names, _classes in groups for name in names}
+        rest = [name for name in fields if name not in grouped]  # other providers' settings
+        fieldsets = [(title, {"fields": [n for n in names if n in fields], "classes": classes})
+                     for title, names, classes in groups]
+        if rest:
+            fieldsets.insert(1, (gettext_lazy("More settings"), {"fields": rest}))
+        return [group for group in fieldsets if group[1]["fields"]]
 
     def save_model(self, request: Any, obj: Account, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)

@@ -28,7 +28,8 @@ from accounts.services import invalidate_routing, target_for
 from iflow2api_lib.redact import redact
 from upstream.client import UpstreamClient
 from upstream.providers import UnknownProviderError, get_provider
-from upstream.types import UpstreamError
+from upstream.providers.base import join_url
+from upstream.types import PreparedRequest, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +292,32 @@ async def sync_models(
             raise listing
     await sync_to_async(_store)(accounts, listings, report)
     return report
+
+
+async def read_listing(account: Account, *, check_path: str = "",
+                       client: UpstreamClient | None = None) -> list[dict[str, Any]]:
+    """The upstream's model list for an account, saved or not: how the admin's guided "add an
+    upstream" page tests a key (accounts/guided.py). `check_path`: a path under the base URL
+    that must answer 200 as well, for a provider whose model list is public (OpenRouter)."""
+    async with _client(client, PROBE_READ_TIMEOUT) as upstream:
+        if check_path:
+            provider = get_provider(account.provider)
+            listing = provider.prepare_models(target_for(account))
+            await upstream.request_json(provider, PreparedRequest(
+                join_url(account.base_url, check_path), listing.headers, b""), "GET")
+        return await _list_models(upstream, account)
+
+
+def store_chosen(account: Account, entries: list[dict[str, Any]]) -> AccountSync:
+    """Bring the chosen entries of a listing into the catalogue for the account, as the model
+    sync does (created and linked, or left alone with the reason)."""
+    item = AccountSync(account.pk, account.label)
+    with transaction.atomic():
+        providers = set(Account.objects.exclude(pk=account.pk)
+                        .values_list("provider", flat=True))
+        _store_listing(account, entries, item, providers)
+    invalidate_routing()
+    return item
 
 
 # ----------------------------------------------------------------------------- probe

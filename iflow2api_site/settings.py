@@ -88,7 +88,8 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    # The admin with its index in the order a user needs it (iflow2api_site/admin_site.py).
+    "iflow2api_site.admin_site.GatewayAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -96,7 +97,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "ninja",
     "django_celery_beat",
-    "axes",
+    "iflow2api_site.admin_site.AxesConfig",  # django-axes, its name translated
     "accounts",
     "instances",
     "proxy",
