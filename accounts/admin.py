@@ -17,7 +17,7 @@ from accounts import refresh
 from accounts.models import DESTINATION_FIELDS, SECRET_FIELDS, Account, ModelInfo, Provider
 from accounts.presets import PRESETS, preset
 from accounts.refresh import refresh_account
-from accounts.services import invalidate_routing
+from accounts.services import invalidate_routing, served_model_ids
 from accounts.sync import probe_accounts, sync_models
 
 # RefreshResult.status codes as the "Refresh now" action reports them.
@@ -231,6 +231,21 @@ def _selected(queryset: Any) -> list[int]:
     return list(queryset.order_by("pk").values_list("pk", flat=True))
 
 
+class ServedFilter(admin.SimpleListFilter):
+    title = gettext_lazy("served")
+    parameter_name = "served"
+
+    def lookups(self, request: Any, model_admin: Any) -> list[tuple[str, Any]]:
+        return [("yes", gettext_lazy("served now")), ("no", gettext_lazy("not served"))]
+
+    def queryset(self, request: Any, queryset: Any) -> Any:
+        if self.value() == "yes":
+            return queryset.filter(model_id__in=served_model_ids())
+        if self.value() == "no":
+            return queryset.exclude(model_id__in=served_model_ids())
+        return queryset
+
+
 @admin.register(ModelInfo)
 class ModelInfoAdmin(admin.ModelAdmin):
     list_display = ("model_id", "display_name", "provider", "context_length",
@@ -238,6 +253,21 @@ class ModelInfoAdmin(admin.ModelAdmin):
     list_filter = ("provider", "vision", "enabled")
     search_fields = ("model_id", "display_name")
     filter_horizontal = ("accounts",)
+
+    def get_list_filter(self, request: Any) -> Any:
+        return (ServedFilter, *super().get_list_filter(request))
+
+    def get_list_display(self, request: Any) -> Any:
+        """The catalogue stays complete; a column says which models some usable account
+        serves now (what GET /v1/models lists), read once for the page."""
+        served_ids = served_model_ids()
+
+        @admin.display(description=gettext_lazy("served"), boolean=True)
+        def served(obj: ModelInfo) -> bool:
+            return obj.model_id in served_ids
+
+        first, *rest = super().get_list_display(request)
+        return (first, served, *rest)
 
     def save_model(self, request: Any, obj: ModelInfo, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)

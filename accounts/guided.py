@@ -16,6 +16,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from accounts.models import Account, Provider
+from accounts.presets import PRESETS as ANTHROPIC_PRESETS
 from accounts.sync import MAX_MESSAGE, describe, read_listing
 from upstream.providers import UnknownProviderError
 from upstream.types import UpstreamError
@@ -85,8 +86,16 @@ PRESETS: list[Preset] = [
            hint=gettext_lazy("The base URL is the part before /chat/completions; it usually "
                              "ends in /v1.")),
 ]
-# Anthropic-compatible presets join here once that provider kind exists (accounts/presets.py):
-# group "anthropic", provider "anthropic", their auth_header and beta_policy in `extra`.
+# The Anthropic-compatible presets (accounts/presets.py) whose vendor answers GET /v1/models,
+# so that the key can be tested; the others are reached with the same vendor's
+# OpenAI-compatible preset above, or the expert form.
+PRESETS += [
+    Preset(f"anthropic-{p.name}", p.label, "anthropic", Provider.ANTHROPIC, p.base_url,
+           key=OPTIONAL if p.name == "llama.cpp" else REQUIRED,
+           url_editable=p.name == "llama.cpp",
+           extra={"auth_header": p.auth_header, "beta_policy": p.beta_policy})
+    for p in ANTHROPIC_PRESETS.values() if p.models_list
+]
 
 
 def find(slug: str) -> Preset | None:
@@ -120,6 +129,9 @@ def problem(error: Exception, account: Account) -> str:
             return _("%(url)s did not answer in time.") % {"url": url}
         if error.code in ("upstream_invalid_json", "upstream_invalid_models", "upstream_404",
                           "model_not_found") or error.status == 404:
+            if account.provider == Provider.ANTHROPIC:
+                return _("%(url)s does not look like an Anthropic-compatible API: it has no "
+                         "model list at %(url)s/v1/models.") % {"url": url}
             return _("%(url)s does not look like an OpenAI-compatible API: it has no model "
                      "list at %(url)s/models. The base URL is the part before "
                      "/chat/completions (it usually ends in /v1).") % {"url": url}

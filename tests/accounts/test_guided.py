@@ -135,3 +135,35 @@ def test_a_preset_fixes_its_vendors_address(admin_client: Client, provider: Fake
 def test_strangers_and_unknown_presets(client: Client, admin_client: Client):
     assert client.get(ADD).status_code == 302  # to the login page
     assert admin_client.get(ADD + "?preset=nope").status_code == 404
+
+
+def test_an_anthropic_compatible_upstream(admin_client: Client):
+    from tests.fakes.anthropic_upstream import FakeAnthropic
+
+    with FakeAnthropic("sk-ant-guided-1", auth="bearer", models=["local-claude"]) as fake:
+        answer = admin_client.post(ADD, {"preset": "anthropic-llama.cpp", "label": "Local A",
+                                         "base_url": fake.url, "api_key": "sk-ant-guided-1"})
+        assert answer.status_code == 302, answer.content.decode()[-2000:]
+        account = Account.objects.get(label="Local A")
+        assert account.provider == "anthropic" and account.auth_header == "bearer"
+        page = admin_client.get(answer["Location"]).content.decode()
+        assert 'value="local-claude"' in page
+        wrong = admin_client.post(ADD, {"preset": "anthropic-llama.cpp", "label": "Bad A",
+                                        "base_url": fake.url, "api_key": "sk-ant-wrong"})
+        assert "The provider refused the key" in wrong.content.decode()
+
+
+def test_the_catalogue_marks_what_is_served(admin_client: Client, provider: FakeUpstream):
+    account = Account.objects.create(provider="openai", label="Served", api_key=KEY,
+                                     base_url=provider.base_url)
+    ModelInfo.objects.create(model_id="only-here", provider="openai").accounts.add(account)
+    ModelInfo.objects.create(model_id="nobody-serves", provider="openai").accounts.add(
+        Account.objects.create(provider="openai", label="Off", base_url=provider.base_url,
+                               enabled=False))
+    html = admin_client.get("/admin/accounts/modelinfo/?served=yes").content.decode()
+    assert "only-here" in html and "nobody-serves" not in html
+    html = admin_client.get("/admin/accounts/modelinfo/?served=no").content.decode()
+    assert "nobody-serves" in html and "only-here" not in html
+    html = admin_client.get("/admin/accounts/modelinfo/").content.decode()
+    assert "column-served" in html  # the catalogue stays complete, marked
+    assert "only-here" in html and "nobody-serves" in html
