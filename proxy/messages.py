@@ -19,8 +19,14 @@ from proxy.translate.anthropic_request import anthropic_to_openai
 from proxy.translate.anthropic_response import openai_to_anthropic
 from proxy.translate.anthropic_stream import AnthropicStreamTranslator
 from proxy.translate.tokens import estimate_tokens
-from proxy.translate.types import TranslateOptions, TranslationError, UpstreamResponseError
+from proxy.translate.types import (
+    TranslatedRequest,
+    TranslateOptions,
+    TranslationError,
+    UpstreamResponseError,
+)
 from proxy.vision import model_for_images
+from proxy.wire import CHAT, MESSAGES, clamped, native_error, passthrough, wires_for
 from upstream.types import UpstreamError
 
 PING = sse_event("ping", {"type": "ping"})
@@ -79,6 +85,9 @@ async def messages(request: ApiRequest) -> JsonResult | StreamResult:
         if not isinstance(model_name, str) or not model_name.strip():
             raise ApiError(400, gettext("model: Field required (a string)"), param="model")
         model = await resolve_model(model_name.strip(), opts, map_unknown=True)
+        wires = await wires_for(model, opts)  # Anthropic upstreams: the body passes through
+        native = {MESSAGES: passthrough(request.body, request.headers, max_tokens=clamped(
+            body, model.max_output_tokens))} if MESSAGES in wires else {}
         # In a worker thread (with the request's language), like the parsing: a long
         # conversation takes a while and must not hold up the event loop meanwhile.
         translate_options = TranslateOptions(
@@ -87,7 +96,7 @@ async def messages(request: ApiRequest) -> JsonResult | StreamResult:
             kimi_tool_ids=model.upstream_id.lower().startswith("kimi"),
         )
         translated = await sync_to_async(anthropic_to_openai, thread_sensitive=False)(
-            body, translate_options)
+            body, translate_options) if CHAT in wires else TranslatedRequest({})
         upstream_body = translated.body
         model = await model_for_images(model, upstream_body, opts)
         stop_sequences = body.get("stop_sequences") if isinstance(
@@ -105,9 +114,10 @@ async def messages(request: ApiRequest) -> JsonResult | StreamResult:
                 completion, message_id=message_id, model=route.model.id,
                 tool_names=translated.tool_names, stop_sequences=stop_sequences))
 
-        result = await relay(model, upstream_body, opts, stream=bool(body.get("stream")),
-                             session=session, answer=answer, api="anthropic",
-                             requested_model=model_name, client_body=request.body)
+        result = await relay(model, upstream_body if CHAT in wires else None, opts,
+                             stream=bool(body.get("stream")), session=session, answer=answer,
+                             api="anthropic", requested_model=model_name,
+                             client_body=request.body, native=native)
         result.headers.append(("request-id", request_id))
         return result
     except TranslationError as exc:
@@ -118,6 +128,10 @@ async def messages(request: ApiRequest) -> JsonResult | StreamResult:
         return anthropic_error(ApiError(502, str(exc), "upstream_invalid"), request_id)
     except UpstreamError as exc:
         refused(exc)
+        passed = native_error(exc)  # an Anthropic upstream's own error, as it came
+        if passed is not None:
+            passed.headers.append(("request-id", request_id))
+            return passed
         return anthropic_error(ApiError.from_upstream(exc), request_id)
     except ApiError as error:
         refused(error)
@@ -127,9 +141,40 @@ async def messages(request: ApiRequest) -> JsonResult | StreamResult:
 async def count_tokens(request: ApiRequest) -> JsonResult:
     """A local estimate: Claude Code's editor extension sends bursts of these at start-up."""
     try:
-        await admit(request)
+        opts = await admit(request)
         body = await _messages_body(request)
+        counted = await _upstream_count(request, body, opts)
+        if counted is not None:
+            return counted
         tokens = await sync_to_async(estimate_tokens, thread_sensitive=False)(body)
         return JsonResult.of({"input_tokens": max(1, tokens)})
     except ApiError as error:
         return anthropic_error(error, request.request_id)
+
+
+async def _upstream_count(request: ApiRequest, body: dict[str, Any],
+                          opts: GatewayOptions) -> JsonResult | None:
+    """The upstream's own count when every account of the model is an Anthropic upstream
+    (through the relay: its accounts, failover, request log); None for the local estimate,
+    also when the upstream has no count_tokens (404, 405, 501)."""
+    name = body.get("model")
+    if not isinstance(name, str) or not name.strip():
+        return None
+    try:
+        model = await resolve_model(name.strip(), opts, map_unknown=True)
+    except ApiError:
+        return None  # an unknown model still gets an estimate, as before
+    if await wires_for(model, opts) != {MESSAGES}:
+        return None
+    exchange = passthrough(request.body, request.headers, endpoint="count_tokens")
+    try:
+        result = await relay(model, None, opts, stream=False, session=None, answer=None,
+                             api="anthropic", requested_model=name, client_body=request.body,
+                             native={MESSAGES: exchange})
+    except UpstreamError as exc:
+        if exc.upstream_status in ("404", "405", "501"):
+            return None
+        passed = native_error(exc)
+        return passed or anthropic_error(ApiError.from_upstream(exc), request.request_id)
+    assert isinstance(result, JsonResult)
+    return result

@@ -38,6 +38,7 @@ from proxy.pipeline import (
 from proxy.streaming import StreamSession, open_stream, stream_body
 from proxy.trace import RelayTrace
 from proxy.vision import inline_remote_images
+from proxy.wire import CHAT, Exchange, answer_usage, chat_exchange, pick
 from upstream.types import UpstreamError
 
 Session = Callable[[Route], StreamSession]
@@ -46,7 +47,7 @@ Answer = Callable[[Route, dict[str, Any]], JsonResult]
 
 async def relay(
     model: ModelRef,
-    body: dict[str, Any],
+    body: dict[str, Any] | None,
     opts: GatewayOptions,
     *,
     stream: bool,
@@ -55,24 +56,29 @@ async def relay(
     api: str,
     requested_model: str,
     client_body: bytes = b"",
+    native: dict[str, Exchange] | None = None,
 ) -> JsonResult | StreamResult:
     """Sends `body` (an OpenAI chat body for `model`) upstream. Streams: `session(route)`
-    translates the chunks. Non-streaming: `answer(route, completion)` renders the result."""
+    translates the chunks. Non-streaming: `answer(route, completion)` renders the result.
+    `native`: the request in other wire protocols, by protocol (proxy/wire.py); an account
+    whose protocol has none gets the chat body through a bridge (None: no chat body)."""
     trace = RelayTrace(model.id, api, requested_model, stream, opts.runtime, opts.request_id,
                        instance=opts.instance.name, key_label=opts.key_label,
                        keep_bodies=opts.instance.log_bodies)
     if opts.instance.log_bodies:
         trace.keep_request(client_body)
-    return await _Relay(model, body, opts, trace, stream, session, answer).run()
+    chat = chat_exchange(body, session, answer) if body is not None else None
+    return await _Relay(model, body, opts, trace, stream, chat, native or {}).run()
 
 
 class _Relay:
     """The state of one relay() call; its methods are the steps, in the order they run."""
 
-    def __init__(self, model: ModelRef, body: dict[str, Any], opts: GatewayOptions,
-                 trace: RelayTrace, stream: bool, session: Session, answer: Answer) -> None:
+    def __init__(self, model: ModelRef, body: dict[str, Any] | None, opts: GatewayOptions,
+                 trace: RelayTrace, stream: bool, chat: Exchange | None,
+                 native: dict[str, Exchange]) -> None:
         self.model, self.body, self.opts, self.trace = model, body, opts, trace
-        self.stream, self.session, self.answer = stream, session, answer
+        self.stream, self.chat, self.native = stream, chat, native
         self.runtime = opts.runtime
         self.buckets: list[Bucket] = buckets_for(
             opts.rules, instance_id=opts.instance.id or 0,
@@ -85,7 +91,8 @@ class _Relay:
         try:
             with self.trace.failures():
                 accounts = await accounts_for(self.model, self.opts)
-                await inline_remote_images(accounts, self.body, self.runtime.upstream)
+                if self.body is not None:
+                    await inline_remote_images(accounts, self.body, self.runtime.upstream)
                 return await self.on_some_account(accounts)
         except BaseException:
             await self.settle()
@@ -132,16 +139,18 @@ class _Relay:
         when it ends); a JSON answer gives it back at once."""
         route = route_for(self.model, lease.account, self.opts.instance.upstream_proxy)
         self.trace.attempt(route)
-        prepared = route.prepare(self.body, stream=self.stream)
+        exchange = pick(route, self.chat, self.native)
+        prepared = exchange.prepare(route, stream=self.stream)
         client, proxy = self.runtime.upstream, route.target.proxy_url
         if not self.stream:
-            completion = await client.request_json(route.provider, prepared, proxy=proxy)
+            completion, raw = await client.request_raw(route.provider, prepared, proxy=proxy)
             await self.runtime.pool.release(lease)
-            result = self.answer(route, completion)
-            self.trace.answered(completion, result.body)
+            result = exchange.answer(route, completion, raw)
+            self.trace.answered(completion if exchange.wire == CHAT else
+                                answer_usage(completion), result.body)
             await self.settle()
             return result
-        batches = client.stream_batches(route.provider, prepared, proxy=proxy)
+        batches = exchange.open(client, route, prepared, proxy)
         pending = await open_stream(batches, prelude_seconds=self.opts.prelude_seconds)
 
         async def finish(error: ApiError | None) -> None:
@@ -150,7 +159,7 @@ class _Relay:
             await self.settle()
 
         self.trace.stream_started()
-        return stream_body(batches, pending, self.trace.observe(self.session(route)),
+        return stream_body(batches, pending, self.trace.observe(exchange.session(route)),
                            lifecycle=self.runtime.lifecycle,
                            keepalive_seconds=self.opts.keepalive_seconds, on_finish=finish)
 

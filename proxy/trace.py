@@ -18,6 +18,8 @@ from proxy.errors import ApiError, hide_secrets
 from proxy.requestlog import RequestRecord, clean_error, log
 from proxy.runtime import Runtime
 from proxy.translate.usage import chunk_usage, read_usage
+from proxy.wire import MessagesUsage
+from upstream.sse import SSEEvent
 from upstream.types import UpstreamError
 
 if TYPE_CHECKING:
@@ -186,14 +188,27 @@ class _ObservedSession:
         self.inner = inner
         self.trace = trace
         self.keepalive = inner.keepalive
+        self.messages_usage: MessagesUsage | None = None
 
     def feed(self, chunk: dict) -> list[bytes]:
+        if isinstance(chunk, SSEEvent):  # an Anthropic upstream's event (proxy/wire.py)
+            return self._kept(self.inner.feed(self._see_event(chunk)))
         usage = chunk_usage(chunk)
         if usage is not None:
             self.trace.usage = usage
         if self.trace.first_token is None and _has_token(chunk):
             self.trace.first_token = time.monotonic()
         return self._kept(self.inner.feed(chunk))
+
+    def _see_event(self, event: SSEEvent) -> SSEEvent:
+        if self.messages_usage is None:
+            self.messages_usage = MessagesUsage()
+        usage = self.messages_usage.see(event.data)
+        if usage is not None:
+            self.trace.usage = usage
+        if self.trace.first_token is None and event.data.get("type") == "content_block_delta":
+            self.trace.first_token = time.monotonic()
+        return event
 
     def close(self) -> list[bytes]:
         out = self.inner.close()

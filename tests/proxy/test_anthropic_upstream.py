@@ -1,0 +1,304 @@
+"""Anthropic-compatible accounts through a real gateway (issue 16): the passthrough for
+Anthropic clients (bodies and events byte for byte, betas per policy, the key in the account's
+header, the upstream's own errors), count_tokens, and OpenAI chat clients through the reverse
+translators. The upstream is tests/fakes/anthropic_upstream.py on loopback."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from tests.fakes.anthropic_upstream import (
+    FakeAnthropic,
+    Reply,
+    http_error,
+    message,
+    text_block,
+    thinking,
+    tool_use,
+)
+from tests.servers import GatewayServer
+
+KEY = "sk-ant-fake-upstream-key-0123"
+OTHER_KEY = "sk-ant-other-upstream-key-4567"
+BETAS = "interleaved-thinking-2025-05-14,known-beta-1"
+# model id (what clients ask) -> (upstream id, account options)
+MODELS = {
+    "glm-drop": ("glm-4.6-up", {"auth_header": "bearer", "beta_policy": "drop"}),
+    "glm-forward": ("glm-4.6-up", {"auth_header": "bearer", "beta_policy": "forward"}),
+    "glm-allow": ("glm-4.6-up", {"auth_header": "bearer", "beta_policy": "allow",
+                                 "beta_allowlist": "known-beta-1, other-beta"}),
+}
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeAnthropic]:
+    with FakeAnthropic(KEY, auth="bearer", known_betas={"known-beta-1", "other-beta"},
+                       models=["glm-4.6-up", "glm-5-up"]) as upstream:
+        yield upstream
+
+
+@pytest.fixture(scope="module")
+def fake_x_api_key() -> Iterator[FakeAnthropic]:
+    with FakeAnthropic(OTHER_KEY, auth="x-api-key", count_tokens=False) as upstream:
+        yield upstream
+
+
+@pytest.fixture(scope="module")
+def server(fake: FakeAnthropic, fake_x_api_key: FakeAnthropic) -> Iterator[GatewayServer]:
+    gateway = GatewayServer({"UPSTREAM_READ_TIMEOUT": "5"})
+    # The command as a user types it (its base URL as vendors document it, with /v1 here).
+    gateway.cli("addaccount", "--provider", "anthropic", "--label", "fake x-api-key",
+                "--base-url", fake_x_api_key.url + "/v1", "--api-key", "-",
+                "--models", "kimi-xkey", stdin=OTHER_KEY + "\n")
+    setup = ["from accounts.logins import add_api_key_account",
+             "from accounts.models import ModelInfo"]
+    for model_id, (upstream_id, options) in MODELS.items():
+        setup.append(f"add_api_key_account('anthropic', {model_id!r}, {fake.url!r}, "
+                     f"{KEY!r}, [{model_id!r}], **{options!r})")
+        setup.append(f"ModelInfo.objects.filter(model_id={model_id!r})"
+                     f".update(upstream_id={upstream_id!r})")
+    gateway.shell("\n".join(setup))
+    with gateway:
+        yield gateway
+
+
+@pytest.fixture
+def upstream(fake: FakeAnthropic) -> Iterator[FakeAnthropic]:
+    fake.reset()
+    yield fake
+    fake.reset()
+
+
+def post(server: GatewayServer, path: str, body: bytes, **headers: str) -> httpx.Response:
+    return httpx.post(server.url + path, content=body, timeout=20, headers={
+        "content-type": "application/json", "anthropic-version": "2023-06-01", **headers})
+
+
+# A body an Anthropic client sends, with what must reach the upstream untouched: thinking with
+# its signature, cache_control, tool ids, a document, odd spacing and number spellings.
+CLIENT_BODY = (
+    '{"model": "glm-drop",  "max_tokens":1024, "temperature":0.70, "system":[{"type":"text",'
+    '"text":"Be brief.","cache_control":{"type":"ephemeral"}}],"messages":[{"role":"user",'
+    '"content":[{"type":"document","source":{"type":"base64","media_type":"application/pdf",'
+    '"data":"JVBERi0xLjQK"},"title":"a.pdf"},{"type":"text","text":"Read it ✓"}]},'
+    '{"role":"assistant","content":[{"type":"thinking","thinking":"Let me look.",'
+    '"signature":"EqQBCkYIARgCKkDsig+/=="},{"type":"tool_use","id":"toolu_01A09q90qw90lq917835",'
+    '"name":"read","input":{"path":"a.pdf"}}]},{"role":"user","content":[{"type":'
+    '"tool_result","tool_use_id":"toolu_01A09q90qw90lq917835","content":"done",'
+    '"cache_control":{"type":"ephemeral"}}]}],"thinking":{"type":"enabled","budget_tokens":1024},'
+    '"unknown_vendor_field":{"keep":[1,2.50,true,null]}}'
+)
+
+
+def test_passthrough_body_is_the_clients_bytes_with_only_the_model_rewritten(server, upstream):
+    upstream.script(message([thinking("Fine.", "sig-upstream-1"), text_block("Done.")]))
+    response = post(server, "/v1/messages", CLIENT_BODY.encode())
+    assert response.status_code == 200, response.text
+    [sent] = upstream.messages_requests
+    assert sent.body == CLIENT_BODY.replace('"glm-drop"', '"glm-4.6-up"').encode()
+    assert sent.bearer == KEY and sent.header("x-api-key") is None
+    assert sent.header("anthropic-version") == "2023-06-01"
+    # The answer is the upstream's bytes: the signature and everything else as it sent them.
+    assert response.json()["content"][0] == {"type": "thinking", "thinking": "Fine.",
+                                             "signature": "sig-upstream-1"}
+    assert response.headers["request-id"]
+
+
+def test_a_max_tokens_above_the_models_limit_is_the_only_other_rewrite(server, upstream):
+    server.shell("from accounts.models import ModelInfo\n"
+                 "ModelInfo.objects.filter(model_id='glm-drop').update(max_output_tokens=512)")
+    try:
+        body = CLIENT_BODY.replace('"max_tokens":1024', '"max_tokens":32000')
+        import time
+        deadline = time.monotonic() + 5
+        while True:  # the routing snapshot is rebuilt within 2 seconds
+            upstream.reset()
+            assert post(server, "/v1/messages", body.encode()).status_code == 200
+            if b'"max_tokens":512' in upstream.messages_requests[0].body:
+                break
+            assert time.monotonic() < deadline, upstream.messages_requests[0].body[:80]
+            time.sleep(0.3)
+        assert upstream.messages_requests[0].body == body.replace(
+            '"glm-drop"', '"glm-4.6-up"').replace('"max_tokens":32000', '"max_tokens":512').encode()
+    finally:
+        server.shell("from accounts.models import ModelInfo\nModelInfo.objects.filter("
+                     "model_id='glm-drop').update(max_output_tokens=None)")
+
+
+def _events(data: bytes) -> bytes:
+    """The stream without the gateway's keep-alive comments."""
+    return b"".join(block + b"\n\n" for block in data.split(b"\n\n")
+                    if block and not block.startswith(b":"))
+
+
+def test_stream_events_are_relayed_byte_for_byte(server, upstream):
+    from tests.fakes.anthropic_upstream import stream_events
+    reply = message([thinking("Think ✓ twice", "sig-stream-9"), text_block("Hello there"),
+                     tool_use("toolu_keep_me_01", "read", {"path": "ä.txt"})],
+                    stop_reason="tool_use", usage={"cache_read_input_tokens": 40})
+    upstream.script(reply)
+    body = CLIENT_BODY.replace('"max_tokens":1024', '"max_tokens":1024,"stream":true')
+    with httpx.stream("POST", server.url + "/v1/messages", content=body.encode(), timeout=20,
+                      headers={"content-type": "application/json"}) as response:
+        assert response.status_code == 200
+        received = b"".join(response.iter_bytes())
+    [sent] = upstream.messages_requests
+    assert _events(received) == b"".join(stream_events(reply, "glm-4.6-up", sent.body))
+
+
+def test_anthropic_sdk_stream_keeps_thinking_signatures_and_tool_ids(server, upstream):
+    upstream.script(message([thinking("Plan.", "sig-sdk-7"),
+                             tool_use("toolu_sdk_01", "get_weather", {"city": "Paris"})],
+                            stop_reason="tool_use"))
+    client = anthropic.Anthropic(base_url=server.url, api_key="unused", max_retries=0)
+    with client.messages.stream(model="glm-drop", max_tokens=2048, messages=[
+            {"role": "user", "content": "weather?"}], tools=[{
+            "name": "get_weather", "input_schema": {"type": "object"}}]) as stream:
+        final = stream.get_final_message()
+    assert final.content[0].type == "thinking" and final.content[0].signature == "sig-sdk-7"
+    assert final.content[1].id == "toolu_sdk_01" and final.content[1].input == {"city": "Paris"}
+    assert final.stop_reason == "tool_use" and final.usage.input_tokens > 0
+
+
+@pytest.mark.parametrize(("model", "sent"), [
+    ("glm-drop", None), ("glm-allow", "known-beta-1"), ("glm-forward", BETAS)])
+def test_betas_follow_the_accounts_policy(server, upstream, model, sent):
+    body = CLIENT_BODY.replace('"glm-drop"', json.dumps(model)).encode()
+    response = post(server, "/v1/messages", body, **{"anthropic-beta": BETAS})
+    [request] = upstream.messages_requests
+    assert request.header("anthropic-beta") == sent
+    if model == "glm-forward":  # the vendor refuses a beta it does not know: its own error
+        assert response.status_code == 400
+        error = response.json()
+        assert error["type"] == "error" and error["error"]["type"] == "invalid_request_error"
+        assert "anthropic-beta" in error["error"]["message"]
+    else:
+        assert response.status_code == 200, response.text
+
+
+def test_x_api_key_accounts_and_a_v1_base_url(server, fake_x_api_key):
+    fake_x_api_key.reset()
+    client = anthropic.Anthropic(base_url=server.url, api_key="unused", max_retries=0)
+    answer = client.messages.create(model="kimi-xkey", max_tokens=64,
+                                    messages=[{"role": "user", "content": "hi"}])
+    assert answer.content[0].text == "Hello from the fake Anthropic."
+    [sent] = fake_x_api_key.messages_requests
+    assert sent.path == "/v1/messages" and sent.header("x-api-key") == OTHER_KEY
+    assert sent.header("authorization") is None
+
+
+def test_upstream_errors_keep_their_anthropic_shape_and_status(server, upstream):
+    upstream.script(http_error(529, "overloaded_error", f"Overloaded (key {KEY})"))
+    client = anthropic.Anthropic(base_url=server.url, api_key="unused", max_retries=0)
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        client.messages.create(model="glm-drop", max_tokens=64,
+                               messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.status_code == 529
+    error = caught.value.body["error"]
+    assert error["type"] == "overloaded_error" and KEY not in error["message"]
+    assert error["message"].startswith("Overloaded")
+
+
+def test_a_truncated_upstream_stream_ends_with_an_error_event(server, upstream):
+    upstream.script(Reply(content=(text_block("one two three four"),), cut_after=4))
+    body = b'{"model":"glm-drop","max_tokens":64,"stream":true,"messages":[{"role":"user",' \
+           b'"content":"hi"}]}'
+    with httpx.stream("POST", server.url + "/v1/messages", content=body, timeout=20) as response:
+        received = b"".join(response.iter_bytes())
+    blocks = [b for b in received.split(b"\n\n") if b and not b.startswith(b":")]
+    assert blocks[0].startswith(b"event: message_start")
+    assert blocks[-1].startswith(b"event: error"), received
+    assert b"message_stop" not in received
+    assert json.loads(blocks[-1].split(b"data: ", 1)[1])["error"]["type"] == "api_error"
+
+
+def test_an_upstream_error_event_is_passed_on_as_it_came(server, upstream):
+    upstream.script(Reply(content=(text_block("partial answer"),), error_event_after=4))
+    body = b'{"model":"glm-drop","max_tokens":64,"stream":true,"messages":[{"role":"user",' \
+           b'"content":"hi"}]}'
+    with httpx.stream("POST", server.url + "/v1/messages", content=body, timeout=20) as response:
+        received = b"".join(response.iter_bytes())
+    assert received.rstrip().endswith(
+        b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error",'
+        b'"message":"Overloaded"}}')
+    assert received.count(b"event: error") == 1
+
+
+def test_count_tokens_asks_the_upstream_or_estimates_when_it_has_none(server, upstream,
+                                                                      fake_x_api_key):
+    body = b'{"model":"glm-drop","messages":[{"role":"user","content":"count me"}]}'
+    counted = post(server, "/v1/messages/count_tokens", body)
+    assert counted.status_code == 200
+    [sent] = [r for r in upstream.requests if r.path == "/v1/messages/count_tokens"]
+    assert sent.body == body.replace(b"glm-drop", b"glm-4.6-up")
+    assert counted.json() == {"input_tokens": 1000 + len(sent.body)}
+    estimated = post(server, "/v1/messages/count_tokens", body.replace(b"glm-drop", b"kimi-xkey"))
+    assert estimated.status_code == 200 and 0 < estimated.json()["input_tokens"] < 100
+
+
+# ---------------------------------------------------------------- OpenAI chat clients
+
+
+def test_openai_sdk_on_an_anthropic_upstream(server, upstream):
+    upstream.script(message([text_block("Four.")],
+                            usage={"input_tokens": 12, "output_tokens": 3}))
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    completion = client.chat.completions.create(model="glm-drop", messages=[
+        {"role": "system", "content": "Be terse."}, {"role": "user", "content": "2+2?"}],
+        max_tokens=50)
+    assert completion.choices[0].message.content == "Four."
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage.prompt_tokens == 12 and completion.usage.completion_tokens == 3
+    request = upstream.messages_requests[0]
+    assert request.header("anthropic-version") == "2023-06-01"  # the account's: none came
+    sent = request.json
+    assert sent["model"] == "glm-4.6-up" and sent["system"] == "Be terse."
+    assert sent["messages"] == [{"role": "user", "content": [{"type": "text", "text": "2+2?"}]}]
+
+
+def test_openai_sdk_stream_with_tools_on_an_anthropic_upstream(server, upstream):
+    upstream.script(message([text_block("Checking."),
+                             tool_use("toolu_w1", "get_weather", {"city": "Paris"})],
+                            stop_reason="tool_use"))
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    stream = client.chat.completions.create(
+        model="glm-drop", stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "weather in Paris?"}],
+        tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {
+            "type": "object", "properties": {"city": {"type": "string"}}}}}])
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    calls = [t for c in chunks if c.choices for t in c.choices[0].delta.tool_calls or []]
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and
+              c.choices[0].finish_reason]
+    assert text == "Checking." and finish == ["tool_calls"]
+    assert calls[0].id == "toolu_w1" and calls[0].function.name == "get_weather"
+    assert json.loads("".join(c.function.arguments or "" for c in calls)) == {"city": "Paris"}
+    assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens > 0
+    sent = upstream.messages_requests[0].json
+    assert sent["stream"] is True and sent["tools"][0]["name"] == "get_weather"
+
+
+def test_openai_clients_get_upstream_errors_in_their_own_shape(server, upstream):
+    upstream.script(http_error(429, "rate_limit_error", "slow down"))
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(model="glm-drop",
+                                       messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.body["code"] == "rate_limit_exceeded"
+    assert "slow down" in caught.value.body["message"]
+
+
+def test_openai_clients_get_a_400_for_what_messages_cannot_express(server, upstream):
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="glm-drop", n=2,
+                                       messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.body["param"] == "n"
+    assert upstream.messages_requests == []
