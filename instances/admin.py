@@ -18,6 +18,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from instances.models import ClientKey, Instance, RateRule, new_key
+from instances.runtime import host_port
 from instances.services import invalidate_directory
 
 NEW_KEY_SESSION = "instances_new_client_key"  # until the page that shows it is rendered
@@ -69,7 +70,10 @@ class InstanceAdmin(admin.ModelAdmin):
 
     @admin.display(description=gettext_lazy("address"), ordering="port")
     def address(self, obj: Instance) -> str:
-        return f"{obj.host}:{obj.port}"
+        # Where the server bound it (--host/--port may override the row) while it runs.
+        if obj.state == Instance.State.RUNNING and obj.listening_on:
+            return obj.listening_on
+        return host_port(obj.host, obj.port)
 
     @admin.display(description=gettext_lazy("state"), ordering="state")
     def state_badge(self, obj: Instance) -> str:

@@ -81,6 +81,10 @@ class Instance(models.Model):
                                      editable=False)
     state_changed_at = models.DateTimeField(_("state changed at"), null=True, blank=True,
                                             editable=False)
+    # host:port as bound, while running: --host/--port or IFLOW2API_HOST/PORT may differ
+    # from the row's own host and port.
+    listening_on = models.CharField(_("listening on"), max_length=300, blank=True,
+                                    editable=False)
 
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)

@@ -40,6 +40,11 @@ def instance_for_port(port: int | None) -> int | None:
     return _by_port.get(port, NO_INSTANCE)
 
 
+def host_port(host: str, port: int) -> str:
+    """An address as people write it: IPv6 hosts in brackets."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
 def listener_hosts() -> list[str]:
     """The names the listeners answer to, as a Host header spells them (IPv6 in brackets);
     a wildcard address (0.0.0.0, ::) names nothing: clients reach it by names we cannot know."""

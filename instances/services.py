@@ -197,6 +197,8 @@ def usable_key_count(instance: Instance) -> int:
     return ClientKey.objects.usable().filter(instance=instance).count()
 
 
-def set_state(instance_id: int, state: str, message: str = "") -> None:
+def set_state(instance_id: int, state: str, message: str = "", listening_on: str = "") -> None:
+    """The server's word on an instance: its state, why, and the host:port it is bound to."""
     Instance.objects.filter(pk=instance_id).update(
-        state=state, state_message=message[:300], state_changed_at=timezone.now())
+        state=state, state_message=message[:300], state_changed_at=timezone.now(),
+        listening_on=listening_on[:300])

@@ -124,7 +124,7 @@ class Supervisor:
         # By instance id, not name: a rename keeps the listener and whose requests it serves.
         self.listening: dict[int, tuple[Address, Any]] = {}
         self.names: dict[int, str] = {}  # the latest name of each instance seen, for messages
-        self.states: dict[int, tuple[str, str]] = {}
+        self.states: dict[int, tuple[str, str, str]] = {}  # state, message, listening on
         self.stopped = False
 
     async def run(self, poll_seconds: float = POLL_SECONDS) -> None:
@@ -195,7 +195,8 @@ class Supervisor:
         for warning in want.warnings:
             log.warning("%s", warning)
         invalidate_directory()
-        await self._state(want.id, Instance.State.RUNNING, want.note)
+        await self._state(want.id, Instance.State.RUNNING, want.note,
+                          listening_on=runtime.host_port(host, port_number))
 
     async def _close(self, pk: int, port: Any) -> None:
         # The port stays registered to this instance: connections it accepted carry on.
@@ -205,10 +206,11 @@ class Supervisor:
         except Exception:
             log.exception("instance %s: closing its listener failed", self.names.get(pk, pk))
 
-    async def _state(self, pk: int, state: str, message: str = "") -> None:
-        if self.states.get(pk) == (state, message):
+    async def _state(self, pk: int, state: str, message: str = "",
+                     listening_on: str = "") -> None:
+        if self.states.get(pk) == (state, message, listening_on):
             return
-        self.states[pk] = (state, message)
-        await sync_to_async(set_state)(pk, state, message)
+        self.states[pk] = (state, message, listening_on)
+        await sync_to_async(set_state)(pk, state, message, listening_on)
         if self.on_change is not None:
             self.on_change(self.names.get(pk, str(pk)), state, message)

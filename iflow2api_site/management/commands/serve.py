@@ -14,14 +14,18 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import translation
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 
 from accounts.checks import ensure_secrets_readable
 from accounts.importers import import_environment, import_iflow_settings
+from accounts.models import Account
 from iflow2api_lib.i18n import TranslatedHelp
 from instances.models import DEFAULT_INSTANCE, Instance
+from instances.runtime import WILDCARDS, host_port
 from instances.services import ensure_default_instance, import_environment_keys, usable_key_count
 from instances.supervisor import Address, Supervisor, is_loopback
+
+UNUSABLE = (Account.State.BLOCKED, Account.State.NEEDS_LOGIN)
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +34,32 @@ def url_host(host: str) -> str:
     if host in {"0.0.0.0", "::"}:
         return "127.0.0.1" if host == "0.0.0.0" else "[::1]"
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def lan_address(ipv6: bool = False) -> str | None:
+    """This machine's address on its network (the source address of its default route), for a
+    URL other machines can use; None without one. Connecting a UDP socket sends nothing."""
+    family, probe = ((socket.AF_INET6, ("2001:db8::1", 9)) if ipv6
+                     else (socket.AF_INET, ("192.0.2.1", 9)))  # documentation ranges
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect(probe)
+            address = sock.getsockname()[0]
+    except OSError:
+        return None
+    return None if address in {"0.0.0.0", "::", "127.0.0.1", "::1"} else address
+
+
+def upstream_hint(problem: str, add_page: str) -> str:
+    """The start-up warning when nothing can be served, and the ways to add an upstream."""
+    return "\n".join([
+        "", "!! " + problem,
+        "   " + _("Add one, e.g. an OpenAI-compatible API (the key is read from stdin):"),
+        '     printf %s "$API_KEY" | iflow2api addaccount --label NAME \\',
+        "       --base-url https://api.example.com/v1 --api-key - --models MODEL[,MODEL…]",
+        "   " + _("or a local server (no key): iflow2api addaccount --label Ollama --base-url "
+                  "http://127.0.0.1:11434/v1 --models qwen3:8b"),
+        "   " + _("or in the admin: %(url)s") % {"url": add_page}, ""])
 
 
 class Command(TranslatedHelp, BaseCommand):
@@ -77,6 +107,7 @@ class Command(TranslatedHelp, BaseCommand):
             self._check_port(*address)
             overrides[DEFAULT_INSTANCE] = address
         self._admin_hint()
+        self.upstream_problem = self._upstream_problem()
         self._run(overrides, frozenset(options["instance"]) if options["instance"] else None)
 
     def _run(self, overrides: dict[str, Address], only: frozenset[str] | None) -> None:
@@ -123,23 +154,55 @@ class Command(TranslatedHelp, BaseCommand):
         self.stdout.flush()
 
     def _banner_text(self, supervisor: Supervisor) -> str:
-        lines = []
+        lines, first = [], ""
         for pk, ((host, port), _listener) in sorted(supervisor.listening.items(),
                                                      key=lambda item: item[1][0][1]):
             name = supervisor.names.get(pk, str(pk))
             base = f"http://{url_host(host)}:{port}"
             head = (_("iflow2api serving on %(url)s") if name == DEFAULT_INSTANCE
                     else _("iflow2api serving on %(url)s  (instance %(name)s)"))
+            head %= {"url": base, "name": name}
+            api = base  # the admin and docs stay on `base`: pages answer loopback names only
+            if host in WILDCARDS:  # bound to every interface: say so, and how others reach it
+                lan = lan_address(ipv6=":" in host)
+                head = (_("iflow2api listening on %(address)s, every interface%(instance)s")
+                        % {"address": host_port(host, port),
+                           "instance": "" if name == DEFAULT_INSTANCE else f" ({name})"})
+                head += "\n  " + _("this machine: %(url)s") % {"url": base}
+                if lan:
+                    api = f"http://{url_host(lan)}:{port}"
+                    head += "\n  " + _("other machines: %(url)s (or this machine's name)") % {
+                        "url": api}
+            first = first or base
             lines.append(
-                head % {"url": base, "name": name} + "\n"
-                f"  {_('OpenAI API:'):<15} {base}/v1   (chat/completions, models)\n"
-                f"  {_('Anthropic API:'):<15} {base}      (ANTHROPIC_BASE_URL; /v1/messages)\n"
+                head + "\n"
+                f"  {_('OpenAI API:'):<15} {api}/v1   (chat/completions, models)\n"
+                f"  {_('Anthropic API:'):<15} {api}      (ANTHROPIC_BASE_URL; /v1/messages)\n"
                 f"  {_('Admin:'):<15} {base}/admin/\n"
                 f"  {_('API docs:'):<15} {base}/docs")
         if not lines:
             lines.append(_("iflow2api: no instance is listening (enable one in the admin, "
                            "Instances); waiting for changes."))
+        elif getattr(self, "upstream_problem", ""):
+            lines.append(upstream_hint(self.upstream_problem,
+                                       f"{first}/admin/accounts/account/add/"))
         return "\n".join(lines) + "\n" + _("Press Ctrl+C to stop.")
+
+    def _upstream_problem(self) -> str:
+        """Why no upstream account can serve anything, or "": every model request would be
+        refused until one is added (the running server picks a new one up by itself)."""
+        accounts = Account.objects.all()
+        if accounts.filter(enabled=True).exclude(state__in=UNUSABLE).exists():
+            return ""
+        count = accounts.count()
+        why = (_("No upstream account is configured: every model request is refused until one "
+                 "is added.") if not count else
+               ngettext("No usable upstream account: the only one is disabled, blocked or needs "
+                        "a login (the admin's Accounts page says why).",
+                        "No usable upstream account: all %(count)d are disabled, blocked or need "
+                        "a login (the admin's Accounts page says why).", count)
+               % {"count": count})
+        return why
 
     def _state_changed(self, name: str, state: str, message: str) -> None:
         if state == "error":
