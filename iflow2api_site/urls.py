@@ -1,11 +1,13 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 
+from iflow2api_site.favicon import favicon
 from instances.connect import connect_page
 from instances.preferences import save_theme, set_language
 from instances.views import status_page
 from proxy.api import api
 from proxy.docs import redoc
+from proxy.docs_pages import redoc_script
 from proxy.metrics import metrics_view
 from proxy.usage import usage
 from proxy.views import not_found, root
@@ -24,6 +26,8 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("", root),
     path("redoc", redoc, name="redoc"),  # ReDoc (Swagger UI is /docs)
+    path("docs-assets/redoc.standalone.js", redoc_script, name="redoc_script"),
+    path("favicon.ico", favicon, name="favicon"),
     path("metrics", metrics_view, name="metrics"),  # Prometheus; 404 unless enabled
     path("", api.urls),
     re_path(r"^v1/", not_found),

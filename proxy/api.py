@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from iflow2api_lib import __version__
 from proxy import schemas
 from proxy.adapter import EXCHANGE, Exchange
+from proxy.docs_pages import swagger_page
 from proxy.errors import ApiError
 from proxy.http import StreamResult, call_handler, to_django
 from proxy.routes import ERROR_STATUSES, ROUTES, Route
@@ -68,6 +69,7 @@ api = GatewayApi(
     "`Authorization: Bearer <key>` or `x-api-key: <key>` when keys are configured. Every path "
     "also works without the `/v1` prefix.",
     docs_url="/docs",
+    docs=swagger_page,  # our template: language, theme, CSP (proxy/docs_pages.py)
     urls_namespace="api",
 )
 router = Router()
