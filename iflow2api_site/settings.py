@@ -264,6 +264,13 @@ IFLOW2API = {
         "claude-opus-4-8,claude-opus-4-7,claude-opus-4-6,claude-sonnet-5,claude-sonnet-4-6,"
         "claude-sonnet-4-5,claude-haiku-4-5",
     ),
+    # max_tokens ceiling for models whose output limit the catalogue does not know (imported
+    # with UPSTREAM_MODELS, addaccount --models, model sync without one): Claude Code asks for
+    # 32000, which a small local model spends minutes on. 0: no ceiling.
+    "DEFAULT_MAX_OUTPUT_TOKENS": max(int(env_float("DEFAULT_MAX_OUTPUT_TOKENS", 8192)), 0),
+    # count_tokens: the local estimate learns each model's ratio to the upstream's own count
+    # from the prompt_tokens of real requests (proxy/calibration.py); false: plain estimate.
+    "TOKEN_CALIBRATION": env_bool("TOKEN_CALIBRATION", True),
     # Images for a model without vision: "route" to VISION_MODEL, or "reject" with a 400.
     "VISION_MODEL": env_str("VISION_MODEL", "qwen-vl-max"),
     "VISION_FALLBACK": env_str("VISION_FALLBACK", "route"),

@@ -10,7 +10,15 @@ from django.utils.translation import gettext
 from iflow2api_lib.wire import SSE_COMMENT_PING, SSE_DONE, sse_data
 from proxy.errors import ApiError
 from proxy.http import ApiRequest, JsonResult, StreamResult
-from proxy.pipeline import GatewayOptions, Route, admit, now, read_json_object, resolve_model
+from proxy.pipeline import (
+    GatewayOptions,
+    Route,
+    admit,
+    clamp_output_tokens,
+    now,
+    read_json_object,
+    resolve_model,
+)
 from proxy.relay import relay
 from proxy.trace import log_refused
 from proxy.translate.openai_chat import (
@@ -18,6 +26,7 @@ from proxy.translate.openai_chat import (
     new_completion_id,
     normalize_completion,
 )
+from proxy.translate.tokens import estimate_chat_parts
 from proxy.vision import model_for_images
 from upstream.types import UpstreamError
 
@@ -82,6 +91,9 @@ class OpenAIStreamSession:
     def __init__(self, normalizer: OpenAIStreamNormalizer) -> None:
         self.normalizer = normalizer
 
+    def start(self) -> list[bytes]:
+        return []  # the first chunk carries the role: nothing to send before it
+
     def feed(self, chunk: dict) -> list[bytes]:
         return [sse_data(c) for c in self.normalizer.feed(chunk)]
 
@@ -103,6 +115,11 @@ async def chat_completions(request: ApiRequest) -> JsonResult | StreamResult:
         validate_chat_body(body)
         model = await resolve_model(body["model"].strip(), opts)
         upstream_body = {**body, "model": model.upstream_id}
+        if body.get("stream"):
+            # Usage for the request log and the cost; the client sees it only if it asked.
+            upstream_body["stream_options"] = {**(body.get("stream_options") or {}),
+                                               "include_usage": True}
+        clamp_output_tokens(upstream_body, model)
         model = await model_for_images(model, upstream_body, opts)
         created = now()
 
@@ -121,7 +138,9 @@ async def chat_completions(request: ApiRequest) -> JsonResult | StreamResult:
 
         return await relay(model, upstream_body, opts, stream=bool(body.get("stream")),
                            session=session, answer=answer, api="openai",
-                           requested_model=body["model"], client_body=request.body)
+                           requested_model=body["model"], client_body=request.body,
+                           estimate=estimate_chat_parts(body)
+                           if opts.runtime.calibration.enabled else None)
     except (ApiError, UpstreamError) as error:
         log_refused(error, request, api="openai", started=started,
                     requested_model=body.get("model"),

@@ -15,6 +15,7 @@ from iflow2api_lib.redact import redact
 # `echo`: the one helper that cuts a client's value short before an error message quotes it
 # (pure, so the translators use it too).
 from proxy.translate.types import echo as echo
+from upstream.errors import prompt_too_long_message
 from upstream.types import UpstreamError
 
 OPENAI_TYPES = {
@@ -69,11 +70,39 @@ class ApiError(Exception):
     # False: sent as `x-should-retry: false`, which the official SDKs obey (a client cannot
     # fix the cause by retrying).
     should_retry: bool | None = None
+    # A context overflow's figures (upstream's, else the handler's fallbacks): the Anthropic
+    # shape words it "prompt is too long: N tokens > M maximum".
+    prompt_tokens: int | None = None
+    context_limit: int | None = None
 
     @classmethod
     def from_upstream(cls, err: UpstreamError) -> ApiError:
         message = gettext(err.message) if err.message in UPSTREAM_MESSAGES else err.message
-        return cls(err.status, message, err.code, None, err.retry_after)
+        return cls(err.status, message, err.code, None, err.retry_after,
+                   prompt_tokens=err.prompt_tokens, context_limit=err.context_limit)
+
+    def with_context_fallbacks(self, estimate: int, context_length: int | None) -> ApiError:
+        """A context overflow without the upstream's figures gets sensible ones: the prompt's
+        (calibrated) estimate and the catalogue's context length, kept consistent (the prompt
+        is over the maximum: that is what the error says)."""
+        if self.code != "context_length_exceeded":
+            return self
+        tokens, limit = self.prompt_tokens, self.context_limit
+        if limit is None and context_length and (tokens is None or context_length < tokens):
+            limit = context_length  # the catalogue's, unless the upstream's count contradicts it
+        if tokens is None:
+            tokens = max(estimate, (limit or 0) + 1, 2)
+        if limit is None:
+            limit = tokens - 1
+        self.prompt_tokens, self.context_limit = tokens, limit
+        return self
+
+    def anthropic_message(self) -> str:
+        """Claude Code compacts on "prompt is too long: N tokens > M maximum"; every other
+        error keeps its message."""
+        if self.code == "context_length_exceeded" and self.prompt_tokens and self.context_limit:
+            return prompt_too_long_message(self.prompt_tokens, self.context_limit)
+        return self.message
 
     def headers(self) -> list[tuple[str, str]]:
         headers = [] if self.should_retry is None else [
@@ -100,7 +129,7 @@ class ApiError(Exception):
         gave it, which its log lines and request-log row carry)."""
         return {
             "type": "error",
-            "error": {"type": self.anthropic_type(), "message": self.message},
+            "error": {"type": self.anthropic_type(), "message": self.anthropic_message()},
             "request_id": request_id or this_request_id(),
         }
 

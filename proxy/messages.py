@@ -12,13 +12,21 @@ from django.utils.translation import gettext
 from iflow2api_lib.wire import sse_event
 from proxy.errors import ApiError
 from proxy.http import ApiRequest, JsonResult, StreamResult
-from proxy.pipeline import GatewayOptions, Route, admit, read_json_object, resolve_model
+from proxy.pipeline import (
+    INLINE_PARSE_MAX,
+    GatewayOptions,
+    Route,
+    admit,
+    output_limit,
+    read_json_object,
+    resolve_model,
+)
 from proxy.relay import relay
 from proxy.trace import log_refused
 from proxy.translate.anthropic_request import anthropic_to_openai
 from proxy.translate.anthropic_response import openai_to_anthropic
 from proxy.translate.anthropic_stream import AnthropicStreamTranslator
-from proxy.translate.tokens import estimate_tokens
+from proxy.translate.tokens import TokenParts, estimate_parts
 from proxy.translate.types import (
     TranslatedRequest,
     TranslateOptions,
@@ -52,8 +60,13 @@ async def _messages_body(request: ApiRequest) -> dict[str, Any]:
 class AnthropicStreamSession:
     keepalive = PING
 
-    def __init__(self, translator: AnthropicStreamTranslator) -> None:
+    def __init__(self, translator: AnthropicStreamTranslator,
+                 context_length: int | None = None) -> None:
         self.translator = translator
+        self.context_length = context_length
+
+    def start(self) -> list[bytes]:
+        return [sse_event(name, data) for name, data in self.translator.start()]
 
     def feed(self, chunk: dict) -> list[bytes]:
         return [sse_event(name, data) for name, data in self.translator.feed(chunk)]
@@ -62,8 +75,9 @@ class AnthropicStreamSession:
         return [sse_event(name, data) for name, data in self.translator.close()]
 
     def fail(self, error: ApiError) -> list[bytes]:
+        error.with_context_fallbacks(self.translator.input_tokens, self.context_length)
         return [sse_event(name, data) for name, data in
-                self.translator.error(error.message, error.anthropic_type())]
+                self.translator.error(error.anthropic_message(), error.anthropic_type())]
 
 
 async def messages(request: ApiRequest) -> JsonResult | StreamResult:
@@ -71,6 +85,8 @@ async def messages(request: ApiRequest) -> JsonResult | StreamResult:
     started = time.monotonic()
     opts: GatewayOptions | None = None
     body: dict[str, Any] = {}
+    context_length: int | None = None
+    model_id = ""
 
     def refused(error: Exception) -> None:
         log_refused(error, request, api="anthropic", started=started,
@@ -85,14 +101,17 @@ async def messages(request: ApiRequest) -> JsonResult | StreamResult:
         if not isinstance(model_name, str) or not model_name.strip():
             raise ApiError(400, gettext("model: Field required (a string)"), param="model")
         model = await resolve_model(model_name.strip(), opts, map_unknown=True)
+        context_length, model_id = model.context_length, model.id
+        parts = await _estimate(request, body)
+        calibration = opts.runtime.calibration
         wires = await wires_for(model, opts)  # Anthropic upstreams: the body passes through
         native = {MESSAGES: passthrough(request.body, request.headers, max_tokens=clamped(
-            body, model.max_output_tokens))} if MESSAGES in wires else {}
+            body, output_limit(model)))} if MESSAGES in wires else {}
         # In a worker thread (with the request's language), like the parsing: a long
         # conversation takes a while and must not hold up the event loop meanwhile.
         translate_options = TranslateOptions(
             upstream_model=model.upstream_id,
-            max_output_tokens=model.max_output_tokens,
+            max_output_tokens=output_limit(model),
             kimi_tool_ids=model.upstream_id.lower().startswith("kimi"),
         )
         translated = await sync_to_async(anthropic_to_openai, thread_sensitive=False)(
@@ -106,8 +125,9 @@ async def messages(request: ApiRequest) -> JsonResult | StreamResult:
         def session(route: Route) -> AnthropicStreamSession:
             return AnthropicStreamSession(AnthropicStreamTranslator(
                 message_id=message_id, model=route.model.id,
-                input_tokens=estimate_tokens(body), tool_names=translated.tool_names,
-                stop_sequences=stop_sequences))
+                input_tokens=calibration.estimate(route.model.id, parts),
+                tool_names=translated.tool_names,
+                stop_sequences=stop_sequences), route.model.context_length)
 
         def answer(route: Route, completion: dict) -> JsonResult:
             return JsonResult.of(openai_to_anthropic(
@@ -117,7 +137,7 @@ async def messages(request: ApiRequest) -> JsonResult | StreamResult:
         result = await relay(model, upstream_body if CHAT in wires else None, opts,
                              stream=bool(body.get("stream")), session=session, answer=answer,
                              api="anthropic", requested_model=model_name,
-                             client_body=request.body, native=native)
+                             client_body=request.body, native=native, estimate=parts)
         result.headers.append(("request-id", request_id))
         return result
     except TranslationError as exc:
@@ -132,22 +152,48 @@ async def messages(request: ApiRequest) -> JsonResult | StreamResult:
         if passed is not None:
             passed.headers.append(("request-id", request_id))
             return passed
-        return anthropic_error(ApiError.from_upstream(exc), request_id)
+        error = ApiError.from_upstream(exc).with_context_fallbacks(
+            _calibrated(request, body, model_id), context_length)
+        return anthropic_error(error, request_id)
     except ApiError as error:
         refused(error)
         return anthropic_error(error, request_id)
 
 
+async def _estimate(request: ApiRequest, body: dict[str, Any]) -> TokenParts:
+    """The local estimate by kind; in a worker thread for a large body (like its parsing)."""
+    if len(request.body) <= INLINE_PARSE_MAX:
+        return estimate_parts(body)
+    return await sync_to_async(estimate_parts, thread_sensitive=False)(body)
+
+
+def _calibrated(request: ApiRequest, body: dict[str, Any], model_id: str) -> int:
+    return request.runtime.calibration.estimate(model_id, estimate_parts(body))
+
+
+async def _model_id(body: dict[str, Any], opts: GatewayOptions) -> str:
+    """The catalogue model a count_tokens body names ("" when none: no calibration)."""
+    name = body.get("model")
+    if not isinstance(name, str) or not name.strip():
+        return ""
+    try:
+        return (await resolve_model(name.strip(), opts, map_unknown=True)).id
+    except ApiError:
+        return ""  # an unknown model still gets an estimate, as before
+
+
 async def count_tokens(request: ApiRequest) -> JsonResult:
-    """A local estimate: Claude Code's editor extension sends bursts of these at start-up."""
+    """The upstream's own count where it has one, else the local estimate calibrated for the
+    model (Claude Code's editor extension sends bursts of these at start-up)."""
     try:
         opts = await admit(request)
         body = await _messages_body(request)
         counted = await _upstream_count(request, body, opts)
         if counted is not None:
             return counted
-        tokens = await sync_to_async(estimate_tokens, thread_sensitive=False)(body)
-        return JsonResult.of({"input_tokens": max(1, tokens)})
+        parts = await _estimate(request, body)
+        model_id = await _model_id(body, opts)
+        return JsonResult.of({"input_tokens": opts.runtime.calibration.estimate(model_id, parts)})
     except ApiError as error:
         return anthropic_error(error, request.request_id)
 

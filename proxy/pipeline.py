@@ -191,6 +191,25 @@ async def resolve_model(model_name: str, opts: GatewayOptions, *,
     return model
 
 
+def output_limit(model: ModelRef) -> int | None:
+    """The most a request may ask `model` to write: its catalogue limit, else
+    DEFAULT_MAX_OUTPUT_TOKENS (0: none), never more than its context length when known."""
+    limit = model.max_output_tokens or settings.IFLOW2API["DEFAULT_MAX_OUTPUT_TOKENS"] or None
+    if limit and model.context_length:
+        limit = min(limit, model.context_length)
+    return limit
+
+
+def clamp_output_tokens(body: dict[str, Any], model: ModelRef) -> None:
+    """A chat body's max_tokens / max_completion_tokens cut down to output_limit(model);
+    absent ones stay absent (the upstream's own default applies)."""
+    limit = output_limit(model)
+    for key in ("max_tokens", "max_completion_tokens"):
+        value = body.get(key)
+        if limit and isinstance(value, int) and not isinstance(value, bool) and value > limit:
+            body[key] = limit
+
+
 def route_for(model: ModelRef, account: AccountRef, proxy: str | None = None) -> Route:
     return Route(model, account, get_provider(account.provider), target_for(account, proxy))
 

@@ -37,6 +37,7 @@ from proxy.pipeline import (
 )
 from proxy.streaming import StreamSession, open_stream, stream_body
 from proxy.trace import RelayTrace
+from proxy.translate.tokens import TokenParts
 from proxy.vision import inline_remote_images
 from proxy.wire import CHAT, Exchange, answer_usage, chat_exchange, pick
 from upstream.types import UpstreamError
@@ -56,6 +57,7 @@ async def relay(
     api: str,
     requested_model: str,
     client_body: bytes = b"",
+    estimate: TokenParts | None = None,
     native: dict[str, Exchange] | None = None,
 ) -> JsonResult | StreamResult:
     """Sends `body` (an OpenAI chat body for `model`) upstream. Streams: `session(route)`
@@ -67,6 +69,7 @@ async def relay(
                        keep_bodies=opts.instance.log_bodies)
     if opts.instance.log_bodies:
         trace.keep_request(client_body)
+    trace.estimate = estimate  # the upstream's prompt_tokens calibrate it (runtime.calibration)
     chat = chat_exchange(body, session, answer) if body is not None else None
     return await _Relay(model, body, opts, trace, stream, chat, native or {}).run()
 

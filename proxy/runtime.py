@@ -8,6 +8,7 @@ server starts and handed to the code that needs it (no module-level singletons).
     requests   the request-log writer (a queue and a writer thread)
     status     the status publisher (open streams; tells the admin's status page)
     lifecycle  graceful shutdown (draining, requests in flight, stream stop signals)
+    calibration  each model's learnt token-count ratios (proxy/calibration.py; shared in Redis)
 
 Who builds one: the ASGI application (iflow2api_site/asgi.py, i.e. `iflow2api serve` or any
 ASGI server) builds the process's Runtime at start and puts it in every request's scope under
@@ -29,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -40,6 +41,7 @@ from iflow2api_lib.redis_client import SharedRedis, configured
 from instances.ratelimit import LocalLimiter
 from instances.status import RUNTIME_SCOPE_KEY, StatusPublisher
 from proxy import metrics
+from proxy.calibration import TokenCalibration
 from proxy.lifecycle import Lifecycle
 from proxy.requestlog import RequestLogWriter
 from upstream.client import UpstreamClient
@@ -68,6 +70,8 @@ class Runtime:
     requests: RequestLogWriter
     status: StatusPublisher
     lifecycle: Lifecycle
+    # Each model's learnt ratio of the upstream's token count to our estimate (count_tokens).
+    calibration: TokenCalibration = field(default_factory=TokenCalibration)
     # The in-process token refresh (accounts/scheduler.py) of a server without Redis.
     refresh_scheduler: asyncio.Task[None] | None = None
 
@@ -88,6 +92,8 @@ class Runtime:
             requests=requests,
             status=status,
             lifecycle=Lifecycle(),
+            calibration=TokenCalibration(
+                redis, enabled=settings.IFLOW2API["TOKEN_CALIBRATION"]),
         )
 
     def start_refresh_scheduler(self) -> None:

@@ -2,8 +2,9 @@
 
 `open_stream` waits briefly for the upstream's first event so that early failures surface as
 an UpstreamError (the caller answers with a proper HTTP error, or fails over to another
-account). `stream_body` then commits to a 200 stream: it flushes the headers with a keep-alive
-when the first event is late (Daphne sends headers only with the first body chunk), keeps the
+account). `stream_body` then commits to a 200 stream: when the first event is late it flushes
+the headers (Daphne sends headers only with the first body chunk) with the session's opening
+(Anthropic's message_start: a client must see it before any ping) or a keep-alive, keeps the
 connection alive while the upstream is silent, turns later failures into an in-band error
 event, and closes the upstream request as soon as our client goes away (the server cancels
 the generator).
@@ -31,6 +32,9 @@ class StreamSession(Protocol):
 
     keepalive: bytes
 
+    # What opens the stream when it commits before the upstream's first chunk (Anthropic:
+    # message_start, which must precede any ping); [] sends a keep-alive instead.
+    def start(self) -> list[bytes]: ...
     def feed(self, chunk: dict) -> list[bytes]: ...
     def close(self) -> list[bytes]: ...
     def fail(self, error: ApiError) -> list[bytes]: ...
@@ -93,8 +97,8 @@ def stream_body(
     async def body() -> AsyncIterator[bytes]:
         nonlocal pending, error
         try:
-            if not pending.done():
-                yield session.keepalive
+            if not pending.done():  # committed before the first chunk: headers out now
+                yield b"".join(session.start()) or session.keepalive
             while True:
                 done, _ = await asyncio.wait({pending, stop}, timeout=keepalive_seconds,
                                              return_when=asyncio.FIRST_COMPLETED)

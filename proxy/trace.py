@@ -17,6 +17,7 @@ from django.utils import timezone
 from proxy.errors import ApiError, hide_secrets
 from proxy.requestlog import RequestRecord, clean_error, log
 from proxy.runtime import Runtime
+from proxy.translate.tokens import TokenParts
 from proxy.translate.usage import chunk_usage, read_usage
 from proxy.wire import MessagesUsage
 from upstream.sse import SSEEvent
@@ -92,6 +93,7 @@ class RelayTrace:
     closed: bool = False
     logged: bool = False
     streaming: bool = False
+    estimate: TokenParts | None = None  # our estimate of the prompt, for the calibration
 
     def attempt(self, route: Route) -> None:
         self.model = route.model.id
@@ -159,6 +161,9 @@ class RelayTrace:
         if self.logged:
             return
         self.logged = True
+        prompt_tokens = _count((self.usage or {}).get("prompt_tokens"))
+        if status == 200 and self.estimate is not None and prompt_tokens:
+            self.runtime.calibration.observe(self.model, self.estimate, prompt_tokens)
         try:
             usage = self.usage or {}
             ttft = None
@@ -189,6 +194,10 @@ class _ObservedSession:
         self.trace = trace
         self.keepalive = inner.keepalive
         self.messages_usage: MessagesUsage | None = None
+
+    def start(self) -> list[bytes]:
+        start = getattr(self.inner, "start", None)  # sessions without an opening send none
+        return self._kept(start()) if start is not None else []
 
     def feed(self, chunk: dict) -> list[bytes]:
         if isinstance(chunk, SSEEvent):  # an Anthropic upstream's event (proxy/wire.py)

@@ -11,7 +11,7 @@ from django.utils.translation import gettext
 
 from accounts.services import AccountRef, ModelRef
 from proxy.errors import ApiError
-from proxy.pipeline import GatewayOptions, resolve_model
+from proxy.pipeline import GatewayOptions, clamp_output_tokens, resolve_model
 from proxy.translate.types import TranslationError
 from proxy.translate.vision import (
     check_image,
@@ -55,10 +55,7 @@ async def model_for_images(model: ModelRef, body: dict[str, Any],
     # The instance's routing choice, not the client's: the key's model list does not apply.
     vision = await resolve_model(opts.instance.vision_model, opts, check_key=False)
     body["model"] = vision.upstream_id
-    for key in ("max_tokens", "max_completion_tokens"):
-        limit = vision.max_output_tokens
-        if limit and isinstance(body.get(key), int) and body[key] > limit:
-            body[key] = limit
+    clamp_output_tokens(body, vision)
     return vision
 
 

@@ -24,13 +24,31 @@ _FINISH_MAP = {
 RAW_ARGUMENTS_KEY = "_raw_arguments"
 
 
-def matched_stop(choice: dict[str, Any]) -> str | None:
-    """vLLM reports the matched stop string as `stop_reason`, SGLang as `matched_stop`."""
-    for key in ("matched_stop", "stop_reason"):
+def matched_stop(choice: dict[str, Any], answer: dict[str, Any] | None = None) -> str | None:
+    """The stop string an upstream says it matched: vLLM's `stop_reason`, SGLang's
+    `matched_stop`, llama.cpp's `stopping_word` (with `stop_type: "word"`), on the choice or
+    (llama.cpp) on the whole answer or chunk."""
+    for key in ("matched_stop", "stop_reason", "stopping_word"):
         value = choice.get(key)
         if isinstance(value, str) and value:
             return value
+    word = (answer or {}).get("stopping_word")
+    if isinstance(word, str) and word and (answer or {}).get("stop_type") in (None, "word"):
+        return word
     return None
+
+
+def stop_at_end(text: str, stop_sequences: list[str] | None) -> str | None:
+    """The stop sequence the generated text ends with, for servers that keep it in the output
+    (the longest when several match); None otherwise. OpenAI-compatible servers usually strip
+    it: then only a matched_stop field tells, and "stop" stays end_turn."""
+    found = [s for s in stop_sequences or () if s and text.endswith(s)]
+    return max(found, key=len) if found else None
+
+
+def stop_tail_length(stop_sequences: list[str] | None) -> int:
+    """How much of the generated text's end stop_at_end needs to see."""
+    return max((len(s) for s in stop_sequences or () if s), default=0)
 
 
 def stop_reason(
@@ -129,7 +147,7 @@ def openai_to_anthropic(
 
     reason, sequence = stop_reason(
         choice.get("finish_reason"),
-        matched=matched_stop(choice),
+        matched=matched_stop(choice, resp) or stop_at_end(text, stop_sequences),
         stop_sequences=stop_sequences,
         tool_emitted=bool(tools),
     )

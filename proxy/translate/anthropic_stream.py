@@ -22,7 +22,9 @@ from typing import Any
 from proxy.translate.anthropic_response import (
     matched_stop,
     reasoning_text,
+    stop_at_end,
     stop_reason,
+    stop_tail_length,
     thinking_signature,
 )
 from proxy.translate.anthropic_tools import synth_tool_id
@@ -72,6 +74,8 @@ class AnthropicStreamTranslator:
         self.input_tokens = input_tokens or 0
         self.tool_names = tool_names or {}
         self.stop_sequences = stop_sequences or []
+        self._tail_length = stop_tail_length(self.stop_sequences)
+        self._text_tail = ""  # the text's last characters, to see a stop sequence it ends with
         self._started = False
         self._done = False  # after close() or error(): nothing more is emitted
         self._next_index = 0
@@ -89,6 +93,11 @@ class AnthropicStreamTranslator:
 
     # ---- public API -------------------------------------------------------------------------
 
+    def start(self) -> list[Event]:
+        """message_start now, before the upstream's first chunk (once; feed() sends it
+        otherwise): the stream's first event, ahead of any ping."""
+        return [] if self._done else self._message_start()
+
     def feed(self, chunk: dict[str, Any]) -> list[Event]:
         if self._done:
             return []
@@ -105,7 +114,9 @@ class AnthropicStreamTranslator:
                 self._delta(step.delta, events)
             if step.finish_reason:
                 self._finish_reason = step.finish_reason
-                self._matched = matched_stop(step.choice) or self._matched
+                self._matched = matched_stop(step.choice, chunk) or self._matched
+        if self._matched is None and isinstance(chunk.get("stopping_word"), str):
+            self._matched = matched_stop({}, chunk)  # llama.cpp: may come after finish_reason
         return events
 
     def close(self) -> list[Event]:
@@ -117,7 +128,7 @@ class AnthropicStreamTranslator:
         self._done = True
         reason, sequence = stop_reason(
             self._finish_reason,
-            matched=self._matched,
+            matched=self._matched or stop_at_end(self._text_tail, self.stop_sequences),
             stop_sequences=self.stop_sequences,
             tool_emitted=self._tool_emitted,
         )
@@ -297,6 +308,8 @@ class AnthropicStreamTranslator:
             self._delta_event({"type": "thinking_delta", "thinking": text}, events)
         else:
             self._delta_event({"type": "text_delta", "text": text}, events)
+            if self._tail_length:
+                self._text_tail = (self._text_tail + text)[-self._tail_length:]
         self._produced.append(text)
 
     def _start_tool(self, call: _ToolCall, events: list[Event]) -> None:

@@ -4,9 +4,13 @@ llama.cpp, vLLM, OpenAI, DeepSeek, Kimi, iFlow and Anthropic-kind servers."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from .scenarios import Scenario, envelope_error, events, http_error
+
+if TYPE_CHECKING:
+    from .upstream import RecordedRequest
 
 
 def llama_cpp_overflow(n_prompt: int = 4476, n_ctx: int = 4096) -> dict[str, Any]:
@@ -78,10 +82,16 @@ def llama_cpp_context_overflow(n_prompt: int = 4476, n_ctx: int = 4096) -> Scena
     return http_error(400, llama_cpp_overflow(n_prompt, n_ctx), name="llama_cpp_overflow")
 
 
-def llama_cpp_overflow_in_stream(n_prompt: int = 4476, n_ctx: int = 4096) -> Scenario:
-    """Older llama-server builds: the stream starts (200) and its one event is the error."""
-    return events([llama_cpp_overflow(n_prompt, n_ctx)], done=False,
-                  name="llama_cpp_overflow_in_stream")
+def llama_cpp_overflow_in_stream(n_prompt: int = 4476,
+                                 n_ctx: int = 4096) -> Callable[[RecordedRequest], Scenario]:
+    """Older llama-server builds: a stream starts (200) and its one event is the error; a
+    whole answer is the HTTP 400."""
+    def answer(request: RecordedRequest) -> Scenario:
+        if request.is_stream:
+            return events([llama_cpp_overflow(n_prompt, n_ctx)], done=False,
+                          name="llama_cpp_overflow_in_stream")
+        return llama_cpp_context_overflow(n_prompt, n_ctx)
+    return answer
 
 
 def vllm_context_overflow(requested: int = 2100, limit: int = 2048) -> Scenario:

@@ -91,7 +91,8 @@ def test_unknown_api_path_is_an_openai_404(gateway):
 @pytest.mark.parametrize(
     ("code", "status", "error_code"),
     [("439", 401, None), ("435", 400, None),
-     ("429", 429, None), ("449", 429, None), ("8211", 429, None), ("511", 413, None),
+     ("429", 429, None), ("449", 429, None), ("8211", 429, None),
+     ("511", 400, "context_length_exceeded"),
      ("514", 502, None), ("999", 502, None)],
 )
 @pytest.mark.parametrize("stream", [False, True])
@@ -124,7 +125,7 @@ def test_blocked_key_envelopes_are_401_and_take_the_account_out(fake_iflow, upst
 def test_envelope_context_too_long_is_context_length_exceeded(gateway, upstream):
     upstream.script(sc.envelope_error("511", "context too long"))
     response = post_raw(gateway, json.dumps({"model": "glm-5", "messages": MESSAGES}))
-    assert_openai_error(response, 413, "context_length_exceeded")
+    assert_openai_error(response, 400, "context_length_exceeded")
 
 
 def test_upstream_http_429_keeps_retry_after_and_cools_the_account(fake_iflow, upstream):

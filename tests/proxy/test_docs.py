@@ -36,7 +36,7 @@ def test_docs_pages_load_everything_from_the_server(gateway, path, script):
     assets = local_assets(gateway.url + path, page.text)
     assert any(url.endswith(script) for url in assets)
     for url in assets:
-        assert httpx.get(url).status_code == 200, url
+        assert httpx.get(url, follow_redirects=True).status_code == 200, url  # links too
 
 
 def test_redoc_forbids_outside_resources(gateway):
@@ -47,7 +47,7 @@ def test_redoc_forbids_outside_resources(gateway):
 
 def test_redoc_reads_the_schema_with_both_apis(gateway):
     html = httpx.get(gateway.url + "/redoc").text
-    url = re.search(r"Redoc\.init\('([^']+)'", html)[1]
+    url = re.search(r'data-spec-url="([^"]+)"', html)[1]  # proxy/static/proxy/redoc-init.js
     schema = httpx.get(urljoin(gateway.url, url)).json()
     operations = {op["summary"] for item in schema["paths"].values() for op in item.values()}
     assert {"Chat Completions (OpenAI)", "Messages (Anthropic)", "List models"} <= operations
@@ -78,10 +78,9 @@ def test_docs_in_a_browser_touch_no_other_origin(gateway, path, expect):
     outside = [url for url in requested
                if not url.startswith((gateway.url + "/", "data:", "blob:")) and url not in blocked]
     assert not outside
-    # ReDoc's sidebar asks for the Redocly logo on cdn.redoc.ly: the CSP refuses it (and the
-    # logo hides itself). Nothing else may fail.
-    assert set(blocked) <= {"https://cdn.redoc.ly/redoc/logo-mini.svg"}
-    assert not [text for text in problems if "cdn.redoc.ly" not in text]
+    # ReDoc's Redocly logo (cdn.redoc.ly) is left out of the script we serve: nothing is
+    # refused, nothing fails (issue 17).
+    assert not blocked and not problems
 
 
 # --- The OpenAPI document: derived from the route table (proxy/routes.py), typed bodies ------

@@ -165,12 +165,27 @@ def test_mid_stream_failure_is_an_error_event(gateway, upstream):
     check_anthropic_stream(events)
 
 
-def test_ping_while_the_upstream_is_silent(gateway, upstream):
+def test_message_start_then_pings_while_the_upstream_is_silent(gateway, upstream):
     upstream.script(sc.slow(sc.text("late"), first_delay=1.6))
     response = post(gateway, {"model": "glm-5", "max_tokens": 10, "messages": USER,
                               "stream": True})
     events = named_events(response.content)
-    assert events[0] == ("ping", {"type": "ping"})
+    # message_start goes out when the stream commits (after the prelude), pings after it.
+    assert events[0][0] == "message_start"
+    assert events[0][1]["message"]["usage"]["input_tokens"] >= 1
+    assert events[1] == ("ping", {"type": "ping"})
+    assert [name for name, _ in events].count("message_start") == 1
+    check_anthropic_stream(events)
+
+
+def test_a_failure_after_an_early_message_start_is_an_in_band_error(gateway, upstream):
+    upstream.script(sc.slow(sc.http_error(500, {"error": {"message": "boom"}}), header_delay=1.0))
+    response = post(gateway, {"model": "glm-5", "max_tokens": 10, "messages": USER,
+                              "stream": True})
+    assert response.status_code == 200  # committed: the prelude had passed
+    events = named_events(response.content)
+    assert events[0][0] == "message_start"
+    assert events[-1][0] == "error"
     check_anthropic_stream(events)
 
 

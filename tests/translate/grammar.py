@@ -46,6 +46,8 @@ class _Checker:
         if self.errored or self.stopped:
             fail("event after the end of the stream (message_stop or error)")
         if name == "ping":
+            if not self.started:  # Claude Code and the SDKs expect message_start first
+                fail("ping before message_start: the stream must begin with message_start")
             return
         if name == "error":
             error = data.get("error")
