@@ -96,6 +96,16 @@ class ResponsesStream:
 
     # ---- public API -------------------------------------------------------------------------
 
+    @property
+    def finished(self) -> bool:
+        """The upstream said it was done (a finish_reason came), or the stream already ended."""
+        return self._done or self._finish is not None
+
+    def start(self) -> list[Event]:
+        """response.created and response.in_progress, if not sent yet (a stream that commits
+        before the upstream's first chunk opens with them)."""
+        return [] if self._done else self._start()
+
     def feed(self, chunk: dict[str, Any]) -> list[Event]:
         if self._done:
             return []
@@ -146,7 +156,12 @@ class ResponsesStream:
                  "message": message}
         self.response = self._response("failed", error=error)
         events.append(self._event("response.failed", response=self.response))
-        events.append(self._event("error", code=code, message=message, param=None))
+        # The API's flat fields, and the nested `error` the openai SDK raises an APIError on
+        # (without it the SDK's stream simply ends).
+        kind = "rate_limit_error" if code == "rate_limit_exceeded" else "api_error"
+        events.append(self._event("error", code=code, message=message, param=None,
+                                  error={"type": kind, "code": code, "message": message,
+                                         "param": None}))
         return events
 
     # ---- helpers ----------------------------------------------------------------------------
