@@ -41,7 +41,7 @@ class StatusFilter(admin.SimpleListFilter):
 class RequestLogAdmin(admin.ModelAdmin):
     change_list_template = "proxy/requestlog_change_list.html"
     # What matters at a glance, narrow enough for 1366 px; the row's page has everything.
-    list_display = ("time", "instance", "key_label", "api", "model", "status", "latency_ms",
+    list_display = ("time", "instance", "key", "api", "model", "status", "latency_ms",
                     "tokens", "short_error")
     list_display_links = ("time",)
     list_filter = (StatusFilter, "status", "instance", "model", "api", "stream",
@@ -77,6 +77,12 @@ class RequestLogAdmin(admin.ModelAdmin):
         when = localtime(obj.started_at)
         today = localtime().date()
         return when.strftime("%H:%M:%S" if when.date() == today else "%m-%d %H:%M:%S")
+
+    @admin.display(description=_("client key"), ordering="key_label")
+    def key(self, obj: RequestLog) -> str:
+        """The key's name; its prefix is in the title (and on the row's page)."""
+        name = obj.key_label.split(" (", 1)[0]
+        return format_html('<span title="{}">{}</span>', obj.key_label, name) if name else "–"
 
     @admin.display(description=_("tokens in / out"))
     def tokens(self, obj: RequestLog) -> str:
