@@ -21,24 +21,33 @@ from proxy.translate.usage import _count, read_usage
 REASONING_TAG = "iflow2api.reasoning.1"
 
 
-def encode_reasoning(text: str) -> str:
-    raw = json.dumps({"v": REASONING_TAG, "text": text}, ensure_ascii=False,
-                     separators=(",", ":"))
+def encode_carried(tag: str, text: str) -> str:
+    """Text the client carries back to us in an `encrypted_content` (reasoning, compaction)."""
+    raw = json.dumps({"v": tag, "text": text}, ensure_ascii=False, separators=(",", ":"))
     return base64.b64encode(raw.encode("utf-8")).decode("ascii")
 
 
-def decode_reasoning(value: Any) -> str | None:
-    """The reasoning text of our own encrypted_content, None for anything else."""
+def decode_carried(tag: str, value: Any) -> str | None:
+    """The text of our own `encrypted_content` with this tag, None for anything else."""
     if not isinstance(value, str) or not value:
         return None
     try:
         parsed = json.loads(base64.b64decode(value, validate=True).decode("utf-8"))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         return None
-    if isinstance(parsed, dict) and parsed.get("v") == REASONING_TAG:
+    if isinstance(parsed, dict) and parsed.get("v") == tag:
         text = parsed.get("text")
         return text if isinstance(text, str) else None
     return None
+
+
+def encode_reasoning(text: str) -> str:
+    return encode_carried(REASONING_TAG, text)
+
+
+def decode_reasoning(value: Any) -> str | None:
+    """The reasoning text of our own encrypted_content, None for anything else."""
+    return decode_carried(REASONING_TAG, value)
 
 
 def item_id(prefix: str, response_id: str, position: int) -> str:

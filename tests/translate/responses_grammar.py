@@ -18,6 +18,7 @@ _ITEM_EVENTS = {
                       "response.function_call_arguments.done"),
     "custom_tool_call": ("response.custom_tool_call_input.delta",
                          "response.custom_tool_call_input.done"),
+    "compaction": (),  # whole in output_item.added (responses_compaction.py)
 }
 
 
@@ -107,7 +108,7 @@ class _Checker:
                 if not isinstance(item.get(key), str) or not item[key]:
                     self.fail(f"{kind}.{key} must be a non-empty string")
         self.items[index] = {"item": item, "kind": kind, "done": False, "final": None,
-                             "stage": "open", "text": []}
+                             "stage": "closed" if kind == "compaction" else "open", "text": []}
 
     def _item_for(self, event: dict[str, Any]) -> dict[str, Any]:
         state = self.items.get(event.get("output_index"))
