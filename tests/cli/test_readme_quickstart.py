@@ -1,16 +1,19 @@
-"""The README's quick start, run as written (issue 17): its shell commands in order, in a fresh
-home, against a fake upstream standing in for the provider. Only the address is adapted (a free
-loopback port instead of 28000, the fake's URL instead of the provider's); the install step is
-the one this suite already runs from, and `./scripts/test` is this suite."""
+"""The README's quick start, run as written (issue 17): its numbered steps (run → add an upstream
+→ call it → open the admin), their shell commands and Python in order, in a fresh home, against
+a fake upstream standing in for the provider. Only the address is adapted (a free loopback port
+instead of 28000, the fake's URL instead of the provider's); the installation is the one this
+suite already runs from (`./scripts/serve` finds it done), and `./scripts/test` is this suite."""
 
 from __future__ import annotations
 
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -27,21 +30,41 @@ def quick_start(readme: str) -> str:
     return readme.split("\n## Quick start\n", 1)[1].split("\n## ", 1)[0]
 
 
-def shell_commands(section: str) -> list[str]:
-    """Each command of the section's ```sh blocks, continuation lines joined, comments dropped."""
-    commands: list[str] = []
-    for block in re.findall(r"```sh\n(.*?)```", section, re.S):
+def blocks(section: str) -> list[tuple[str, str]]:
+    """The section's ```sh commands (continuation lines joined, comments dropped) and ```python
+    snippets (dedented), in the order a reader meets them, as ("sh" | "python", text)."""
+    found: list[tuple[str, str]] = []
+    for kind, block in re.findall(r"```(sh|python)\n(.*?)```", section, re.S):
+        if kind == "python":
+            found.append((kind, textwrap.dedent(block)))
+            continue
         for command in re.sub(r"\\\n\s*", "", block).splitlines():
             command = command.strip()
             if command and not command.startswith("#"):
-                commands.append(command)
-    return commands
+                found.append((kind, command))
+    return found
+
+
+def shell_commands(section: str) -> list[str]:
+    return [text for kind, text in blocks(section) if kind == "sh"]
+
+
+def numbered_steps(section: str) -> list[str]:
+    return re.findall(r"^(?:\d+)\. \*\*(.+?)\*\*", section, re.M)
 
 
 def bare_iflow2api_calls(commands: list[str]) -> list[str]:
     """Commands calling `iflow2api` without the virtualenv's path (not on PATH in a clone)."""
     return [c for c in commands
             if any(word == "iflow2api" for word in shlex.split(c, comments=True))]
+
+
+def test_quick_start_is_four_numbered_steps():
+    section = quick_start((ROOT / "README.md").read_text())
+    assert numbered_steps(section) == ["Run", "Add an upstream", "Call it", "Open the admin"]
+    first = shlex.split(shell_commands(section)[0], comments=True)
+    assert first[0] == "./scripts/serve"  # step 1 runs, installing on first use
+    assert [kind for kind, _text in blocks(section)].count("python") == 1  # step 3's SDK call
 
 
 def test_quick_start_uses_the_virtualenv_everywhere():
@@ -65,6 +88,10 @@ class QuickStart:
         wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} '
                            f'-m iflow2api_site.cli "$@"\n')
         wrapper.chmod(0o755)
+        (venv_bin / "python").symlink_to(sys.executable)
+        (self.dir / ".venv" / ".iflow2api-installed").touch()  # scripts/serve: installed
+        (self.dir / "scripts").mkdir()
+        shutil.copy2(ROOT / "scripts" / "serve", self.dir / "scripts" / "serve")
         self.port = port
         self.provider_url = provider_url
         self.env = {k: v for k, v in os.environ.items()
@@ -83,6 +110,15 @@ class QuickStart:
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
         return result
+
+    def python(self, code: str) -> str:
+        result = subprocess.run([sys.executable, "-c", self.adapt(code)], cwd=self.dir,
+                                env=self.env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, f"{code}\n{result.stderr}"
+        return result.stdout
+
+    def log(self) -> str:
+        return (self.dir / "serve.log").read_text(errors="replace")
 
     def start(self, command: str) -> subprocess.Popen[bytes]:
         log = (self.dir / "serve.log").open("wb")
@@ -115,20 +151,30 @@ def admin_login(base: str, username: str, password: str) -> httpx.Response:
 
 
 def test_quick_start_runs_as_written():
-    commands = shell_commands(quick_start((ROOT / "README.md").read_text()))
+    section = quick_start((ROOT / "README.md").read_text())
+    commands = shell_commands(section)
     with FakeUpstream(flavor="openai", models=["deepseek-chat", "deepseek-reasoner"]) as fake:
         clone = QuickStart(free_port(), fake.base_url, fake.api_key)
         server = None
+        answers = []
         try:
-            for command in commands:
+            for kind, command in blocks(section):
+                if kind == "python":  # step 3's SDK call
+                    answers.append(clone.python(command))
+                    continue
                 words = shlex.split(command, comments=True)
                 if "pip" in command or command == "./scripts/test":
                     continue  # the installation this suite runs from; this suite
                 if "serve" in words and "0.0.0.0" in words:
                     continue  # tests stay on loopback
-                if words[-1] == "serve":
+                if words[-1] in ("serve", "./scripts/serve"):
                     server = clone.start(command)
                     clone.wait_for(lambda health: True, "the server did not answer")
+                    deadline = time.monotonic() + 10  # the banner: no upstream yet, and how
+                    while "iflow2api addaccount" not in clone.log() and \
+                            time.monotonic() < deadline:
+                        time.sleep(0.2)
+                    assert "No upstream account is configured" in clone.log(), clone.log()
                 elif "createsuperuser" in words and "--noinput" not in words:
                     continue  # interactive
                 elif "addaccount" in words:
@@ -142,6 +188,7 @@ def test_quick_start_runs_as_written():
                 else:
                     clone.run(command)
             assert server is not None, "the quick start starts no server"
+            assert answers and all(answer.strip() for answer in answers), answers
             assert (clone.home / ".iflow2api" / "db.sqlite3").exists()
             assert fake.requests, "no request reached the upstream"
             superuser = next(c for c in commands if "--noinput" in c)
