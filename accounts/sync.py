@@ -206,6 +206,14 @@ def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
+def _context_length(entry: dict[str, Any]) -> int | None:
+    """The context a /models entry states: `context_length` (OpenRouter and others), vLLM's
+    `max_model_len`, llama.cpp's `meta.n_ctx` (what the server runs with, not `n_ctx_train`)."""
+    meta = entry.get("meta")
+    return (_int_or_none(entry.get("context_length")) or _int_or_none(entry.get("max_model_len"))
+            or (_int_or_none(meta.get("n_ctx")) if isinstance(meta, dict) else None))
+
+
 def _store_listing(account: Account, entries: list[dict[str, Any]], item: AccountSync,
                    providers_with_accounts: set[str]) -> None:
     listing: dict[str, dict[str, Any]] = {}
@@ -225,17 +233,17 @@ def _store_listing(account: Account, entries: list[dict[str, Any]], item: Accoun
                 continue
             info = ModelInfo.objects.create(
                 model_id=model_id, display_name=display, provider=account.provider,
-                owned_by=owned_by,
-                context_length=_int_or_none(entry.get("context_length"))
-                or _int_or_none(entry.get("max_model_len")),
+                owned_by=owned_by, context_length=_context_length(entry),
             )
             info.accounts.add(account)
             item.created.append(model_id)
             continue
-        changed = [name for name, value in (("owned_by", owned_by), ("display_name", display))
-                   if value and not getattr(info, name)]
+        # Blanks are filled in; what an admin set is never overwritten.
+        found = {"owned_by": owned_by, "display_name": display,
+                 "context_length": _context_length(entry)}
+        changed = [name for name, value in found.items() if value and not getattr(info, name)]
         for name in changed:
-            setattr(info, name, owned_by if name == "owned_by" else display)
+            setattr(info, name, found[name])
         if changed:
             info.save(update_fields=changed)
             item.updated.append(model_id)

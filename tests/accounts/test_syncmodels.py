@@ -157,3 +157,16 @@ def test_sync_models_service_directly(one):
     assert item.linked == []  # every OpenAI-compatible account serves an unlinked one already
     assert ModelInfo.objects.get(model_id="alpha-chat").owned_by == "fake"
     assert linked("alpha-chat") == set()
+
+
+@pytest.mark.parametrize(("entry", "expected"), [
+    ({"id": "m", "context_length": 131072}, 131072),  # OpenRouter and others
+    ({"id": "m", "max_model_len": 32768}, 32768),  # vLLM
+    # llama.cpp: the context the server runs with, not the one the model was trained for
+    ({"id": "m", "meta": {"n_ctx": 2048, "n_ctx_train": 32768}}, 2048),
+    ({"id": "m", "meta": {"n_ctx": 0}}, None),
+    ({"id": "m", "meta": "n_ctx=2048"}, None),
+    ({"id": "m", "context_length": True}, None),
+], ids=["context_length", "max_model_len", "llama.cpp", "zero", "not-an-object", "bool"])
+def test_the_context_a_listing_states(entry, expected):
+    assert sync._context_length(entry) == expected
