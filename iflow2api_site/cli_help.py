@@ -52,11 +52,12 @@ def short_help(prog: str = "iflow2api") -> str:
 def curated(argv: list[str]) -> str | None:
     """What to print instead of running Django, for these arguments (None: run Django).
     A bare command, --help / -h alone and `help` alone get the short list; `help --all` is
-    Django's `help`; --version is ours."""
+    Django's `help`; --version (also after a command) is ours."""
     args = argv[1:]
     if not args or (len(args) == 1 and (args[0] in HELP_FLAGS or args[0] == "help")):
         return short_help()
-    if args == ["--version"]:
+    own = args[:args.index("--")] if "--" in args else args  # after --: another command's
+    if "--version" in own:  # also after a command: ours, not Django's
         return version() + "\n"
     return None
 

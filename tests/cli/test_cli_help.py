@@ -14,7 +14,7 @@ import pytest
 from iflow2api_site.cli_help import COMMANDS
 from tests.servers import ROOT
 
-OURS = ["serve", "addaccount", "iflow_login", "createkey", "syncmodels", "rotatekeys",
+OURS = ["serve", "addaccount", "iflow_login", "createkey", "syncmodels", "setprice", "rotatekeys",
         "autostart", "tray", "createsuperuser"]
 
 
@@ -55,6 +55,7 @@ def test_help_all_is_djangos_full_list():
 def test_the_version_is_ours():
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert iflow2api("--version").stdout.strip() == declared
+    assert iflow2api("serve", "--version").stdout.strip() == declared  # not Django's 5.2
     assert declared in iflow2api("--help").stdout
 
 
