@@ -4,8 +4,9 @@ upstream, a little traffic of both APIs (some of it failing), then headless Chro
 
     .venv/bin/python scripts/screenshots.py [--theme light|dark] [--lang en|zh-hans]
 
-Writes 1280x800 PNGs to docs/screenshots/: instances, usage, requestlog, keys (and status, when
-that page exists and status.png does not yet). Names get "-dark" / "-zh-hans" when not default.
+Writes 1366x768 PNGs (a common laptop screen) to docs/screenshots/: instances, usage,
+requestlog, keys, status, add-upstream (the guided page) and connect (Connect a client). Names
+get "-dark" / "-zh-hans" when not default.
 Needs Debian's chromium (/usr/bin/chromium) and the playwright package; nothing is downloaded.
 Everything runs on loopback with a throw-away home; no real provider is called.
 """
@@ -32,12 +33,15 @@ from tests.servers import GatewayServer, free_port  # noqa: E402
 
 UPSTREAM_KEY = "sk-fake-iflow-key-screenshots"
 ADMIN, PASSWORD = "admin", "screenshots-Only-7c2d"  # a throw-away admin on a throw-away server
-SIZE = {"width": 1280, "height": 800}
+SIZE = {"width": 1366, "height": 768}
 PAGES = {  # file stem → admin path
     "instances": "/admin/instances/instance/",
     "usage": "/admin/usage/",
     "requestlog": "/admin/proxy/requestlog/",
     "keys": "/admin/instances/clientkey/",
+    "status": "/admin/status/",
+    "add-upstream": "/accounts/add/",
+    "connect": "/admin/connect/",
 }
 ACCEPT_LANGUAGE = {"en": "en-US,en;q=0.9", "zh-hans": "zh-CN,zh-Hans;q=0.9,zh;q=0.8"}
 LOCALE = {"en": "en-US", "zh-hans": "zh-CN"}
@@ -159,11 +163,7 @@ def shoot(base: str, out: Path, theme: str, lang: str, suffix: str) -> list[Path
         page.fill("#id_password", PASSWORD)
         page.click("input[type=submit], button[type=submit]")
         page.wait_for_url(base + "/admin/")
-        pages = dict(PAGES)
-        status = out / f"status{suffix}.png"
-        if not status.exists() and httpx.get(base + "/admin/status/").status_code != 404:
-            pages["status"] = "/admin/status/"
-        for stem, path in pages.items():
+        for stem, path in PAGES.items():
             response = page.goto(base + path)
             if response is None or response.status != 200:
                 print(f"skipped {path}: HTTP {response.status if response else '?'}")
