@@ -6,6 +6,8 @@ translators. The upstream is tests/fakes/anthropic_upstream.py on loopback."""
 from __future__ import annotations
 
 import json
+import subprocess
+import time
 from collections.abc import Iterator
 
 import anthropic
@@ -115,7 +117,6 @@ def test_a_max_tokens_above_the_models_limit_is_the_only_other_rewrite(server, u
                  "ModelInfo.objects.filter(model_id='glm-drop').update(max_output_tokens=512)")
     try:
         body = CLIENT_BODY.replace('"max_tokens":1024', '"max_tokens":32000')
-        import time
         deadline = time.monotonic() + 5
         while True:  # the routing snapshot is rebuilt within 2 seconds
             upstream.reset()
@@ -302,3 +303,34 @@ def test_openai_clients_get_a_400_for_what_messages_cannot_express(server, upstr
                                        messages=[{"role": "user", "content": "hi"}])
     assert caught.value.body["param"] == "n"
     assert upstream.messages_requests == []
+
+
+# ---------------------------------------------------------------- accounts (last: they add rows)
+
+
+def test_addaccount_presets_fill_in_the_vendors_settings(server):
+    added = server.cli("addaccount", "--preset", "zhipu", "--label", "zhipu", "--api-key", "-",
+                       "--no-migrate", stdin="sk-zhipu-secret-1\n").stdout.strip()
+    shown = server.shell(
+        "from accounts.models import Account\n"
+        f"a = Account.objects.get(pk={added})\n"
+        "print(a.provider, a.base_url, a.auth_header, a.beta_policy, a.api_key == "
+        "'sk-zhipu-secret-1')\na.delete()")
+    assert shown.splitlines()[-1].split() == [
+        "anthropic", "https://open.bigmodel.cn/api/anthropic", "bearer", "drop", "True"]
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        server.cli("addaccount", "--label", "x", "--base-url", "https://a.test/v1",
+                   "--auth-header", "bearer", "--no-migrate")
+    assert "for --provider anthropic" in refused.value.stderr
+
+
+def test_model_sync_reads_the_anthropic_model_list(server, upstream):
+    account = server.shell("from accounts.models import Account\n"
+                           "print(Account.objects.get(label='glm-allow').pk)").split()[-1]
+    server.cli("syncmodels", "--account", account)
+    listed = server.shell(
+        "from accounts.models import ModelInfo\nm = ModelInfo.objects.get(model_id='glm-5-up')\n"
+        "print(m.provider, m.display_name, [a.label for a in m.accounts.all()])")
+    assert listed.splitlines()[-1] == "anthropic GLM-5-UP ['glm-allow']"
+    [request] = [r for r in upstream.requests if r.path == "/v1/models"]
+    assert request.bearer == KEY and request.header("anthropic-version") == "2023-06-01"
