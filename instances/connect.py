@@ -41,19 +41,24 @@ class Snippet:
 
 def client_base_url(instance: Instance, request_host: str = "") -> str:
     """The address a client uses for the instance: PUBLIC_BASE_URL for the default instance
-    when it is set; else the instance's host and port, with the admin's own host name for an
-    instance listening on every address (0.0.0.0 says nothing a client can use)."""
+    when it is set; else the host and port it listens on (as bound, while it runs), with the
+    admin's own host name for an instance on every address (0.0.0.0 says nothing a client
+    can use)."""
     public = (settings.IFLOW2API.get("PUBLIC_BASE_URL") or "").strip().rstrip("/")
     if public and instance.name == DEFAULT_INSTANCE:
         return public
-    host = instance.host.strip()
+    host, port = instance.host.strip(), instance.port
+    if instance.state == Instance.State.RUNNING and instance.listening_on:
+        # As bound: `serve --host/--port` may differ from the row (instances/supervisor.py).
+        bound = urlsplit(f"//{instance.listening_on}")
+        host, port = bound.hostname or host, bound.port or port
     if host in EVERYWHERE:
         host = urlsplit(f"//{request_host}").hostname or "127.0.0.1"
     elif host == "localhost":
         host = "127.0.0.1"
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # an IPv6 address
-    return f"http://{host}:{instance.port}"
+    return f"http://{host}:{port}"
 
 
 def _settings(*pairs: tuple[str, str]) -> str:

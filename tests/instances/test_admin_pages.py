@@ -92,6 +92,10 @@ def test_the_connect_page(admin_client: Client, team: Instance, settings):
     html = admin_client.get(f"/admin/connect/?instance={lan.pk}",
                             HTTP_HOST="localhost:28000").content.decode()
     assert "http://localhost:28102" in html
+    Instance.objects.filter(pk=lan.pk).update(state="running", listening_on="0.0.0.0:28199")
+    html = admin_client.get(f"/admin/connect/?instance={lan.pk}",
+                            HTTP_HOST="localhost:28000").content.decode()
+    assert "http://localhost:28199" in html  # as bound (serve --port), not the row's port
     default = Instance.objects.create(name="default", host="127.0.0.1", port=28000)
     settings.IFLOW2API = {**settings.IFLOW2API, "PUBLIC_BASE_URL": "https://gw.example.com/"}
     html = admin_client.get(f"/admin/connect/?instance={default.pk}").content.decode()
