@@ -27,6 +27,7 @@ _CONTEXT_FIGURES: tuple[tuple[re.Pattern[str], int, int], ...] = tuple(
         (r"prompt is too long:\s*(\d+)\s*tokens?\s*>\s*(\d+)", 1, 2),
         # llama.cpp
         (r"\((\d+) tokens?\) exceeds the available context size \((\d+) tokens?\)", 1, 2),
+        (r"\((\d+) tokens?\) is larger than the max context size \((\d+) tokens?\)", 1, 2),
         # OpenAI, vLLM, DeepSeek: "maximum context length is M tokens. However, you requested
         # N tokens (… in the messages, … in the completion)" / "your messages resulted in N"
         (r"maximum context length is (\d+)[^.]*\.\s*however,? (?:you requested|your "

@@ -26,15 +26,19 @@ RAW_ARGUMENTS_KEY = "_raw_arguments"
 
 def matched_stop(choice: dict[str, Any], answer: dict[str, Any] | None = None) -> str | None:
     """The stop string an upstream says it matched: vLLM's `stop_reason`, SGLang's
-    `matched_stop`, llama.cpp's `stopping_word` (with `stop_type: "word"`), on the choice or
-    (llama.cpp) on the whole answer or chunk."""
+    `matched_stop` (on the choice); llama.cpp's `stopping_word` with `stop_type: "word"`, which
+    its chat API only sends inside `__verbose` (a server started with --verbose) on the answer
+    or one chunk of the last batch."""
     for key in ("matched_stop", "stop_reason", "stopping_word"):
         value = choice.get(key)
         if isinstance(value, str) and value:
             return value
-    word = (answer or {}).get("stopping_word")
-    if isinstance(word, str) and word and (answer or {}).get("stop_type") in (None, "word"):
-        return word
+    for where in (answer or {}, (answer or {}).get("__verbose")):
+        if not isinstance(where, dict):
+            continue
+        word = where.get("stopping_word")
+        if isinstance(word, str) and word and where.get("stop_type") in (None, "word"):
+            return word
     return None
 
 

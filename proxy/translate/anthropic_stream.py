@@ -115,8 +115,8 @@ class AnthropicStreamTranslator:
             if step.finish_reason:
                 self._finish_reason = step.finish_reason
                 self._matched = matched_stop(step.choice, chunk) or self._matched
-        if self._matched is None and isinstance(chunk.get("stopping_word"), str):
-            self._matched = matched_stop({}, chunk)  # llama.cpp: may come after finish_reason
+        if self._matched is None and ("stopping_word" in chunk or "__verbose" in chunk):
+            self._matched = matched_stop({}, chunk)  # llama.cpp: maybe before finish_reason
         return events
 
     def close(self) -> list[Event]:

@@ -155,18 +155,19 @@ def test_an_upstream_model_not_found_is_404_model_not_found(server, upstream, sc
 
 
 def stopped_by(word: str, *, field: str) -> sc.Scenario:
-    """An answer whose final chunk names the matched stop string (vLLM: the choice's
-    `stop_reason`; llama.cpp: `stopping_word` beside `stop_type: "word"`)."""
+    """An answer that names the matched stop string (vLLM: the choice's `stop_reason`;
+    llama-server --verbose: `stopping_word` and `stop_type: "word"` in `__verbose`, on the whole
+    answer or the first chunk of the last batch)."""
     extra = {"stop_reason": word} if field == "vllm" else {}
-    top = {"stop_type": "word", "stopping_word": word} if field == "llama.cpp" else {}
+    top = {"__verbose": {"stop_type": "word", "stopping_word": word}} \
+        if field == "llama.cpp" else {}
 
     def answer(request) -> sc.Scenario:
         if request.is_stream:
             return sc.events([
                 {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "The "}}]},
-                {"choices": [{"index": 0, "delta": {"content": "answer"}}]},
-                {**top, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop",
-                                     **extra}]},
+                {**top, "choices": [{"index": 0, "delta": {"content": "answer"}}]},
+                {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop", **extra}]},
             ])
         return sc.raw(200, {"Content-Type": "application/json"}, [json.dumps({
             "id": "c1", "object": "chat.completion", "created": 1, "model": MODEL, **top,

@@ -41,6 +41,9 @@ ANTHROPIC_OVERFLOW = errors.ANTHROPIC_OVERFLOW
     (400, DEEPSEEK_OVERFLOW, (70000, 65536)),
     (400, KIMI_OVERFLOW, (None, 131072)),
     (400, ANTHROPIC_OVERFLOW, (208310, 200000)),
+    (400, {"error": {"code": 400, "type": "exceed_context_size_error", "n_prompt_tokens": 9000,
+                     "n_ctx": 4096, "message": "input (9000 tokens) is larger than the max "
+                     "context size (4096 tokens). skipping"}}, (9000, 4096)),  # llama.cpp too
 ])
 def test_openai_compatible_overflows_are_context_length_exceeded(status, body, figures):
     err = openai.error_from_response(status, {}, dumps(body))
