@@ -170,6 +170,7 @@ def test_the_request_log_fits_a_laptop_screen(browser, server):
         assert rows.count() >= 30
         heights = [rows.nth(i).bounding_box()["height"] for i in range(5)]
         assert max(heights) < 40, heights  # one line a row
+        assert "request log entries" in page.text_content("#content")
         assert errors == [], errors
     finally:
         context.close()

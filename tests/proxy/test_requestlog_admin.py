@@ -1,5 +1,5 @@
 """The request log's admin list: the columns that matter (one line a row; the browser test in
-tests/e2e/test_admin_browser.py checks they fit 1366 px)."""
+tests/e2e/test_admin_browser.py checks they fit 1366 px) and a correct plural."""
 
 from __future__ import annotations
 
@@ -30,4 +30,7 @@ def test_the_request_log_columns_and_plural(admin_client: Client):
         assert column in html, column
     assert "column-account" not in html and "column-ttft_ms" not in html
     assert "3 / 4" in html and ("upstream exploded " * 5)[:39] + "…" in html
+    assert "2 request log entries" in html
+    zh = admin_client.get("/admin/proxy/requestlog/", HTTP_ACCEPT_LANGUAGE="zh-hans")
+    assert "请求日志条目" in zh.content.decode()
 
