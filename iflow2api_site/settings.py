@@ -292,6 +292,9 @@ IFLOW2API = {
     "MAX_REQUEST_MESSAGES": int(env_float("MAX_REQUEST_MESSAGES", 10_000)),
     "MAX_REQUEST_CONTENT_BLOCKS": int(env_float("MAX_REQUEST_CONTENT_BLOCKS", 50_000)),
     "MAX_REQUEST_TOOLS": int(env_float("MAX_REQUEST_TOOLS", 1_000)),
+    # Stored Responses API answers (previous_response_id, GET /v1/responses/{id}) are kept
+    # this long, then deleted by the cleanup task (proxy/tasks.py); 0: never kept.
+    "RESPONSES_RETENTION_DAYS": max(env_float("RESPONSES_RETENTION_DAYS", 30.0), 0.0),
     # --- accounts: logins, refresh, pool ---
     # Where browsers reach this server (OAuth callback); defaults to the serve address.
     "PUBLIC_BASE_URL": env_str("PUBLIC_BASE_URL"),

@@ -107,7 +107,8 @@ def api_request(scope: Scope, body: bytes) -> ApiRequest:
     server = scope.get("server") or ("", None)
     return ApiRequest(scope["method"], scope["path"], headers, body, runtime_in(scope),
                       client[0], instance_id=instance_for_port(server[1]),
-                      request_id=this_request_id())
+                      request_id=this_request_id(),
+                      query=scope.get("query_string", b"").decode("latin-1"))
 
 
 async def read_body(scope: Scope, receive: Receive) -> bytes | ApiError | None:

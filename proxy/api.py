@@ -89,6 +89,13 @@ async def carry(request: HttpRequest, route: Route) -> HttpResponse:
 
 
 def operation(route: Route) -> Any:
+    if route.has_parameter:  # the handler reads the id from the path; Ninja documents it
+        async def view_with_id(request: HttpRequest, response_id: str) -> HttpResponse:
+            return await carry(request, route)
+
+        view_with_id.__name__ = route.name
+        return view_with_id
+
     async def view(request: HttpRequest) -> HttpResponse:
         return await carry(request, route)
 

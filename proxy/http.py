@@ -35,6 +35,7 @@ class ApiRequest:
     # The request's one id (iflow2api_lib/logs.py: the client's x-request-id when sane): in
     # every log line, the request log, the x-request-id and request-id headers, error bodies.
     request_id: str = ""
+    query: str = ""  # the query string, undecoded (`limit=20&order=asc`)
 
 
 @dataclass

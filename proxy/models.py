@@ -11,6 +11,7 @@ class RequestLog(models.Model):
     class Api(models.TextChoices):
         OPENAI = "openai", "OpenAI"
         ANTHROPIC = "anthropic", "Anthropic"
+        RESPONSES = "responses", "OpenAI Responses"
 
     started_at = models.DateTimeField(_("started at"), db_index=True)
     instance = models.CharField(_("instance"), max_length=64, default="default")
@@ -32,10 +33,6 @@ class RequestLog(models.Model):
     tokens_cached = models.PositiveIntegerField(
         _("cached tokens"), null=True, blank=True,
         help_text=_("Of the tokens in, those the upstream read from its prompt cache"))
-    cost = models.DecimalField(
-        _("cost"), max_digits=20, decimal_places=10, null=True, blank=True,
-        help_text=_("From the upstream's usage and the model's prices; empty: cost unknown"))
-    cost_currency = models.CharField(_("currency"), max_length=3, blank=True)
     error = models.CharField(_("error"), max_length=500, blank=True)
     request_body = models.TextField(_("request body"), blank=True)
     response_body = models.TextField(_("response body"), blank=True)
@@ -45,9 +42,37 @@ class RequestLog(models.Model):
 
     class Meta:
         ordering = ["-started_at", "-id"]
-        verbose_name = _("request log entry")
-        verbose_name_plural = _("request log entries")
+        verbose_name = _("request")
+        verbose_name_plural = _("request log")
         indexes = [models.Index(fields=["model", "started_at"])]
 
     def __str__(self) -> str:
         return f"{self.started_at:%Y-%m-%d %H:%M:%S} {self.api} {self.model} {self.status}"
+
+
+class StoredResponse(models.Model):
+    """A Responses API answer kept for `previous_response_id`, GET and input_items
+    (proxy/responses_state.py). Visible only on its instance and to the client key that created
+    it (none on an instance without keys). Holds the client's own items and our answer: never
+    an upstream key."""
+
+    id = models.CharField(_("id"), max_length=64, primary_key=True)
+    instance = models.CharField(_("instance"), max_length=64, db_index=True)
+    key = models.ForeignKey(
+        "instances.ClientKey", null=True, blank=True, on_delete=models.CASCADE,
+        related_name="+", verbose_name=_("client key"),
+    )
+    model = models.CharField(_("model"), max_length=200, blank=True)
+    created_at = models.DateTimeField(_("created at"), db_index=True)
+    previous_response_id = models.CharField(_("previous response"), max_length=64, blank=True)
+    # The request's own input items (ids added) and instructions, and the response object.
+    input_items = models.JSONField(_("input items"), default=list)
+    instructions = models.TextField(_("instructions"), blank=True)
+    response = models.JSONField(_("response"))
+
+    class Meta:
+        verbose_name = _("stored response")
+        verbose_name_plural = _("stored responses")
+
+    def __str__(self) -> str:
+        return self.id

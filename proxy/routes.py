@@ -9,7 +9,9 @@ and response bodies and its error statuses. From this table come:
 - the Ninja operations and so the OpenAPI document with typed bodies (proxy/api.py).
 
 Every documented path is also served without the `/v1` prefix and, for the Anthropic routes,
-with a trailing slash (clients built with a base URL of `/` or `/v1/` differ here).
+with a trailing slash (clients built with a base URL of `/` or `/v1/` differ here). A path may
+hold one `{name}` segment (`/v1/responses/{response_id}`): it matches any one segment, and the
+handler reads it from the request's path.
 
 FAST_PATH (default on) picks who carries a request between the adapter and the handler: the
 lean ASGI code in proxy/fastpath.py, or Django and the Ninja operations. Both run below the same
@@ -19,12 +21,13 @@ must pass the same end-to-end tests (scripts/test runs them with FAST_PATH=false
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from proxy import catalog, chat, messages, schemas
+from proxy import catalog, chat, messages, responses, responses_stored, schemas
 from proxy.errors import ApiError
 from proxy.http import ApiRequest, JsonResult, StreamResult
 
@@ -36,7 +39,7 @@ ERROR_STATUSES = {
     401: "No valid API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`.",
     403: "The key may not use this model, no upstream account can serve it, or the web page's "
          "origin is not allowed.",
-    404: "Unknown model.",
+    404: "Unknown model, or no stored response with this id for this key.",
     413: "The request body is over MAX_BODY_BYTES.",
     429: "A rate rule or the upstream's limit; see Retry-After.",
     502: "The upstream failed or answered something unusable.",
@@ -44,6 +47,7 @@ ERROR_STATUSES = {
     504: "The upstream timed out.",
 }
 RELAY_ERRORS = (400, 401, 403, 404, 413, 429, 502, 503, 504)
+STORED_ERRORS = (400, 401, 404, 503)
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,10 @@ class Route:
     def methods(self) -> tuple[str, ...]:
         return (self.method, "HEAD") if self.also_head else (self.method,)
 
+    @property
+    def has_parameter(self) -> bool:
+        return "{" in self.path
+
 
 async def hello(request: ApiRequest) -> JsonResult:
     """A liveness probe some clients send (HEAD /api/hello)."""
@@ -97,6 +105,20 @@ ROUTES: tuple[Route, ...] = (
           request_schema=schemas.CountTokensRequest, response_schema=schemas.TokenCount,
           error_schema=schemas.AnthropicError, errors=(400, 401, 413, 503),
           trailing_slash=True),
+    Route("create_response", "POST", "/v1/responses", responses.create_response,
+          chat.openai_error, "Create a response (OpenAI Responses)", ("OpenAI",),
+          request_schema=schemas.ResponsesRequest, response_schema=schemas.Response,
+          stream_schema=schemas.ResponseStreamEvent, errors=RELAY_ERRORS),
+    Route("get_response", "GET", "/v1/responses/{response_id}", responses_stored.get_response,
+          chat.openai_error, "Retrieve a stored response", ("OpenAI",),
+          response_schema=schemas.Response, errors=STORED_ERRORS),
+    Route("delete_response", "DELETE", "/v1/responses/{response_id}",
+          responses_stored.delete_response, chat.openai_error, "Delete a stored response",
+          ("OpenAI",), response_schema=schemas.DeletedResponse, errors=STORED_ERRORS),
+    Route("list_input_items", "GET", "/v1/responses/{response_id}/input_items",
+          responses_stored.list_input_items, chat.openai_error,
+          "List a stored response's input items", ("OpenAI",),
+          response_schema=schemas.InputItemList, errors=STORED_ERRORS),
     Route("list_models", "GET", "/v1/models", catalog.list_models, chat.openai_error,
           "List models", ("OpenAI", "Anthropic"), response_schema=schemas.ModelList,
           errors=(401, 503)),
@@ -108,21 +130,41 @@ ROUTES: tuple[Route, ...] = (
 
 BY_METHOD_AND_PATH: dict[tuple[str, str], Route] = {
     (method, path): route
-    for route in ROUTES for method in route.methods() for path in route.paths()
+    for route in ROUTES if not route.has_parameter
+    for method in route.methods() for path in route.paths()
 }
+_SEGMENT = re.compile(r"\\\{\w+\\\}")  # an escaped `{name}`
+
+
+def _pattern(path: str) -> re.Pattern[str]:
+    return re.compile(_SEGMENT.sub("[^/]+", re.escape(path)) + r"\Z")
+
+
+# The routes with a `{name}` segment: (method, pattern of one of its paths, route).
+BY_PATTERN: tuple[tuple[str, re.Pattern[str], Route], ...] = tuple(
+    (method, _pattern(path), route)
+    for route in ROUTES if route.has_parameter
+    for method in route.methods() for path in route.paths()
+)
 _UNPREFIXED_PATHS = frozenset(path for _method, path in BY_METHOD_AND_PATH
                               if not path.startswith("/v1/"))
 
 
 def find(method: str, path: str) -> Route | None:
-    return BY_METHOD_AND_PATH.get((method, path))
+    found = BY_METHOD_AND_PATH.get((method, path))
+    if found is None and "/" in path[1:]:
+        found = next((route for m, pattern, route in BY_PATTERN
+                      if m == method and pattern.match(path)), None)
+    return found
 
 
 def served_on(path: str) -> tuple[Route, ...]:
     """The routes on `path` whatever the method: when `find` has none for the request's
     method, a non-empty answer means a 405 (proxy/adapter.py refuse_method)."""
-    return tuple(route for (_method, served), route in BY_METHOD_AND_PATH.items()
-                 if served == path)
+    exact = tuple(route for (_method, served), route in BY_METHOD_AND_PATH.items()
+                  if served == path)
+    return exact + tuple(route for _method, pattern, route in BY_PATTERN
+                         if pattern.match(path))
 
 
 def renderer_below(path: str) -> Renderer | None:
@@ -136,4 +178,5 @@ def renderer_below(path: str) -> Renderer | None:
 
 def is_api_path(path: str) -> bool:
     """The API's paths (also unknown ones under /v1/, which get the API's 404)."""
-    return path.startswith("/v1/") or path in _UNPREFIXED_PATHS
+    return (path.startswith("/v1/") or path in _UNPREFIXED_PATHS
+            or any(pattern.match(path) for _method, pattern, _route in BY_PATTERN))

@@ -199,3 +199,82 @@ class AnthropicError(Open):
     type: Literal["error"]
     error: AnthropicErrorDetail
     request_id: str | None = None
+
+
+# --- OpenAI Responses ------------------------------------------------------------------------
+
+class ResponsesRequest(Open):
+    model: str = Field(min_length=1, examples=["glm-5"])
+    input: str | list[dict[str, Any]] | None = Field(
+        None, description="Text, or items: message (roles user, assistant, system, developer), "
+        "function_call, function_call_output, custom_tool_call(_output), reasoning.")
+    instructions: str | None = Field(
+        None, description="System text; not carried over by previous_response_id.")
+    previous_response_id: str | None = Field(
+        None, description="Continue a stored response: its input and output come first.")
+    stream: bool | None = Field(None, description="Answer as Server-Sent Events.")
+    store: bool | None = Field(
+        None, description="Keep the response for previous_response_id, GET and input_items "
+        "(default true; RESPONSES_RETENTION_DAYS).")
+    tools: list[dict[str, Any]] | None = Field(
+        None, description="function, namespace and custom tools; hosted tools (web_search…) "
+        "are dropped and named in the x-iflow2api-dropped-tools header.")
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    max_output_tokens: int | None = Field(None, gt=0)
+    temperature: float | None = None
+    top_p: float | None = None
+    reasoning: dict[str, Any] | None = Field(None, description='e.g. `{"effort": "high"}`.')
+    text: dict[str, Any] | None = Field(
+        None, description="`format`: text, json_object or json_schema.")
+    metadata: dict[str, Any] | None = None
+    background: Literal[False] | None = Field(None, description="Background mode: not supported.")
+
+
+class ResponseUsage(Open):
+    input_tokens: int
+    input_tokens_details: dict[str, int]
+    output_tokens: int
+    output_tokens_details: dict[str, int]
+    total_tokens: int
+
+
+class Response(Open):
+    id: str = Field(examples=["resp_0123456789abcdef"])
+    object: Literal["response"]
+    created_at: int
+    status: Literal["completed", "incomplete", "failed", "in_progress"]
+    model: str
+    output: list[dict[str, Any]] = Field(
+        description="Items: reasoning, message (output_text), function_call, custom_tool_call.")
+    error: dict[str, Any] | None = None
+    incomplete_details: dict[str, Any] | None = None
+    usage: ResponseUsage | None = None
+    previous_response_id: str | None = None
+    store: bool
+
+
+class ResponseStreamEvent(Open):
+    """One event (`event: <type>` then `data: {...}` with the same `type` and a strictly
+    increasing `sequence_number`): response.created, response.in_progress,
+    response.output_item.added/done, response.content_part.added/done,
+    response.output_text.delta/done, response.function_call_arguments.delta/done,
+    response.reasoning_summary_*; last response.completed or response.incomplete (the full
+    response), or response.failed followed by error."""
+
+    type: str
+    sequence_number: int
+
+
+class DeletedResponse(Open):
+    id: str
+    object: Literal["response"]
+    deleted: Literal[True]
+
+
+class InputItemList(Open):
+    object: Literal["list"]
+    data: list[dict[str, Any]]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool

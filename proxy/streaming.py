@@ -36,6 +36,8 @@ class StreamSession(Protocol):
     # message_start, which must precede any ping); [] sends a keep-alive instead.
     def start(self) -> list[bytes]: ...
     def feed(self, chunk: dict) -> list[bytes]: ...
+    # Raises ApiError when the upstream's stream is not a whole answer in the session's eyes
+    # (the stream then ends with `fail`, and the request log records the error).
     def close(self) -> list[bytes]: ...
     def fail(self, error: ApiError) -> list[bytes]: ...
 
@@ -124,7 +126,11 @@ def stream_body(
                 out = [data for chunk in batch for data in session.feed(chunk)]
                 if out:
                     yield b"".join(out)
-            out = session.close()
+            try:
+                out = session.close()
+            except ApiError as exc:
+                error = exc
+                out = session.fail(exc)
             if out:
                 yield b"".join(out)
         finally:

@@ -1,6 +1,7 @@
-"""/docs, /redoc, the status page and the login pages in headless Chromium (issue 17): no
-console error, no request that fails or leaves this server (ReDoc's Redocly logo included),
-the favicon answered, and the API reference in the chosen language and theme.
+"""/docs, /redoc, the status page and the login pages (the admin's, the iFlow cookie and
+OAuth-paste pages) in headless Chromium (issue 17): no console error, no request that fails or
+leaves this server (ReDoc's Redocly logo included), the favicon answered, and the API reference
+in the chosen language and theme.
 
 Needs /usr/bin/chromium (Debian `chromium`) and the `playwright` pip package; skipped otherwise.
 """
@@ -100,7 +101,8 @@ def test_no_console_errors_on_the_docs_status_and_login_pages(browser, server):
             seen.page.goto(server.url + "/admin/login/")
             settle(seen)
             log_in(seen)
-            for path in ("/admin/status/", "/docs", "/redoc"):
+            for path in ("/admin/status/", "/accounts/cookie/", "/accounts/oauth/paste/",
+                         "/docs", "/redoc"):
                 seen.page.goto(server.url + path)
                 settle(seen)
             seen.page.wait_for_selector("#redoc-ui .menu-content", state="attached")
