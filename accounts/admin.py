@@ -249,7 +249,7 @@ class ServedFilter(admin.SimpleListFilter):
 @admin.register(ModelInfo)
 class ModelInfoAdmin(admin.ModelAdmin):
     list_display = ("model_id", "display_name", "provider", "context_length",
-                    "max_output_tokens", "vision", "enabled")
+                    "max_output_tokens", "vision", "enabled", "prices")
     list_filter = ("provider", "vision", "enabled")
     search_fields = ("model_id", "display_name")
     filter_horizontal = ("accounts",)
@@ -268,6 +268,16 @@ class ModelInfoAdmin(admin.ModelAdmin):
 
         first, *rest = super().get_list_display(request)
         return (first, served, *rest)
+
+    @admin.display(description=gettext_lazy("prices per million tokens"))
+    def prices(self, obj: ModelInfo) -> str:
+        """input / cached input / output and the currency, or why costs are unknown."""
+        if obj.price_input is None or obj.price_output is None:
+            return _("cost unknown")
+        cached = obj.price_cached_input if obj.price_cached_input is not None else \
+            obj.price_input
+        return (f"{obj.price_input.normalize():f} / {cached.normalize():f} / "
+                f"{obj.price_output.normalize():f} {obj.price_currency}")
 
     def save_model(self, request: Any, obj: ModelInfo, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)

@@ -252,6 +252,26 @@ class ModelInfo(models.Model):
     enabled = models.BooleanField(_("enabled"), default=True)
     created_at = models.DateTimeField(_("created at"), default=timezone.now)
 
+    # Prices per million tokens, as the vendor bills them (docs/costs.md). None is invented:
+    # without an input and an output price the model's requests show "cost unknown".
+    price_input = models.DecimalField(
+        _("input price"), max_digits=12, decimal_places=6, null=True, blank=True,
+        help_text=_("Per million input tokens (not read from the cache)."))
+    price_cached_input = models.DecimalField(
+        _("cached input price"), max_digits=12, decimal_places=6, null=True, blank=True,
+        help_text=_("Per million input tokens read from the prompt cache; empty: the input "
+                    "price."))
+    price_cache_write = models.DecimalField(
+        _("cache write price"), max_digits=12, decimal_places=6, null=True, blank=True,
+        help_text=_("Per million input tokens written to the prompt cache (Anthropic-style "
+                    "caches); empty: the input price."))
+    price_output = models.DecimalField(
+        _("output price"), max_digits=12, decimal_places=6, null=True, blank=True,
+        help_text=_("Per million output tokens (reasoning included)."))
+    price_currency = models.CharField(
+        _("currency"), max_length=3, default="USD",
+        help_text=_("ISO 4217 code of the prices, e.g. USD or CNY."))
+
     class Meta:
         ordering = ["provider", "model_id"]
         verbose_name = _("model")

@@ -14,6 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.models import Account, ModelInfo
+from accounts.pricing import Prices, prices_of
 from iflow2api_lib.snapshot import Snapshot
 from upstream.types import UpstreamTarget
 
@@ -77,6 +78,7 @@ class ModelRef:
     vision: bool
     aliases: tuple[str, ...]
     account_ids: tuple[int, ...]
+    prices: Prices | None = None  # None: requests of this model show "cost unknown"
 
 
 @dataclass
@@ -150,6 +152,7 @@ def load_routing() -> Routing:
             vision=info.vision,
             aliases=tuple(str(a) for a in info.aliases or ()),
             account_ids=tuple(a.pk for a in info.accounts.all()),
+            prices=prices_of(info),
         )
         routing.models.append(ref)
         for name in (ref.id, *ref.aliases):

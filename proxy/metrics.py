@@ -69,6 +69,14 @@ TTFT = Histogram(
 TOKENS = Counter(
     "iflow2api_tokens", "Tokens reported by the upstream, in (prompt) and out (completion)",
     ["instance", "model", "direction"], registry=REGISTRY)
+CACHED_TOKENS = Counter(
+    "iflow2api_cached_tokens",
+    "Input tokens the upstream read from its prompt cache (part of the tokens in)",
+    ["instance", "model"], registry=REGISTRY)
+SPEND = Counter(
+    "iflow2api_spend", "Cost of the requests from the usage and the model's prices, in the "
+    "prices' currency (requests with an unknown cost are not counted)",
+    ["instance", "model", "currency"], registry=REGISTRY)
 UPSTREAM_ERRORS = Counter(
     "iflow2api_upstream_errors",
     "Requests that reached an upstream account and failed, by provider and client status",
@@ -114,6 +122,10 @@ def observe(record: RequestRecord) -> None:
             TOKENS.labels(instance, model, "in").inc(record.tokens_in)
         if record.tokens_out:
             TOKENS.labels(instance, model, "out").inc(record.tokens_out)
+        if record.tokens_cached:
+            CACHED_TOKENS.labels(instance, model).inc(record.tokens_cached)
+        if record.cost:
+            SPEND.labels(instance, model, _label(record.currency)).inc(float(record.cost))
         # 499: the client left; that is no upstream failure.
         if record.account_id is not None and record.status >= 400 and record.status != 499:
             UPSTREAM_ERRORS.labels(_provider(record), str(record.status)).inc()

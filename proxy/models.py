@@ -33,6 +33,10 @@ class RequestLog(models.Model):
     tokens_cached = models.PositiveIntegerField(
         _("cached tokens"), null=True, blank=True,
         help_text=_("Of the tokens in, those the upstream read from its prompt cache"))
+    cost = models.DecimalField(
+        _("cost"), max_digits=20, decimal_places=10, null=True, blank=True,
+        help_text=_("From the upstream's usage and the model's prices; empty: cost unknown"))
+    cost_currency = models.CharField(_("currency"), max_length=3, blank=True)
     error = models.CharField(_("error"), max_length=500, blank=True)
     request_body = models.TextField(_("request body"), blank=True)
     response_body = models.TextField(_("response body"), blank=True)

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from functools import cache
 
 from django.db import close_old_connections, connection, transaction
@@ -54,6 +55,8 @@ class RequestRecord:
     tokens_in: int | None = None
     tokens_out: int | None = None
     tokens_cached: int | None = None  # of tokens_in, read from the upstream's prompt cache
+    cost: Decimal | None = None  # None: unknown (no prices or no usage), proxy/cost.py
+    currency: str = ""
     error: str = ""  # pass it through clean_error()
     instance: str = "default"
     key_label: str = ""
@@ -84,7 +87,8 @@ def clean_error(text: str | None, secrets: Iterable[str] = ()) -> str:
 # The columns write_rows() fills, in the order of row_values().
 ROW_FIELDS = ("started_at", "instance", "key_label", "account", "model", "requested_model", "api",
               "stream", "status", "latency_ms", "ttft_ms", "tokens_in", "tokens_out", "error",
-              "request_body", "response_body", "request_id", "tokens_cached")
+              "request_body", "response_body", "request_id", "tokens_cached", "cost",
+              "cost_currency")
 
 
 @cache
@@ -105,7 +109,8 @@ def row_values(r: RequestRecord, known_accounts: set[int]) -> tuple[object, ...]
             r.key_label[:100], r.account_id if r.account_id in known_accounts else None,
             r.model[:200], r.requested_model[:200], r.api, r.stream, r.status,
             max(0, r.latency_ms), r.ttft_ms, r.tokens_in, r.tokens_out, r.error[:ERROR_MAX],
-            r.request_body, r.response_body, r.request_id[:64], r.tokens_cached)
+            r.request_body, r.response_body, r.request_id[:64], r.tokens_cached,
+            connection.ops.adapt_decimalfield_value(r.cost, 20, 10), r.currency[:3])
 
 
 def write_rows(records: list[RequestRecord], stats: Stats) -> None:

@@ -10,10 +10,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
+from proxy.cost import request_cost
 from proxy.errors import ApiError, hide_secrets
 from proxy.requestlog import RequestRecord, clean_error, log
 from proxy.runtime import Runtime
@@ -24,6 +26,7 @@ from upstream.sse import SSEEvent
 from upstream.types import UpstreamError
 
 if TYPE_CHECKING:
+    from accounts.pricing import Prices
     from proxy.http import ApiRequest
     from proxy.pipeline import Route
     from proxy.streaming import StreamSession
@@ -90,6 +93,7 @@ class RelayTrace:
     secrets: tuple[str, ...] = ()
     first_token: float | None = None
     usage: dict | None = None
+    prices: Prices | None = None  # the last attempt's model's (None: cost unknown)
     closed: bool = False
     logged: bool = False
     streaming: bool = False
@@ -99,6 +103,7 @@ class RelayTrace:
         self.model = route.model.id
         self.account_id = route.account.id
         self.secrets = (route.account.api_key,)
+        self.prices = route.model.prices
 
     def keep_request(self, body: bytes) -> None:
         self.request_body = _body_text(body)
@@ -113,6 +118,10 @@ class RelayTrace:
         usage = self.usage or {}
         return (_count(usage.get("prompt_tokens")) or 0) + (
             _count(usage.get("completion_tokens")) or 0)
+
+    @property
+    def cost(self) -> Decimal | None:
+        return request_cost(read_usage(self.usage), self.prices)
 
     def observe(self, session: StreamSession) -> StreamSession:
         return _ObservedSession(session, self)
@@ -177,6 +186,8 @@ class RelayTrace:
                 tokens_in=_count(usage.get("prompt_tokens")),
                 tokens_out=_count(usage.get("completion_tokens")),
                 tokens_cached=read_usage(self.usage).cached if self.usage else None,
+                cost=self.cost, currency=self.prices.currency if self.cost is not None
+                and self.prices else "",
                 error=clean_error(error, self.secrets), instance=self.instance,
                 key_label=self.key_label, request_body=self.request_body,
                 response_body=_body_text(b"".join(self.response_parts))

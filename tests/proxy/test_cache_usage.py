@@ -40,3 +40,16 @@ def test_openai_clients_get_cached_tokens_and_the_log_keeps_them(gateway, upstre
     assert chunks[-1].usage.prompt_tokens_details.cached_tokens == 1024
     rows = rows_since(gateway, start, count=2)
     assert [(r["tokens_in"], r["tokens_cached"]) for r in rows] == [(1200, 1024)] * 2
+
+
+def test_a_chat_stream_is_logged_with_its_usage_even_when_the_client_did_not_ask(
+        gateway, upstream):
+    start = timezone.now()
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="x", max_retries=0)
+    upstream.script(sc.text("one", usage=DEEPSEEK))
+    chunks = list(client.chat.completions.create(model="glm-5", messages=MESSAGES,
+                                                 stream=True))
+    assert all(chunk.usage is None for chunk in chunks)  # it did not ask
+    assert upstream.chat_requests[-1].json["stream_options"] == {"include_usage": True}
+    [row] = rows_since(gateway, start)
+    assert (row["tokens_in"], row["tokens_cached"]) == (1200, 1024)
