@@ -46,8 +46,8 @@ class RequestLog(models.Model):
 
     class Meta:
         ordering = ["-started_at", "-id"]
-        verbose_name = _("request")
-        verbose_name_plural = _("request log")
+        verbose_name = _("request log entry")
+        verbose_name_plural = _("request log entries")
         indexes = [models.Index(fields=["model", "started_at"])]
 
     def __str__(self) -> str:
