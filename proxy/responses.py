@@ -75,8 +75,7 @@ class ResponsesStreamSession:
         self.to_store: dict[str, Any] | None = None
 
     def start(self) -> list[bytes]:
-        start = getattr(self.stream, "start", None)  # a compaction answer opens with its first
-        return [encode_event(event) for event in start()] if start else []
+        return [encode_event(event) for event in self.stream.start()]
 
     def feed(self, chunk: dict) -> list[bytes]:
         return [encode_event(event) for event in self.stream.feed(chunk)]

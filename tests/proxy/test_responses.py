@@ -277,3 +277,24 @@ def test_request_log_rows_have_api_responses(gateway, upstream):
         ("responses", 200, False), ("responses", 502, True), ("responses", 404, False)]
     assert rows[0]["tokens_in"] == 12 and rows[0]["tokens_out"] == 3
     assert rows[1]["error"]
+
+
+# --- Codex's remote compaction (proxy/translate/responses_compaction.py) -----------------------
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_compaction_trigger_answers_one_compaction_item(gateway, upstream, stream):
+    upstream.script(sc.text("Ada is writing a parser."), sc.text("Go on with the parser."))
+    body = {"model": "glm-5", "stream": stream, "tools": TOOLS, "input": [
+        {"role": "user", "content": "I am Ada, help me write a parser."},
+        {"type": "compaction_trigger"}]}
+    response = post(gateway, body)
+    final = stream_events(response)[-1]["response"] if stream else response.json()
+    assert final["status"] == "completed"
+    assert [item["type"] for item in final["output"]] == ["compaction"]
+    assert "tools" not in upstream.chat_requests[-1].json  # a summary is written without tools
+    # The item replayed later stands for the history it replaced.
+    follow = post(gateway, {"model": "glm-5", "store": False, "input": [
+        final["output"][0], {"role": "user", "content": "continue"}]})
+    assert follow.status_code == 200, follow.text
+    sent = upstream.chat_requests[-1].json["messages"]
+    assert "Ada is writing a parser." in json.dumps(sent)
