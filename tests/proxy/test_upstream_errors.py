@@ -21,6 +21,7 @@ import pytest
 
 from tests.fakes import scenarios as sc
 from tests.fakes import upstream_errors as errors
+from tests.fakes.anthropic_upstream import FakeAnthropic, Reply
 from tests.fakes.upstream import FakeUpstream
 from tests.servers import GatewayServer
 from tests.sse import named_events
@@ -207,3 +208,45 @@ def test_imported_models_get_the_default_output_limit(server, upstream):
     assert upstream.chat_requests[-1].json["max_tokens"] == OUTPUT_CEILING
     openai_client(server).chat.completions.create(model=MODEL, messages=USER)
     assert "max_tokens" not in upstream.chat_requests[-1].json  # the upstream's own default
+
+
+# ---- an Anthropic-compatible upstream (passthrough): llama.cpp's /v1/messages ------------------
+
+ANTHROPIC_KEY = "sk-ant-overflow-6666"
+
+
+@pytest.fixture(scope="module")
+def fake_anthropic() -> Iterator[FakeAnthropic]:
+    with FakeAnthropic(ANTHROPIC_KEY, models=["gemma"]) as upstream:
+        yield upstream
+
+
+@pytest.fixture(scope="module")
+def anthropic_server(fake_anthropic: FakeAnthropic) -> Iterator[GatewayServer]:
+    gateway = GatewayServer()
+    gateway.cli("addaccount", "--provider", "anthropic", "--label", "llama.cpp",
+                "--base-url", fake_anthropic.url, "--api-key", "-", "--models", "gemma",
+                stdin=ANTHROPIC_KEY + "\n")
+    with gateway:
+        yield gateway
+
+
+@pytest.mark.parametrize("reply", [
+    Reply(status=400, error=errors.llama_cpp_overflow(3000, 2048), name="llama.cpp"),
+    Reply(status=400, error={"type": "error", "error": {
+        "type": "invalid_request_error",
+        "message": "prompt is too long: 3000 tokens > 2048 maximum"}}, name="anthropic"),
+], ids=["llama.cpp-shape", "anthropic-shape"])
+def test_an_anthropic_upstreams_overflow_is_prompt_is_too_long(anthropic_server,
+                                                               fake_anthropic, reply):
+    fake_anthropic.reset()
+    fake_anthropic.script(reply, reply)
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        anthropic_client(anthropic_server).messages.create(model="gemma", max_tokens=10,
+                                                           messages=USER)
+    assert caught.value.body["error"] == {
+        "type": "invalid_request_error",
+        "message": "prompt is too long: 3000 tokens > 2048 maximum"}
+    with pytest.raises(openai.BadRequestError) as chat_caught:  # an OpenAI client, bridged
+        openai_client(anthropic_server).chat.completions.create(model="gemma", messages=USER)
+    assert chat_caught.value.code == "context_length_exceeded"

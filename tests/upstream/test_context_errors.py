@@ -12,7 +12,7 @@ import pytest
 
 from tests.fakes import upstream_errors as errors
 from upstream.errors import context_figures, looks_like_model_missing
-from upstream.providers import iflow, openai
+from upstream.providers import anthropic, iflow, openai
 
 
 def dumps(obj: Any) -> bytes:
@@ -102,3 +102,24 @@ def test_figures_from_llama_cpp_fields_win_over_the_wording():
     assert context_figures("request (1 tokens) exceeds the available context size (2 tokens)",
                            {"n_prompt_tokens": 10, "n_ctx": 8}) == (10, 8)
     assert context_figures("nothing to read here") == (None, None)
+
+
+def test_llama_cpp_anthropic_api_overflow_keeps_its_figures():
+    """llama.cpp's /v1/messages answers with its own error shape, not Anthropic's: no native
+    document to pass through, so the gateway words it (with the server's figures)."""
+    err = anthropic.error_from_response(400, {}, dumps(LLAMA_CPP_OVERFLOW))
+    assert (err.status, err.code, err.account_action) == (400, "context_length_exceeded", None)
+    assert (err.prompt_tokens, err.context_limit) == (4476, 4096)
+    assert err.native is None
+
+
+def test_an_anthropic_upstreams_own_overflow_passes_through_with_its_figures():
+    err = anthropic.error_from_response(400, {}, dumps(ANTHROPIC_OVERFLOW))
+    assert (err.status, err.code) == (400, "context_length_exceeded")
+    assert (err.prompt_tokens, err.context_limit) == (208310, 200000)
+    assert err.native == ANTHROPIC_OVERFLOW
+
+
+def test_llama_cpp_router_model_not_found_on_its_anthropic_api():
+    err = anthropic.error_from_response(400, {}, dumps(errors.LLAMA_CPP_MODEL_NOT_FOUND))
+    assert (err.status, err.code, err.account_action) == (404, "model_not_found", None)

@@ -13,9 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from upstream.errors import (
+    context_error,
     error_message_from_body,
+    is_context_overflow,
     looks_like_banned,
-    looks_like_context_overflow,
+    looks_like_model_missing,
     looks_like_model_not_found,
     parse_json_object,
     retry_after_from_headers,
@@ -150,6 +152,11 @@ def _error_fields(obj: dict[str, Any] | None) -> tuple[str, str, dict[str, Any] 
     return "", "", None
 
 
+def _inner(obj: dict[str, Any] | None) -> dict[str, Any] | None:
+    error = (obj or {}).get("error")
+    return error if isinstance(error, dict) else None
+
+
 def _our_status(status: int, kind: str) -> int:
     if status == 529 or kind == "overloaded_error":
         return 503  # overloaded: another account may well answer
@@ -181,10 +188,15 @@ def error_from_response(status: int, headers: dict[str, str], body: bytes) -> Up
         code = "overloaded"
     elif status == 404 and looks_like_model_not_found(message):
         code = "model_not_found"
-    elif status in (400, 413) and (kind in ("exceed_context_size_error",
-                                            "context_length_exceeded")
-                                   or looks_like_context_overflow(message)):
-        code = "context_length_exceeded"
+    elif status == 400 and looks_like_model_missing(message):  # llama.cpp's router mode
+        ours, code = 404, "model_not_found"
+    elif status in (400, 413) and is_context_overflow(message, None, kind):
+        # The one mapping (upstream/errors.py), with the figures: llama.cpp's /v1/messages
+        # answers with its own exceed_context_size_error (n_prompt_tokens, n_ctx), which an
+        # Anthropic client gets as "prompt is too long: N tokens > M maximum".
+        error = context_error(message, upstream_status=str(status), raw=_inner(obj))
+        error.native = native
+        return error
     elif status == 413:
         code = "request_too_large"
     return UpstreamError(
@@ -201,8 +213,11 @@ def error_from_payload(obj: dict[str, Any]) -> UpstreamError | None:
     kind, message, native = _error_fields(obj)
     status = _STATUS_BY_TYPE.get(kind, 500)
     ours = _our_status(status, kind)
-    code = "overloaded" if ours == 503 else (
-        "context_length_exceeded" if looks_like_context_overflow(message) else None)
+    if is_context_overflow(message, None, kind):
+        error = context_error(message, upstream_status=str(status), raw=_inner(obj))
+        error.native = native
+        return error
+    code = "overloaded" if ours == 503 else None
     return UpstreamError(status=ours, message=message or "upstream error", code=code or
                          f"upstream_{kind or 'error'}", upstream_status=str(status),
                          native=native)
