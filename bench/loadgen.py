@@ -3,7 +3,8 @@
 Per request: total latency (body fully read), and for streams the time to the first body byte
 of a data event (TTFB). A request counts as OK only with status 200 and a valid body: a JSON
 completion with "choices", a stream ending in `data: [DONE]`, or an Anthropic stream with
-`event: message_stop`. Errors are counted by kind, with one sample message each.
+`event: message_stop`, or a Responses stream with `event: response.completed`. Errors are
+counted by kind, with one sample message each.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-KINDS = ("chat", "chat_stream", "messages_stream")
+KINDS = ("chat", "chat_stream", "messages_stream", "responses_stream")
 REQUEST_TIMEOUT = 60.0
 
 
@@ -62,6 +63,9 @@ class Run:
 
 def body_for(kind: str) -> dict[str, Any]:
     msgs = [{"role": "user", "content": "hi"}]
+    if kind == "responses_stream":  # as Codex sends it: streamed, not stored
+        return {"model": "bench-model", "max_output_tokens": 64, "stream": True,
+                "store": False, "input": "hi"}
     if kind == "messages_stream":
         return {"model": "bench-model", "max_tokens": 64, "stream": True, "messages": msgs}
     body: dict[str, Any] = {"model": "bench-model", "max_tokens": 64, "messages": msgs}
@@ -70,8 +74,11 @@ def body_for(kind: str) -> dict[str, Any]:
     return body
 
 
+PATHS = {"messages_stream": "/v1/messages", "responses_stream": "/v1/responses"}
+
+
 def path_for(kind: str) -> str:
-    return "/v1/messages" if kind == "messages_stream" else "/v1/chat/completions"
+    return PATHS.get(kind, "/v1/chat/completions")
 
 
 def valid(kind: str, body: bytes) -> bool:
@@ -79,6 +86,8 @@ def valid(kind: str, body: bytes) -> bool:
         return b'"choices"' in body
     if kind == "chat_stream":
         return body.rstrip().endswith(b"data: [DONE]")
+    if kind == "responses_stream":
+        return b"event: response.completed" in body
     return b"event: message_stop" in body
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 # (label, case key, field); a case key is "<kind>@<concurrency>[/ttfb]"
@@ -26,10 +27,34 @@ MESSAGE_ROWS: list[tuple[str, str, str]] = [
     ("messages TTFB c=50 p50 ms", "messages_stream@50/ttfb", "ttfb_p50_ms"),
     ("messages TTFB c=50 p99 ms", "messages_stream@50/ttfb", "ttfb_p99_ms"),
 ]
-# direct counterpart of the Anthropic rows: the same OpenAI stream straight at the fake
-MESSAGE_DIRECT = {"messages_stream@50": "chat_stream@50",
-                  "messages_stream@1/ttfb": "chat_stream@1/ttfb",
-                  "messages_stream@50/ttfb": "chat_stream@50/ttfb"}
+RESPONSE_ROWS: list[tuple[str, str, str]] = [
+    ("responses stream c=50 req/s", "responses_stream@50", "rps"),
+    ("responses stream c=50 p50 ms (whole)", "responses_stream@50", "p50_ms"),
+    ("responses stream c=50 p99 ms (whole)", "responses_stream@50", "p99_ms"),
+    ("responses stream c=50 req per CPU-s", "responses_stream@50", "rps_per_cpu"),
+    ("responses stream c=1 req/s", "responses_stream@1/ttfb", "rps"),
+    ("responses TTFB c=1 p50 ms", "responses_stream@1/ttfb", "ttfb_p50_ms"),
+    ("responses TTFB c=1 p99 ms", "responses_stream@1/ttfb", "ttfb_p99_ms"),
+    ("responses TTFB c=50 p50 ms", "responses_stream@50/ttfb", "ttfb_p50_ms"),
+    ("responses TTFB c=50 p99 ms", "responses_stream@50/ttfb", "ttfb_p99_ms"),
+]
+# direct counterpart of the Anthropic and Responses rows: the OpenAI stream straight at the fake
+OTHER_API_DIRECT = {f"{api}_stream{case}": f"chat_stream{case}"
+                    for api in ("messages", "responses")
+                    for case in ("@50", "@1/ttfb", "@50/ttfb")}
+# Responses beside chat (ours, same run): the goal is >= 90 % of the chat stream's throughput.
+RESPONSES_VS_CHAT = [("c=50 req/s", "@50", "rps"), ("c=1 req/s", "@1/ttfb", "rps"),
+                     ("c=50 per CPU-s", "@50", "rps_per_cpu")]
+
+
+@dataclass(frozen=True)
+class Apis:
+    """Which other APIs were asked for, and why each is n/a (None: measured)."""
+
+    messages: bool = False
+    messages_na: str | None = None
+    responses: bool = False
+    responses_na: str | None = None
 
 
 def fmt(v: float | None, digits: int = 2) -> str:
@@ -55,21 +80,23 @@ def added(cases: dict[str, Any], key: str, field: str) -> float | None:
     return None if ours is None or direct is None else round(ours - direct, 3)
 
 
-def table(cases: dict[str, Any], messages: bool, messages_na: str | None,
-          rss: dict[str, Any] | None) -> str:
+def table(cases: dict[str, Any], apis: Apis, rss: dict[str, Any] | None) -> str:
     has_bare = any("bare" in per for per in cases.values())
     head = f"{'metric':36} {'ours':>9} {'direct':>9} {'ours/dir':>9} {'errors o/d':>11} " \
            f"{'CPU% gw/fake':>13}" + (f" {'bare':>9} {'ours/bare':>9}" if has_bare else "")
     lines = [head, "-" * len(head)]
-    for label, key, field in ROWS + (MESSAGE_ROWS if messages else []):
-        dkey = MESSAGE_DIRECT.get(key, key)
+    rows = ROWS + (MESSAGE_ROWS if apis.messages else []) + (
+        RESPONSE_ROWS if apis.responses else [])
+    for label, key, field in rows:
+        dkey = OTHER_API_DIRECT.get(key, key)
         o, d = get(cases, key, "ours", field), get(cases, dkey, "direct", field)
         b = get(cases, dkey, "bare", field)
         eo, ed = get(cases, key, "ours", "errors"), get(cases, dkey, "direct", "errors")
         co, cd = get(cases, key, "ours", "cpu_pct"), get(cases, dkey, "direct", "cpu_pct")
         errs = f"{fmt(eo, 0)}/{fmt(ed, 0)}"
         cpu = f"{fmt(co, 0)}/{fmt(cd, 0)}"
-        if key.startswith("messages") and messages_na:
+        if (key.startswith("messages") and apis.messages_na) or (
+                key.startswith("responses") and apis.responses_na):
             o, d, errs, cpu = None, None, "-", "-"
         line = f"{label:36} {fmt(o):>9} {fmt(d):>9} {ratio(o, d):>9} {errs:>11} {cpu:>13}"
         if has_bare:
@@ -79,10 +106,12 @@ def table(cases: dict[str, Any], messages: bool, messages_na: str | None,
                  f"{fmt(added(cases, 'chat@1', 'p50_ms'), 3):>9}")
     lines.append(f"{'added TTFB p50 at c=1 ms (stream)':36} "
                  f"{fmt(added(cases, 'chat_stream@1/ttfb', 'ttfb_p50_ms'), 3):>9}")
-    if messages:
-        note = f"  ({messages_na})" if messages_na else \
-            "  (direct column for messages = the OpenAI stream straight at the fake)"
-        lines.append(note)
+    for asked, na in ((apis.messages, apis.messages_na), (apis.responses, apis.responses_na)):
+        if asked and na:
+            lines.append(f"  ({na})")
+    if (apis.messages and not apis.messages_na) or (apis.responses and not apis.responses_na):
+        lines.append("  (direct column for messages / responses = the OpenAI chat stream "
+                     "straight at the fake)")
     if rss:
         for label, field in (("slow streams: streaming at once", "streaming_peak"),
                              ("slow streams: completed OK", "ok"),
@@ -106,7 +135,7 @@ def error_lines(cases: dict[str, Any]) -> list[str]:
     return out
 
 
-def summary(cases: dict[str, Any], messages: bool, messages_na: str | None,
+def summary(cases: dict[str, Any], apis: Apis,
             rss: dict[str, Any] | None, seq: dict[str, Any] | None = None,
             bursts: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
     def check(name: str, value: float | None, target: float, higher: bool, unit: str) -> str:
@@ -118,16 +147,20 @@ def summary(cases: dict[str, Any], messages: bool, messages_na: str | None,
 
     nonstream = get(cases, "chat@50", "ours", "rps")
     stream = get(cases, "chat_stream@50", "ours", "rps")
-    msgs = None if messages_na else get(cases, "messages_stream@50", "ours", "rps")
+    msgs = None if apis.messages_na else get(cases, "messages_stream@50", "ours", "rps")
     add = added(cases, "chat@1", "p50_ms")
     lines = ["SUMMARY (gateway on one core; ratios are against the fake upstream directly)",
              check("non-stream c=50", nonstream, 1000, True, "req/s"),
              check("OpenAI stream c=50", stream, 600, True, "req/s")]
-    if messages:
+    if apis.messages:
         lines.append(check("Anthropic stream c=50", msgs, 500, True, "req/s"))
     lines.append(check("added p50 at c=1", add, 1.0, False, "ms"))
     data: dict[str, Any] = {"nonstream_c50_rps": nonstream, "stream_c50_rps": stream,
                             "messages_stream_c50_rps": msgs, "added_p50_c1_ms": add}
+    if apis.responses:
+        more, more_data = responses_lines(cases, seq or {}, apis.responses_na)
+        lines += more
+        data.update(more_data)
     if rss:
         peak, at_once = rss["ours"]["peak_rss_mb"], rss["ours"]["streaming_peak"]
         lines.append(check("slow streams peak RSS", peak, 150, False, "MB"))
@@ -228,4 +261,29 @@ def target_lines(seq: dict[str, Any], cases: dict[str, Any], bursts: dict[str, A
         lines.append(f"  {'burst ' + n + ': all streaming at once':34} "
                      f"{'yes' if all_at_once else 'NO'} every round; worst TTFB p99 "
                      f"{worst:.1f}x direct (target <= 3x: {'met' if worst <= 3 else 'NOT met'})")
+    return lines, data
+
+
+def responses_lines(cases: dict[str, Any], seq: dict[str, Any], na: str | None,
+                    ) -> tuple[list[str], dict[str, Any]]:
+    """The Responses stream beside the chat stream, both through the gateway in this run."""
+    if na:
+        return [f"  {'Responses stream':34} n/a ({na})"], {}
+    lines, data = [], {}
+    for label, case, field in RESPONSES_VS_CHAT:
+        resp = get(cases, f"responses_stream{case}", "ours", field)
+        chat = get(cases, f"chat_stream{case}", "ours", field)
+        if resp is None or not chat:
+            continue
+        share = resp / chat
+        data[f"responses_vs_chat_{case.strip('@/').replace('/', '_')}_{field}"] = round(share, 3)
+        lines.append(f"  {'Responses/chat stream ' + label:34} {share:.0%}  ({fmt(resp)} vs "
+                     f"{fmt(chat)}; target >= 90%: {'met' if share >= 0.9 else 'NOT met'})")
+    r, c = seq.get("responses_stream", {}).get("ours"), seq.get("chat_stream", {}).get("ours")
+    if r and c:
+        lines.append(f"  {'c=1 TTFB p50/p99/p99.9 resp | chat':34} "
+                     f"{fmt(r['ttfb_p50_ms'])}/{fmt(r['ttfb_p99_ms'])}/{fmt(r['ttfb_p999_ms'])} "
+                     f"| {fmt(c['ttfb_p50_ms'])}/{fmt(c['ttfb_p99_ms'])}/"
+                     f"{fmt(c['ttfb_p999_ms'])} ms (sequential client)")
+        data["c1_responses_stream_ttfb_p99_ms"] = r["ttfb_p99_ms"]
     return lines, data

@@ -1,7 +1,8 @@
 """One-command benchmark: our gateway against a fast fake upstream, the fake directly, and a
 bare ASGI proxy under Daphne (the ceiling for our design), all in the same run.
 
-  python bench/run_bench.py [--quick | --duration S] [--messages] [--rss] [--json FILE]
+  python bench/run_bench.py [--quick | --duration S] [--messages] [--responses] [--rss]
+                            [--json FILE]
 
 Starts bench/fake_upstream.py on CPU 0, `python -m iflow2api_site.cli serve` and the bare proxy
 (bench/bare_proxy.py) on CPU 1 (taskset), measures with wrk (if installed; else the aiohttp
@@ -45,6 +46,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-up")
     p.add_argument("--repeats", type=int, default=1, help="runs per case; medians are shown")
     p.add_argument("--messages", action="store_true", help="also Anthropic /v1/messages stream")
+    p.add_argument("--responses", action="store_true",
+                   help="also the OpenAI Responses stream (/v1/responses) beside the chat stream")
     p.add_argument("--rss", action="store_true", help="500 concurrent slow streams: peak RSS")
     p.add_argument("--streams", type=int, default=500, help="streams for --rss (default 500)")
     p.add_argument("--hold", type=float, default=5.0, help="seconds per slow stream (--rss)")
@@ -99,19 +102,26 @@ def measure(base: str, kind: str, conc: int, duration: float, tool: str, meter: 
     return result
 
 
+# The APIs only the gateway speaks (the fake and the bare proxy speak OpenAI chat).
+OURS_ONLY = ("messages_stream", "responses_stream")
+
+
+def kinds_of(extra: tuple[str, ...]) -> tuple[str, ...]:
+    return ("chat", "chat_stream", *extra)
+
+
 def run_cases(args: argparse.Namespace, targets: dict[str, tuple[str, procs.CpuMeter]],
-              messages: bool) -> dict[str, Any]:
+              extra: tuple[str, ...]) -> dict[str, Any]:
     tool = "wrk" if wrkrun.available() and not args.no_wrk else "aiohttp"
     plan: list[tuple[str, int, str]] = [("chat", 1, tool), ("chat", 50, tool),
                                         ("chat_stream", 50, tool),
                                         ("chat_stream", 1, "aiohttp"),
                                         ("chat_stream", 50, "aiohttp")]
-    if messages:
-        plan += [("messages_stream", 50, tool), ("messages_stream", 1, "aiohttp"),
-                 ("messages_stream", 50, "aiohttp")]
-    for kind in ("chat", "chat_stream") + (("messages_stream",) if messages else ()):
+    for kind in extra:
+        plan += [(kind, 50, tool), (kind, 1, "aiohttp"), (kind, 50, "aiohttp")]
+    for kind in kinds_of(extra):
         for name, (base, _) in targets.items():
-            if kind.startswith("messages") and name != "ours":
+            if kind in OURS_ONLY and name != "ours":
                 continue
             loadgen.new_loop_run(lambda b=base, k=kind: loadgen.load(b, k, 10, args.warmup))
     cases: dict[str, Any] = {}
@@ -122,7 +132,7 @@ def run_cases(args: argparse.Namespace, targets: dict[str, tuple[str, procs.CpuM
         runs: dict[str, list[dict[str, Any]]] = {}
         for _ in range(args.repeats):
             for name, (base, meter) in targets.items():
-                if kind.startswith("messages") and name != "ours":
+                if kind in OURS_ONLY and name != "ours":
                     continue
                 r = measure(base, kind, conc, args.duration, how, meter)
                 runs.setdefault(name, []).append(r)
@@ -136,13 +146,13 @@ def run_cases(args: argparse.Namespace, targets: dict[str, tuple[str, procs.CpuM
     return cases
 
 
-def sequential(targets: dict[str, tuple[str, procs.CpuMeter]], n: int, messages: bool,
+def sequential(targets: dict[str, tuple[str, procs.CpuMeter]], n: int, extra: tuple[str, ...],
                ) -> dict[str, Any]:
     """c=1 tails: per kind and target, `n` requests one after another on one connection."""
     out: dict[str, Any] = {}
-    for kind in ("chat", "chat_stream") + (("messages_stream",) if messages else ()):
+    for kind in kinds_of(extra):
         for name, (base, meter) in targets.items():
-            if kind.startswith("messages") and name != "ours":
+            if kind in OURS_ONLY and name != "ours":
                 continue
             meter.start()
             r = seqclient.run(base, kind, n)
@@ -157,16 +167,17 @@ def sequential(targets: dict[str, tuple[str, procs.CpuMeter]], n: int, messages:
     return out
 
 
-def probe_messages(gw: str) -> str | None:
-    """None when /v1/messages streams properly, else why it is n/a."""
-    body = json.dumps(loadgen.body_for("messages_stream")).encode()
+def probe(gw: str, kind: str) -> str | None:
+    """None when the gateway streams this kind properly, else why it is n/a."""
+    path = loadgen.path_for(kind)
+    body = json.dumps(loadgen.body_for(kind)).encode()
     try:
-        status, data = procs.http_post(gw + "/v1/messages", body, timeout=15)
+        status, data = procs.http_post(gw + path, body, timeout=15)
     except OSError as exc:
-        return f"/v1/messages n/a: {exc!r}"
-    if status == 200 and b"event: message_stop" in data:
+        return f"{path} n/a: {exc!r}"
+    if status == 200 and loadgen.valid(kind, data):
         return None
-    return f"/v1/messages n/a: HTTP {status} {data[:120].decode('utf-8', 'replace')!r}"
+    return f"{path} n/a: HTTP {status} {data[:120].decode('utf-8', 'replace')!r}"
 
 
 def rss_test(args: argparse.Namespace, fake: str, targets: dict[str, tuple[str, int]],
@@ -310,24 +321,29 @@ def main() -> int:
         took = procs.wait_http(f"{gw}/health", gw_proc, 90)
         print(f"fake upstream {fake} (pid {fake_proc.pid}), gateway {gw} (pid {gw_proc.pid}, "
               f"healthy after {took:.1f} s), temp dir {home}", flush=True)
-        messages_na = probe_messages(gw) if args.messages else None
-        if messages_na:
-            print(f"  {messages_na}", flush=True)
+        messages_na = probe(gw, "messages_stream") if args.messages else None
+        responses_na = probe(gw, "responses_stream") if args.responses else None
+        for note in (messages_na, responses_na):
+            if note:
+                print(f"  {note}", flush=True)
         targets = {"ours": (gw, procs.CpuMeter(gw_proc.pid)),
                    "direct": (fake, procs.CpuMeter(fake_proc.pid))}
         if not args.no_bare:
             targets["bare"] = start_bare(fake, home, pinned)
-        with_messages = args.messages and not messages_na
-        cases = run_cases(args, targets, with_messages)
-        seq = sequential(targets, args.seq, with_messages) if args.seq > 0 else {}
+        extra = tuple(kind for kind, on in (("messages_stream", args.messages and not messages_na),
+                                            ("responses_stream", args.responses and not
+                                             responses_na)) if on)
+        cases = run_cases(args, targets, extra)
+        seq = sequential(targets, args.seq, extra) if args.seq > 0 else {}
         bursts = burst.run(fake, {"ours": (gw, gw_proc.pid), "direct": (fake, fake_proc.pid)},
                            args.burst_sizes, args.rounds, args.hold) if args.burst_sizes else None
         rss = rss_test(args, fake, {"ours": (gw, gw_proc.pid), "direct": (fake, fake_proc.pid)}
                        ) if args.rss else None
         if gw_proc.poll() is not None:
             print(f"!! the gateway exited with {gw_proc.returncode} during the run")
-        text, data = report.summary(cases, args.messages, messages_na, rss, seq, bursts)
-        print("\n" + report.table(cases, args.messages, messages_na, rss) + "\n")
+        apis = report.Apis(args.messages, messages_na, args.responses, responses_na)
+        text, data = report.summary(cases, apis, rss, seq, bursts)
+        print("\n" + report.table(cases, apis, rss) + "\n")
         for extra in (report.seq_table(seq, cases), report.burst_table(bursts)):
             if extra:
                 print(extra + "\n")
@@ -336,7 +352,7 @@ def main() -> int:
             print("errors:\n" + "\n".join(errs) + "\n")
         print(text)
         results.update(cases=cases, seq=seq, bursts=bursts, rss=rss, summary=data,
-                       messages_na=messages_na)
+                       messages_na=messages_na, responses_na=responses_na)
         code = 0
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)

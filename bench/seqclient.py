@@ -15,7 +15,7 @@ import socket
 import time
 from typing import Any
 
-from loadgen import body_for, path_for, pct, valid
+from loadgen import KINDS, body_for, path_for, pct, valid
 
 
 class Conn:
@@ -161,7 +161,7 @@ if __name__ == "__main__":
 
     p = argparse.ArgumentParser(description="c=1 sequential keep-alive client")
     p.add_argument("base", help="http://127.0.0.1:PORT")
-    p.add_argument("--kind", default="chat", choices=("chat", "chat_stream", "messages_stream"))
+    p.add_argument("--kind", default="chat", choices=KINDS)
     p.add_argument("-n", type=int, default=10_000)
     a = p.parse_args()
     print(json.dumps(run(a.base, a.kind, a.n)))

@@ -19,7 +19,8 @@ from loadgen import body_for, path_for
 WRK = shutil.which("wrk")
 SCRIPT = Path(__file__).with_name("wrk_post.lua")
 EXPECT = {"chat": '"choices"', "chat_stream": "data: [DONE]",
-          "messages_stream": "event: message_stop"}
+          "messages_stream": "event: message_stop",
+          "responses_stream": "event: response.completed"}
 
 
 def available() -> bool:
