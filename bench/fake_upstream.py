@@ -6,6 +6,10 @@ Endpoints, under any path prefix (`/v1/...`, `/...`):
   POST */chat/completions  a small chat.completion JSON; with "stream": true, N SSE content
                            chunks, a finish chunk, a usage chunk when
                            stream_options.include_usage is set, then `data: [DONE]`.
+  POST */messages          Anthropic Messages: a small message JSON; with "stream": true the
+                           Anthropic event grammar (message_start, ping, one text block of N
+                           text_delta events, message_delta, message_stop), for the
+                           Anthropic passthrough (an Anthropic-compatible account).
   GET  */models            the model list.
   POST /__config?chunks=N&chunk_delay_ms=X&first_delay_ms=Y   change pacing at run time.
   GET  /__stats            request counts per kind, and the current pacing.
@@ -67,7 +71,40 @@ def stream_events(model: str, n: int, usage: bool) -> list[bytes]:
     return [b"%x\r\n%s\r\n" % (len(r), r) for r in raw] + [b"0\r\n\r\n"]
 
 
+def anthropic_events(model: str, n: int) -> list[bytes]:
+    """The Anthropic stream of N text deltas, each event one HTTP chunk, then the terminator."""
+    usage = {"input_tokens": 8, "output_tokens": n, "cache_creation_input_tokens": 0,
+             "cache_read_input_tokens": 0}
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("message_start", {"type": "message_start", "message": {
+            "id": "msg_bench", "type": "message", "role": "assistant", "model": model,
+            "content": [], "stop_reason": None, "stop_sequence": None,
+            "usage": {**usage, "output_tokens": 1}}}),
+        ("ping", {"type": "ping"}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": {"type": "text", "text": ""}})]
+    events += [("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {
+        "type": "text_delta", "text": f"tok{i} "}}) for i in range(n)]
+    events += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
+               ("message_delta", {"type": "message_delta", "delta": {
+                   "stop_reason": "end_turn", "stop_sequence": None},
+                   "usage": {"output_tokens": n}}),
+               ("message_stop", {"type": "message_stop"})]
+    raw = [b"event: " + name.encode() + b"\ndata: " + _dumps(data) + b"\n\n"
+           for name, data in events]
+    return [b"%x\r\n%s\r\n" % (len(r), r) for r in raw] + [b"0\r\n\r\n"]
+
+
+def anthropic_message(model: str) -> bytes:
+    return http_response("200 OK", _dumps({
+        "id": "msg_bench", "type": "message", "role": "assistant", "model": model,
+        "content": [{"type": "text", "text": "Hello from the bench upstream."}],
+        "stop_reason": "end_turn", "stop_sequence": None,
+        "usage": {"input_tokens": 8, "output_tokens": 6}}))
+
+
 _cache: dict[tuple[str, int, bool], list[bytes]] = {}
+_anthropic_cache: dict[tuple[str, int], list[bytes]] = {}
 
 
 def cached_events(model: str, n: int, usage: bool) -> list[bytes]:
@@ -144,6 +181,8 @@ class Upstream(asyncio.Protocol):
         path = url.path.rstrip("/")
         if method == "POST" and path.endswith("/chat/completions"):
             self.chat(body)
+        elif method == "POST" and path.endswith("/messages"):
+            self.messages(body)
         elif method == "GET" and path.endswith("/models"):
             STATS["models"] += 1
             self.transport.write(models_body())
@@ -180,6 +219,36 @@ class Upstream(asyncio.Protocol):
         STATS["chat_stream"] += 1
         usage = bool((req.get("stream_options") or {}).get("include_usage"))
         events = cached_events(model, int(CONFIG["chunks"]), usage)
+        if CONFIG["chunk_delay_ms"] <= 0 and CONFIG["first_delay_ms"] <= 0:
+            self.transport.write(STREAM_HEAD + b"".join(events))
+            return
+        self.busy = True
+        asyncio.get_running_loop().create_task(self.paced(events))
+
+    def messages(self, body: bytes) -> None:
+        """Anthropic Messages (any x-api-key / Bearer / anthropic-version accepted)."""
+        assert self.transport is not None
+        try:
+            req = json.loads(body)
+            assert isinstance(req, dict)
+        except (ValueError, AssertionError):
+            STATS["bad_json"] += 1
+            self.transport.write(http_response("400 Bad Request", _dumps({
+                "type": "error", "error": {"type": "invalid_request_error",
+                                           "message": "body is not a JSON object"}})))
+            return
+        model = str(req.get("model") or "bench-model")
+        if not req.get("stream"):
+            STATS["messages"] += 1
+            self.transport.write(anthropic_message(model))
+            return
+        STATS["messages_stream"] += 1
+        key = (model, int(CONFIG["chunks"]))
+        if key not in _anthropic_cache:
+            if len(_anthropic_cache) > 256:
+                _anthropic_cache.clear()
+            _anthropic_cache[key] = anthropic_events(*key)
+        events = _anthropic_cache[key]
         if CONFIG["chunk_delay_ms"] <= 0 and CONFIG["first_delay_ms"] <= 0:
             self.transport.write(STREAM_HEAD + b"".join(events))
             return
