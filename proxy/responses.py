@@ -25,7 +25,15 @@ from proxy import responses_state
 from proxy.chat import openai_error
 from proxy.errors import ApiError, echo
 from proxy.http import ApiRequest, JsonResult, StreamResult
-from proxy.pipeline import GatewayOptions, Route, admit, now, read_json_object, resolve_model
+from proxy.pipeline import (
+    GatewayOptions,
+    Route,
+    admit,
+    now,
+    output_limit,
+    read_json_object,
+    resolve_model,
+)
 from proxy.relay import relay
 from proxy.responses_state import Owner
 from proxy.trace import log_refused
@@ -154,7 +162,7 @@ async def create_response(request: ApiRequest) -> JsonResult | StreamResult:
         # Codex's remote compaction: a trigger becomes a summary request (docs/clients.md).
         compacting = prepare_compaction(body)
         options = TranslateOptions(
-            upstream_model=model.upstream_id, max_output_tokens=model.max_output_tokens,
+            upstream_model=model.upstream_id, max_output_tokens=output_limit(model),
             kimi_tool_ids=model.upstream_id.lower().startswith("kimi"))
         if len(request.body) <= INLINE_TRANSLATE_MAX and "previous_response_id" not in body:
             translation = _translate(body, options)

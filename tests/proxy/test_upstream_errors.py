@@ -250,3 +250,18 @@ def test_an_anthropic_upstreams_overflow_is_prompt_is_too_long(anthropic_server,
     with pytest.raises(openai.BadRequestError) as chat_caught:  # an OpenAI client, bridged
         openai_client(anthropic_server).chat.completions.create(model="gemma", messages=USER)
     assert chat_caught.value.code == "context_length_exceeded"
+
+
+# ---- Responses API clients (Codex) ---------------------------------------------------------------
+
+
+def test_responses_clients_get_context_length_exceeded_and_the_output_limit(server, upstream):
+    upstream.script(errors.llama_cpp_context_overflow(), sc.text("ok"))
+    client = openai_client(server)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model=MODEL, input="hi")
+    assert caught.value.code == "context_length_exceeded"
+    assert caught.value.type == "invalid_request_error"
+    client.responses.create(model=MODEL, input="hi", max_output_tokens=32000)
+    sent = upstream.chat_requests[-1].json
+    assert sent.get("max_tokens", sent.get("max_completion_tokens")) == OUTPUT_CEILING
