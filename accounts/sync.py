@@ -214,6 +214,16 @@ def _context_length(entry: dict[str, Any]) -> int | None:
             or (_int_or_none(meta.get("n_ctx")) if isinstance(meta, dict) else None))
 
 
+def _output_limit(entry: dict[str, Any]) -> int | None:
+    """The output limit a /models entry states: `max_output_tokens` / `max_completion_tokens`,
+    OpenRouter's `top_provider.max_completion_tokens`. Without one, requests are held to
+    DEFAULT_MAX_OUTPUT_TOKENS (proxy/pipeline.output_limit)."""
+    top = entry.get("top_provider")
+    return (_int_or_none(entry.get("max_output_tokens"))
+            or _int_or_none(entry.get("max_completion_tokens"))
+            or (_int_or_none(top.get("max_completion_tokens")) if isinstance(top, dict) else None))
+
+
 def _store_listing(account: Account, entries: list[dict[str, Any]], item: AccountSync,
                    providers_with_accounts: set[str]) -> None:
     listing: dict[str, dict[str, Any]] = {}
@@ -234,13 +244,15 @@ def _store_listing(account: Account, entries: list[dict[str, Any]], item: Accoun
             info = ModelInfo.objects.create(
                 model_id=model_id, display_name=display, provider=account.provider,
                 owned_by=owned_by, context_length=_context_length(entry),
+                max_output_tokens=_output_limit(entry),
             )
             info.accounts.add(account)
             item.created.append(model_id)
             continue
         # Blanks are filled in; what an admin set is never overwritten.
         found = {"owned_by": owned_by, "display_name": display,
-                 "context_length": _context_length(entry)}
+                 "context_length": _context_length(entry),
+                 "max_output_tokens": _output_limit(entry)}
         changed = [name for name, value in found.items() if value and not getattr(info, name)]
         for name in changed:
             setattr(info, name, found[name])

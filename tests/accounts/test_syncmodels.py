@@ -170,3 +170,15 @@ def test_sync_models_service_directly(one):
 ], ids=["context_length", "max_model_len", "llama.cpp", "zero", "not-an-object", "bool"])
 def test_the_context_a_listing_states(entry, expected):
     assert sync._context_length(entry) == expected
+
+
+@pytest.mark.parametrize(("entry", "expected"), [
+    ({"id": "m", "max_output_tokens": 8192}, 8192),
+    ({"id": "m", "max_completion_tokens": 4096}, 4096),
+    ({"id": "m", "top_provider": {"context_length": 131072, "max_completion_tokens": 16384}},
+     16384),  # OpenRouter
+    ({"id": "m", "top_provider": {"max_completion_tokens": None}}, None),
+    ({"id": "m", "meta": {"n_ctx": 2048}}, None),  # llama.cpp states none
+], ids=["max_output_tokens", "max_completion_tokens", "openrouter", "null", "llama.cpp"])
+def test_the_output_limit_a_listing_states(entry, expected):
+    assert sync._output_limit(entry) == expected
