@@ -305,6 +305,36 @@ def test_openai_clients_get_a_400_for_what_messages_cannot_express(server, upstr
     assert upstream.messages_requests == []
 
 
+# ---------------------------------------------------------------- Responses clients (composition)
+
+
+def test_responses_clients_on_an_anthropic_upstream(server, upstream):
+    """/v1/responses translates to chat, which the bridge sends as Messages: both steps."""
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    upstream.script(message([text_block("Hi from Messages.")],
+                            usage={"input_tokens": 9, "output_tokens": 4}))
+    response = client.responses.create(model="glm-drop", input="hello", store=False,
+                                       instructions="Be kind.")
+    assert response.output_text == "Hi from Messages."
+    assert response.usage.input_tokens == 9 and response.usage.output_tokens == 4
+    sent = upstream.messages_requests[-1].json
+    assert sent["system"] == "Be kind." and sent["model"] == "glm-4.6-up"
+
+    upstream.script(message([text_block("Let me check."),
+                             tool_use("toolu_resp_01", "get_weather", {"city": "Oslo"})],
+                            stop_reason="tool_use"))
+    events = list(client.responses.create(
+        model="glm-drop", input="weather in Oslo?", store=False, stream=True,
+        tools=[{"type": "function", "name": "get_weather", "parameters": {
+            "type": "object", "properties": {"city": {"type": "string"}}}}]))
+    assert events[-1].type == "response.completed"
+    output = events[-1].response.output
+    calls = [item for item in output if item.type == "function_call"]
+    assert [(c.call_id, c.name, json.loads(c.arguments)) for c in calls] == [
+        ("toolu_resp_01", "get_weather", {"city": "Oslo"})]
+    assert upstream.messages_requests[-1].json["tools"][0]["name"] == "get_weather"
+
+
 # ---------------------------------------------------------------- accounts (last: they add rows)
 
 
