@@ -15,6 +15,7 @@ from proxy.pipeline import (
     Route,
     admit,
     clamp_output_tokens,
+    estimate_off_loop,
     now,
     read_json_object,
     resolve_model,
@@ -143,7 +144,8 @@ async def chat_completions(request: ApiRequest) -> JsonResult | StreamResult:
         return await relay(model, upstream_body, opts, stream=bool(body.get("stream")),
                            session=session, answer=answer, api="openai",
                            requested_model=body["model"], client_body=request.body,
-                           estimate=estimate_chat_parts(body)
+                           estimate=await estimate_off_loop(request.body, estimate_chat_parts,
+                                                            body)
                            if opts.runtime.calibration.enabled else None)
     except (ApiError, UpstreamError) as error:
         log_refused(error, request, api="openai", started=started,

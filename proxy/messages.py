@@ -13,10 +13,10 @@ from iflow2api_lib.wire import sse_event
 from proxy.errors import ApiError
 from proxy.http import ApiRequest, JsonResult, StreamResult
 from proxy.pipeline import (
-    INLINE_PARSE_MAX,
     GatewayOptions,
     Route,
     admit,
+    estimate_off_loop,
     output_limit,
     read_json_object,
     resolve_model,
@@ -26,7 +26,7 @@ from proxy.trace import log_refused
 from proxy.translate.anthropic_request import anthropic_to_openai
 from proxy.translate.anthropic_response import openai_to_anthropic
 from proxy.translate.anthropic_stream import AnthropicStreamTranslator
-from proxy.translate.tokens import TokenParts, estimate_parts
+from proxy.translate.tokens import estimate_parts
 from proxy.translate.types import (
     TranslatedRequest,
     TranslateOptions,
@@ -102,7 +102,7 @@ async def messages(request: ApiRequest) -> JsonResult | StreamResult:
             raise ApiError(400, gettext("model: Field required (a string)"), param="model")
         model = await resolve_model(model_name.strip(), opts, map_unknown=True)
         context_length, model_id = model.context_length, model.id
-        parts = await _estimate(request, body)
+        parts = await estimate_off_loop(request.body, estimate_parts, body)
         calibration = opts.runtime.calibration
         wires = await wires_for(model, opts)  # Anthropic upstreams: the body passes through
         native = {MESSAGES: passthrough(request.body, request.headers, max_tokens=clamped(
@@ -160,13 +160,6 @@ async def messages(request: ApiRequest) -> JsonResult | StreamResult:
         return anthropic_error(error, request_id)
 
 
-async def _estimate(request: ApiRequest, body: dict[str, Any]) -> TokenParts:
-    """The local estimate by kind; in a worker thread for a large body (like its parsing)."""
-    if len(request.body) <= INLINE_PARSE_MAX:
-        return estimate_parts(body)
-    return await sync_to_async(estimate_parts, thread_sensitive=False)(body)
-
-
 def _calibrated(request: ApiRequest, body: dict[str, Any], model_id: str) -> int:
     return request.runtime.calibration.estimate(model_id, estimate_parts(body))
 
@@ -191,7 +184,7 @@ async def count_tokens(request: ApiRequest) -> JsonResult:
         counted = await _upstream_count(request, body, opts)
         if counted is not None:
             return counted
-        parts = await _estimate(request, body)
+        parts = await estimate_off_loop(request.body, estimate_parts, body)
         model_id = await _model_id(body, opts)
         return JsonResult.of({"input_tokens": opts.runtime.calibration.estimate(model_id, parts)})
     except ApiError as error:

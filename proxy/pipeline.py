@@ -6,6 +6,7 @@ error. relay() (proxy/relay.py) owns the loop over accounts."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from proxy.bodies import BodyLimits, check_before_parsing, check_parsed, too_dee
 from proxy.errors import ApiError, echo
 from proxy.http import ApiRequest
 from proxy.runtime import Runtime
+from proxy.translate.tokens import TokenParts
 from proxy.unusable import RETRY_AFTER_HONOURED, cooling_down_error, no_account_error
 from upstream.providers import get_provider
 from upstream.providers.base import Provider
@@ -144,6 +146,15 @@ async def read_json_object(body: bytes) -> dict[str, Any]:
     if len(body) <= INLINE_PARSE_MAX:
         return parse_json_object(body)
     return await sync_to_async(parse_json_object, thread_sensitive=False)(body)
+
+
+async def estimate_off_loop(raw: bytes, estimator: Callable[[dict[str, Any]], TokenParts],
+                            body: dict[str, Any]) -> TokenParts:
+    """A body's token estimate (proxy/translate/tokens.py), in a worker thread when the body is
+    large, like its parsing (read_json_object)."""
+    if len(raw) <= INLINE_PARSE_MAX:
+        return estimator(body)
+    return await sync_to_async(estimator, thread_sensitive=False)(body)
 
 
 @dataclass(frozen=True)
