@@ -148,6 +148,14 @@ def _grouped(rows: QuerySet, field: str, metric: str, blank: str, currency: str)
     return _scale([_bar(str(row[field] or blank), row, metric) for row in grouped], metric)
 
 
+def _api_names(bars: list[Bar]) -> list[Bar]:
+    """openai / anthropic / responses as the request log names them (OpenAI Responses…)."""
+    names = dict(RequestLog.Api.choices)
+    for bar in bars:
+        bar.label = str(names.get(bar.label, bar.label))
+    return bars
+
+
 def _per_day(rows: QuerySet, first: dt.date, days: int, metric: str, currency: str
              ) -> list[Bar]:
     tz = timezone.get_current_timezone()
@@ -219,6 +227,8 @@ def usage(request: HttpRequest) -> HttpResponse:
              _grouped(rows, "key_label", metric, _("(no key)"), currency)),
             (_("Per instance"), _("Instance"),
              _grouped(rows, "instance", metric, _("(none)"), currency)),
+            (_("Per API"), _("API"), _api_names(
+                _grouped(rows, "api", metric, _("(none)"), currency))),
         ],
     }
     return render(request, "proxy/usage.html", context)

@@ -39,7 +39,7 @@ def rows() -> list[RequestLog]:
         row(0, "glm-5", main, key="laptop"),
         row(0, "glm-5", main, stream=True, ttft_ms=80),
         row(1, "glm-5", main, status=429, error="rate limited", tokens_in=None, tokens_out=None),
-        row(2, "deepseek-chat", other, key="ci"),
+        row(2, "deepseek-chat", other, key="ci", api="responses"),
         row(20, "kimi-k2", other),  # only in the 30-day range
         row(45, "ancient-model", other),  # in no range
     ]
@@ -51,7 +51,8 @@ def test_the_usage_page_renders_charts_for_7_days(admin_client: Client, rows):
     assert page.status_code == 200
     html = page.content.decode()
     assert '<div id="site-name">' in html  # the admin's frame (admin/base_site.html)
-    for name in ("glm-5", "deepseek-chat", "main-iflow", "backup-deepseek", "laptop", "ci"):
+    for name in ("glm-5", "deepseek-chat", "main-iflow", "backup-deepseek", "laptop", "ci",
+                 "Per API", "OpenAI Responses"):
         assert name in html
     assert "kimi-k2" not in html and "ancient-model" not in html
     assert html.count('class="usage-bar"') >= 7 + 2  # one column per day, bars per group
