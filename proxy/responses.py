@@ -21,6 +21,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.utils.translation import gettext
 
+from iflow2api_lib.wire import sse_event
 from proxy import responses_state
 from proxy.chat import openai_error
 from proxy.errors import ApiError, echo
@@ -49,7 +50,7 @@ from proxy.translate.responses_request import (
     responses_to_openai,
 )
 from proxy.translate.responses_response import openai_to_responses
-from proxy.translate.responses_stream import KEEPALIVE, ResponsesStream, encode_event
+from proxy.translate.responses_stream import KEEPALIVE, ResponsesStream
 from proxy.translate.types import TranslateOptions, TranslationError, UpstreamResponseError
 from proxy.vision import model_for_images
 from upstream.types import UpstreamError
@@ -68,6 +69,11 @@ def new_response_id() -> str:
     return "resp_" + secrets.token_hex(24)
 
 
+def _sse(event: dict[str, Any]) -> bytes:
+    """Like the translator's encode_event, with orjson as the other APIs: same bytes, less CPU."""
+    return sse_event(event["type"], event)
+
+
 def owner_of(opts: GatewayOptions) -> Owner:
     return Owner(opts.instance.name, opts.key.id if opts.key else None)
 
@@ -83,10 +89,10 @@ class ResponsesStreamSession:
         self.to_store: dict[str, Any] | None = None
 
     def start(self) -> list[bytes]:
-        return [encode_event(event) for event in self.stream.start()]
+        return [_sse(event) for event in self.stream.start()]
 
     def feed(self, chunk: dict) -> list[bytes]:
-        return [encode_event(event) for event in self.stream.feed(chunk)]
+        return [_sse(event) for event in self.stream.feed(chunk)]
 
     def close(self) -> list[bytes]:
         if not self.stream.finished:
@@ -95,10 +101,10 @@ class ResponsesStreamSession:
         events = self.stream.close()
         if self.stream.status in FINAL_STATUSES:
             self.to_store = self.stream.response
-        return [encode_event(event) for event in events]
+        return [_sse(event) for event in events]
 
     def fail(self, error: ApiError) -> list[bytes]:
-        return [encode_event(event) for event in
+        return [_sse(event) for event in
                 self.stream.fail(error.message, error.code or "server_error")]
 
 
@@ -200,7 +206,8 @@ async def create_response(request: ApiRequest) -> JsonResult | StreamResult:
                 await _store(response, owner, own_items, body.get("instructions"))
 
         if isinstance(result, StreamResult):
-            _store_before_the_end(result, sessions, keep)
+            if store:  # else no hop per chunk (Codex sends store: false)
+                _store_before_the_end(result, sessions, keep)
         elif result.status == 200 and answered and answered[-1]["status"] in FINAL_STATUSES:
             await keep(answered[-1])
         if translation.dropped_tools:
