@@ -65,6 +65,9 @@ def server(fake: FakeAnthropic, fake_x_api_key: FakeAnthropic) -> Iterator[Gatew
                      f"{KEY!r}, [{model_id!r}], **{options!r})")
         setup.append(f"ModelInfo.objects.filter(model_id={model_id!r})"
                      f".update(upstream_id={upstream_id!r})")
+    for label in ("two-a", "two-b"):  # one model, two accounts: failover between them
+        setup.append(f"add_api_key_account('anthropic', {label!r}, {fake.url!r}, {KEY!r}, "
+                     "['glm-two'], auth_header='bearer')")
     gateway.shell("\n".join(setup))
     with gateway:
         yield gateway
@@ -242,6 +245,38 @@ def test_count_tokens_asks_the_upstream_or_estimates_when_it_has_none(server, up
     estimated = post(server, "/v1/messages/count_tokens", body.replace(b"glm-drop", b"kimi-xkey"))
     assert estimated.status_code == 200 and 0 < estimated.json()["input_tokens"] < 100
 
+
+
+def test_an_overloaded_account_fails_over_to_the_next(server, upstream):
+    upstream.script(http_error(529, "overloaded_error", "Overloaded"),
+                    message([text_block("From the second account.")]))
+    body = b'{"model":"glm-two","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}'
+    response = post(server, "/v1/messages", body)
+    assert response.status_code == 200, response.text
+    assert response.json()["content"][0]["text"] == "From the second account."
+    assert [r.status for r in upstream.messages_requests] == [529, 200]
+
+
+def test_the_request_log_reads_the_passthrough_streams_usage(server, upstream):
+    upstream.script(message([text_block("counted")], usage={
+        "input_tokens": 11, "output_tokens": 5, "cache_read_input_tokens": 30}))
+    body = b'{"model":"glm-allow","max_tokens":16,"stream":true,"messages":[{"role":"user",' \
+           b'"content":"usage please"}]}'
+    with httpx.stream("POST", server.url + "/v1/messages", content=body, timeout=20) as response:
+        assert response.status_code == 200
+        assert b"message_stop" in b"".join(response.iter_bytes())
+    query = ("from proxy.models import RequestLog\n"
+             "row = RequestLog.objects.filter(requested_model='glm-allow', stream=True)"
+             ".order_by('-id').first()\n"
+             "print(row and (row.api, row.status, row.tokens_in, row.tokens_out, "
+             "row.tokens_cached, row.model))")
+    deadline = time.monotonic() + 10
+    while True:  # the request log is written off the request path, in batches
+        row = server.shell(query).splitlines()[-1]
+        if row != "None" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert row == "('anthropic', 200, 41, 5, 30, 'glm-allow')"
 
 # ---------------------------------------------------------------- OpenAI chat clients
 
