@@ -12,8 +12,8 @@ from django.contrib.admin.apps import AdminConfig
 from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext_lazy as _
 
-# Apps first in this order, then the others by name; within an app, models in this order.
-APP_ORDER = ("accounts", "instances", "proxy")
+# Apps in this order (any other app after them, by name); within an app, models in this order.
+APP_ORDER = ("accounts", "instances", "proxy", "auth", "axes", "django_celery_beat")
 MODEL_ORDER = {
     "accounts": ("Account", "ModelInfo", "OAuthLogin"),
     "instances": ("Instance", "ClientKey", "RateRule"),

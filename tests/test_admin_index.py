@@ -22,6 +22,10 @@ def test_the_index_puts_what_a_user_needs_first(admin_client: Client):
         "/admin/proxy/requestlog/", "/admin/auth/", "/admin/axes/",
         "/admin/django_celery_beat/")]
     assert order == sorted(order), order
+    zh = admin_client.get("/admin/", HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+    order = [zh.index(marker) for marker in ("/admin/auth/", "/admin/axes/",
+                                             "/admin/django_celery_beat/")]
+    assert order == sorted(order), "the same order in every language"
     sidebar = admin_client.get("/admin/proxy/requestlog/").content.decode()
     assert sidebar.index("/admin/accounts/") < sidebar.index("/admin/auth/")
 
