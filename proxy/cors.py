@@ -27,14 +27,14 @@ Message = dict[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]],
                     Callable[[Message], Awaitable[None]]], Awaitable[None]]
 
-ALLOW_METHODS = b"GET, POST, HEAD, OPTIONS"
+ALLOW_METHODS = b"GET, POST, DELETE, HEAD, OPTIONS"  # DELETE: /v1/responses/{id}
 DEFAULT_ALLOW_HEADERS = (b"authorization, x-api-key, content-type, anthropic-version, "
                          b"anthropic-beta, anthropic-dangerous-direct-browser-access, "
                          b"x-stainless-arch, x-stainless-lang, x-stainless-os, "
                          b"x-stainless-package-version, x-stainless-retry-count, "
                          b"x-stainless-runtime, x-stainless-runtime-version, "
                          b"x-stainless-timeout, x-stainless-async, x-stainless-helper-method")
-EXPOSE_HEADERS = b"request-id, retry-after, x-request-id"
+EXPOSE_HEADERS = b"request-id, retry-after, x-request-id, x-iflow2api-dropped-tools"
 MAX_AGE = b"86400"
 LOOPBACK_ORIGIN = re.compile(r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?")
 

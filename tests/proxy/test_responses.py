@@ -12,6 +12,7 @@ import pytest
 from django.utils import timezone
 
 from tests.fakes import scenarios as sc
+from tests.proxy.test_cors import LOCAL_PAGE, PREFLIGHT
 from tests.proxy.test_requestlog import rows_since
 from tests.sse import named_events
 from tests.translate.responses_grammar import check_responses_stream
@@ -298,3 +299,14 @@ def test_compaction_trigger_answers_one_compaction_item(gateway, upstream, strea
     assert follow.status_code == 200, follow.text
     sent = upstream.chat_requests[-1].json["messages"]
     assert "Ada is writing a parser." in json.dumps(sent)
+
+
+def test_browser_preflight_for_delete_and_the_dropped_tools_header(gateway, upstream):
+    preflight = httpx.options(gateway.url + "/v1/responses/resp_x", timeout=10, headers={
+        **PREFLIGHT, "access-control-request-method": "DELETE"})
+    assert preflight.status_code == 204
+    assert "DELETE" in preflight.headers["access-control-allow-methods"]
+    upstream.script(sc.text("ok"))
+    answer = post(gateway, {"model": "glm-5", "input": "hi", "tools": [{"type": "web_search"}]},
+                  headers={"origin": LOCAL_PAGE})
+    assert "x-iflow2api-dropped-tools" in answer.headers["access-control-expose-headers"]
