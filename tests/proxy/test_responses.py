@@ -310,3 +310,21 @@ def test_browser_preflight_for_delete_and_the_dropped_tools_header(gateway, upst
     answer = post(gateway, {"model": "glm-5", "input": "hi", "tools": [{"type": "web_search"}]},
                   headers={"origin": LOCAL_PAGE})
     assert "x-iflow2api-dropped-tools" in answer.headers["access-control-expose-headers"]
+
+
+def test_the_openapi_document_has_the_responses_routes(gateway):
+    document = httpx.get(gateway.url + "/openapi.json", timeout=30).json()
+    paths = document["paths"]
+    assert set(paths["/v1/responses"]) == {"post"}
+    assert set(paths["/v1/responses/{response_id}"]) == {"get", "delete"}
+    assert set(paths["/v1/responses/{response_id}/input_items"]) == {"get"}
+    assert "/responses" not in paths  # the unprefixed twin is served, not documented
+    post_op = paths["/v1/responses"]["post"]
+    assert post_op["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/ResponsesRequest")
+    assert "text/event-stream" in post_op["responses"]["200"]["content"]
+    schemas = document["components"]["schemas"]
+    assert {"ResponsesRequest", "Response", "ResponseStreamEvent", "DeletedResponse",
+            "InputItemList"} <= set(schemas)
+    get_op = paths["/v1/responses/{response_id}"]["get"]
+    assert [p["name"] for p in get_op["parameters"]] == ["response_id"]
