@@ -328,3 +328,12 @@ def test_the_openapi_document_has_the_responses_routes(gateway):
             "InputItemList"} <= set(schemas)
     get_op = paths["/v1/responses/{response_id}"]["get"]
     assert [p["name"] for p in get_op["parameters"]] == ["response_id"]
+
+
+def test_an_upstream_429_is_passed_on_with_retry_after(client, upstream):
+    upstream.script(sc.http_error(429, {"error": {"message": "slow down"}},
+                                  headers={"retry-after": "3"}))
+    with pytest.raises(openai.RateLimitError) as raised:
+        client.responses.create(model="glm-5", input="hi")
+    assert raised.value.response.headers["retry-after"] == "3"
+    assert raised.value.body["type"] == "rate_limit_error"
