@@ -30,6 +30,7 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext
 
+from accounts.affinity import LocalAffinity, RedisAffinity, build_affinity
 from accounts.models import Account
 from accounts.services import AccountRef, invalidate_routing
 from iflow2api_lib.redis_client import SharedRedis
@@ -198,8 +199,10 @@ class RedisSlots:
 
 
 class AccountPool:
-    def __init__(self, slots: LocalSlots | RedisSlots) -> None:
+    def __init__(self, slots: LocalSlots | RedisSlots,
+                 affinity: LocalAffinity | RedisAffinity | None = None) -> None:
         self.slots = slots
+        self.affinity = affinity or LocalAffinity()  # conversation → account pins
         self.waiting = 0
         self._turn = itertools.count()
         self._waiters: set[asyncio.Future[None]] = set()
@@ -216,9 +219,11 @@ class AccountPool:
                 usable.append(account)
         return usable, min(waits, default=0.0)
 
-    async def acquire(self, accounts: list[AccountRef], *, timeout: float) -> Lease:
+    async def acquire(self, accounts: list[AccountRef], *, timeout: float,
+                      prefer: int | None = None) -> Lease:
         """A slot on the least busy usable account (round robin among equals), waiting up to
-        `timeout` in a bounded queue when every usable account is full."""
+        `timeout` in a bounded queue when every usable account is full. The `prefer`red
+        account (a conversation's pin) is tried first while it is usable."""
         if not accounts:
             raise NoAccount(gettext("no usable account"))
         deadline = time.monotonic() + timeout
@@ -226,7 +231,7 @@ class AccountPool:
         try:
             while True:
                 usable = self.eligible(accounts)[0] or await self._last_resort(accounts)
-                lease = await self._try(usable)
+                lease = await self._try(usable, prefer)
                 if lease is not None:
                     return lease
                 if not queued:
@@ -277,12 +282,13 @@ class AccountPool:
     def _poll(self) -> float:
         return POLL_SECONDS if isinstance(self.slots, RedisSlots) else 1.0
 
-    async def _try(self, usable: list[AccountRef]) -> Lease | None:
+    async def _try(self, usable: list[AccountRef], prefer: int | None = None) -> Lease | None:
         turn = next(self._turn)
         order = usable[turn % len(usable):] + usable[:turn % len(usable)]
         loads = [(await self.slots.busy(a) if a.max_concurrency else 0, i, a)
                  for i, a in enumerate(order)]
-        for _, _, account in sorted(loads, key=lambda item: (item[0], item[1])):
+        ranked = sorted(loads, key=lambda item: (item[2].id != prefer, item[0], item[1]))
+        for _, _, account in ranked:
             token = uuid.uuid4().hex
             if not account.max_concurrency:
                 return Lease(account, token, counted=False)
@@ -362,4 +368,5 @@ def _mark_active(account_id: int) -> None:
 
 def build_pool(redis: SharedRedis | None) -> AccountPool:
     """A process's pool (proxy/runtime.py owns it): slots in Redis when there is one."""
-    return AccountPool(RedisSlots(redis) if redis is not None else LocalSlots())
+    return AccountPool(RedisSlots(redis) if redis is not None else LocalSlots(),
+                       build_affinity(redis))

@@ -309,6 +309,9 @@ IFLOW2API = {
     "REFRESH_CHECK_SECONDS": env_float("REFRESH_CHECK_SECONDS", 300.0),
     "POOL_QUEUE_TIMEOUT": env_float("POOL_QUEUE_TIMEOUT", 30.0),
     "POOL_QUEUE_MAX": int(env_float("POOL_QUEUE_MAX", 200)),
+    # How long a conversation stays pinned to its account after its last request (the
+    # vendors' prompt caches are per account; docs/costs.md). 0: no pinning.
+    "AFFINITY_TTL_SECONDS": env_float("AFFINITY_TTL_SECONDS", 3600.0),
     "RATE_LIMIT_COOLDOWN_SECONDS": env_float("RATE_LIMIT_COOLDOWN_SECONDS", 60.0),
     "AUTH_COOLDOWN_SECONDS": env_float("AUTH_COOLDOWN_SECONDS", 300.0),
     # SIGTERM: requests in flight may finish for this long, then open streams get an error.

@@ -8,6 +8,7 @@ from typing import Any
 from django.utils.translation import gettext
 
 from iflow2api_lib.wire import SSE_COMMENT_PING, SSE_DONE, sse_data
+from proxy.affinity import conversation_of
 from proxy.errors import ApiError
 from proxy.http import ApiRequest, JsonResult, StreamResult
 from proxy.pipeline import (
@@ -144,6 +145,7 @@ async def chat_completions(request: ApiRequest) -> JsonResult | StreamResult:
         return await relay(model, upstream_body, opts, stream=bool(body.get("stream")),
                            session=session, answer=answer, api="openai",
                            requested_model=body["model"], client_body=request.body,
+                           conversation=conversation_of(body, request.headers),
                            estimate=await estimate_off_loop(request.body, estimate_chat_parts,
                                                             body)
                            if opts.runtime.calibration.enabled else None)

@@ -10,6 +10,7 @@ from asgiref.sync import sync_to_async
 from django.utils.translation import gettext
 
 from iflow2api_lib.wire import sse_event
+from proxy.affinity import conversation_of
 from proxy.errors import ApiError
 from proxy.http import ApiRequest, JsonResult, StreamResult
 from proxy.pipeline import (
@@ -137,7 +138,8 @@ async def messages(request: ApiRequest) -> JsonResult | StreamResult:
         result = await relay(model, upstream_body if CHAT in wires else None, opts,
                              stream=bool(body.get("stream")), session=session, answer=answer,
                              api="anthropic", requested_model=model_name,
-                             client_body=request.body, native=native, estimate=parts)
+                             client_body=request.body, native=native, estimate=parts,
+                             conversation=conversation_of(body, request.headers))
         result.headers.append(("request-id", request_id))
         return result
     except TranslationError as exc:

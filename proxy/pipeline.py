@@ -20,6 +20,7 @@ from accounts.services import AccountRef, ModelRef, routing, target_for
 from iflow2api_lib.wire import loads
 from instances.ratelimit import RuleRef
 from instances.services import InstanceConfig, KeyRef, directory
+from proxy.affinity import Affinity
 from proxy.bodies import BodyLimits, check_before_parsing, check_parsed, too_deep_error
 from proxy.errors import ApiError, echo
 from proxy.http import ApiRequest
@@ -244,11 +245,18 @@ async def accounts_for(model: ModelRef, opts: GatewayOptions) -> list[AccountRef
 
 
 async def take_account(pool: AccountPool, candidates: list[AccountRef], model: ModelRef,
-                       opts: GatewayOptions, failed: UpstreamError | None) -> Lease:
-    """A slot on one of `candidates`; when none is free, the last upstream failure if there
-    was one, else 403 (no usable account) or 429 (all busy or cooling down)."""
+                       opts: GatewayOptions, failed: UpstreamError | None,
+                       affinity: Affinity | None = None) -> Lease:
+    """A slot on one of `candidates` (the conversation's pinned account first, when it has
+    one); when none is free, the last upstream failure if there was one, else 403 (no usable
+    account) or 429 (all busy or cooling down)."""
     try:
-        return await pool.acquire(candidates, timeout=settings.IFLOW2API["POOL_QUEUE_TIMEOUT"])
+        prefer = await affinity.preferred() if affinity is not None else None
+        lease = await pool.acquire(candidates, timeout=settings.IFLOW2API["POOL_QUEUE_TIMEOUT"],
+                                   prefer=prefer)
+        if affinity is not None:
+            await affinity.served_by(lease.account.id)
+        return lease
     except PoolUnavailable:
         raise ApiError(503, gettext("the account pool is unavailable (its Redis cannot be "
                                     "reached); retry shortly"), "pool_unavailable",

@@ -20,9 +20,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
+
 from accounts.pool import Lease
 from accounts.services import AccountRef, ModelRef
 from instances.ratelimit import Admission, Bucket, buckets_for
+from proxy.affinity import Affinity
 from proxy.errors import ApiError, hide_secrets
 from proxy.http import JsonResult, StreamResult
 from proxy.pipeline import (
@@ -59,11 +62,13 @@ async def relay(
     client_body: bytes = b"",
     estimate: TokenParts | None = None,
     native: dict[str, Exchange] | None = None,
+    conversation: str | None = None,
 ) -> JsonResult | StreamResult:
     """Sends `body` (an OpenAI chat body for `model`) upstream. Streams: `session(route)`
     translates the chunks. Non-streaming: `answer(route, completion)` renders the result.
     `native`: the request in other wire protocols, by protocol (proxy/wire.py); an account
-    whose protocol has none gets the chat body through a bridge (None: no chat body)."""
+    whose protocol has none gets the chat body through a bridge (None: no chat body).
+    `conversation` (proxy/affinity.conversation_of) pins the conversation to an account."""
     trace = RelayTrace(model.id, api, requested_model, stream, opts.runtime, opts.request_id,
                        instance=opts.instance.name, key_label=opts.key_label,
                        keep_bodies=opts.instance.log_bodies)
@@ -71,7 +76,9 @@ async def relay(
         trace.keep_request(client_body)
     trace.estimate = estimate  # the upstream's prompt_tokens calibrate it (runtime.calibration)
     chat = chat_exchange(body, session, answer) if body is not None else None
-    return await _Relay(model, body, opts, trace, stream, chat, native or {}).run()
+    relayed = _Relay(model, body, opts, trace, stream, chat, native or {})
+    relayed.conversation = conversation
+    return await relayed.run()
 
 
 class _Relay:
@@ -87,6 +94,7 @@ class _Relay:
             opts.rules, instance_id=opts.instance.id or 0,
             key_id=opts.key.id if opts.key else None, client_ip=opts.client_ip)
         self.admission: Admission | None = None
+        self.conversation: str | None = None
 
     async def run(self) -> JsonResult | StreamResult:
         with self.trace.failures():
@@ -115,9 +123,15 @@ class _Relay:
         pool = self.runtime.pool
         failed: UpstreamError | None = None
         tried: set[int] = set()
+        affinity = Affinity.of(pool.affinity, self.conversation,
+                               instance_id=self.opts.instance.id or 0,
+                               key_id=self.opts.key.id if self.opts.key else None,
+                               model=self.model.id, accounts=accounts) \
+            if settings.IFLOW2API["AFFINITY_TTL_SECONDS"] > 0 else None
         for _ in range(min(len(accounts), MAX_ATTEMPTS)):
             candidates = [a for a in accounts if a.id not in tried]
-            lease = await take_account(pool, candidates, self.model, self.opts, failed)
+            lease = await take_account(pool, candidates, self.model, self.opts, failed,
+                                       affinity)
             try:
                 result = await self.call(lease)
             except UpstreamError as err:

@@ -50,11 +50,25 @@ class _State:
     pending: list[str] = field(default_factory=list)  # upstream ids of the last assistant turn
 
 
+# Claude Code opens `system` with a block "x-anthropic-billing-header: cc_version=…;
+# cc_entrypoint=…; cch=…;" whose cch changes with every request. Only Anthropic's own API reads
+# it (the passthrough to Anthropic-compatible accounts keeps it); sent to any other upstream it
+# makes every prompt's prefix new, so the upstream's prefix cache never hits: it is dropped.
+BILLING_HEADER = "x-anthropic-billing-header:"
+
+
+def is_billing_header(text: str) -> bool:
+    return text.lstrip().startswith(BILLING_HEADER)
+
+
 def system_text(raw: Any) -> str:
-    """`system` string or text blocks -> one string (cache_control and other fields dropped)."""
+    """`system` string or text blocks -> one string (cache_control and other fields dropped,
+    and Claude Code's billing header: see BILLING_HEADER)."""
     if raw is None:
         return ""
     if isinstance(raw, str):
+        if is_billing_header(raw):  # the header as the string's first line
+            return raw.partition("\n")[2].lstrip("\n")
         return raw
     if not isinstance(raw, list):
         raise TranslationError.at(
@@ -64,7 +78,8 @@ def system_text(raw: Any) -> str:
         if not isinstance(block, dict):
             raise TranslationError.at(f"system.{i}", gettext_noop("expected an object"))
         text = block.get("text")
-        if block.get("type", "text") == "text" and isinstance(text, str) and text:
+        if block.get("type", "text") == "text" and isinstance(text, str) and text \
+                and not is_billing_header(text):
             texts.append(text)
     return _JOIN.join(texts)
 
