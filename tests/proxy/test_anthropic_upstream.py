@@ -117,19 +117,20 @@ def test_passthrough_body_is_the_clients_bytes_with_only_the_model_rewritten(ser
 
 def test_a_max_tokens_above_the_models_limit_is_the_only_other_rewrite(server, upstream):
     server.shell("from accounts.models import ModelInfo\n"
-                 "ModelInfo.objects.filter(model_id='glm-drop').update(max_output_tokens=512)")
+                 "ModelInfo.objects.filter(model_id='glm-drop').update(max_output_tokens=4096)")
     try:
         body = CLIENT_BODY.replace('"max_tokens":1024', '"max_tokens":32000')
         deadline = time.monotonic() + 5
         while True:  # the routing snapshot is rebuilt within 2 seconds
             upstream.reset()
             assert post(server, "/v1/messages", body.encode()).status_code == 200
-            if b'"max_tokens":512' in upstream.messages_requests[0].body:
+            if b'"max_tokens":4096' in upstream.messages_requests[0].body:
                 break
             assert time.monotonic() < deadline, upstream.messages_requests[0].body[:80]
             time.sleep(0.3)
-        assert upstream.messages_requests[0].body == body.replace(
-            '"glm-drop"', '"glm-4.6-up"').replace('"max_tokens":32000', '"max_tokens":512').encode()
+        expected = body.replace('"glm-drop"', '"glm-4.6-up"').replace(
+            '"max_tokens":32000', '"max_tokens":4096')
+        assert upstream.messages_requests[0].body == expected.encode()
     finally:
         server.shell("from accounts.models import ModelInfo\nModelInfo.objects.filter("
                      "model_id='glm-drop').update(max_output_tokens=None)")
