@@ -157,6 +157,11 @@ def test_errors_in_chinese_and_dark(browser, server, provider):
         add_upstream(page, server, "错误", provider.base_url, "sk-not-it")
         assert "服务商拒绝了该密钥" in page.text_content("#guided-error")
         assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+        assert page.evaluate(LIGHT_SPOTS) == []
+        add_upstream(page, server, "好的", provider.base_url, PROVIDER_KEY)
+        page.wait_for_url("**/models/")
+        page.fill("#model-filter", "chat")
+        assert page.evaluate(LIGHT_SPOTS) == []  # the filter box too
         assert errors == [], errors
     finally:
         context.close()
