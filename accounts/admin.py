@@ -80,7 +80,7 @@ class AccountForm(forms.ModelForm):
         if not self.instance.pk:
             return cleaned
         key_entered = bool(cleaned.get("api_key"))
-        if self._moves_the_secrets():
+        if self._moves_the_secrets(cleaned):
             # Never send a stored secret to a new address: only what is entered now is kept.
             if not cleaned.get("api_key") and self._holds_secrets():
                 self.add_error("api_key", _(
@@ -96,8 +96,11 @@ class AccountForm(forms.ModelForm):
             cleaned["last_error"] = ""
         return cleaned
 
-    def _moves_the_secrets(self) -> bool:
-        return any(name in self.changed_data for name in DESTINATION_FIELDS)
+    def _moves_the_secrets(self, cleaned: dict[str, Any]) -> bool:
+        """The change sends the account somewhere else: typed in, or set by a preset."""
+        return any(name in self.changed_data or (
+            name in cleaned and cleaned[name] != getattr(self.instance, name))
+            for name in DESTINATION_FIELDS)
 
     def _holds_secrets(self) -> bool:
         return any(getattr(self.instance, name) for name in SECRET_FIELDS)
