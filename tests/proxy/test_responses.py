@@ -176,6 +176,12 @@ def test_hosted_tools_are_dropped_and_named(gateway, upstream):
     ({"input": "hi"}, "model"),
     ({"model": "glm-5", "input": 5}, "input"),
     ({"model": "glm-5", "input": "hi", "stream": "yes"}, "stream"),
+    ({"model": "glm-5", "input": "hi", "store": 1}, "store"),
+    ({"model": "glm-5", "input": "hi", "previous_response_id": 7}, "previous_response_id"),
+    ({"model": "glm-5", "input": ["not an item"]}, "input.0"),
+    ({"model": "glm-5", "input": [{"type": "item_reference", "id": "msg_1"}]}, "input.0"),
+    ({"model": "glm-5", "input": "hi", "prompt": {"id": "pmpt_1"}}, "prompt"),
+    ({"model": "glm-5", "input": "hi", "reasoning": {"effort": "enormous"}}, "reasoning.effort"),
 ])
 def test_unsupported_or_bad_options_are_a_400(gateway, body, param):
     response = post(gateway, body)
@@ -337,3 +343,11 @@ def test_an_upstream_429_is_passed_on_with_retry_after(client, upstream):
         client.responses.create(model="glm-5", input="hi")
     assert raised.value.response.headers["retry-after"] == "3"
     assert raised.value.body["type"] == "rate_limit_error"
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b""])
+def test_a_body_that_is_not_a_json_object_is_a_400(gateway, raw):
+    response = httpx.post(gateway.url + "/v1/responses", content=raw, timeout=30,
+                          headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_json"
