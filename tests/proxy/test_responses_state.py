@@ -217,3 +217,13 @@ def test_stored_rows_hold_no_upstream_key_and_expire(keyed, upstream):
     deleted = server.shell("from proxy.tasks import delete_expired_responses_task\n"
                            "print(delete_expired_responses_task())")
     assert int(deleted.strip().splitlines()[-1]) >= 1
+
+
+def test_the_cleanup_is_a_periodic_task_for_celery_beat(keyed):
+    server, _alice, _bob = keyed
+    out = server.shell(
+        "from django_celery_beat.models import PeriodicTask\n"
+        "task = PeriodicTask.objects.get(task='proxy.tasks.delete_expired_responses_task')\n"
+        "from iflow2api_site.celery import app\napp.loader.import_default_modules()\n"
+        "print(task.enabled, task.interval.every, task.interval.period, task.task in app.tasks)")
+    assert out.strip().splitlines()[-1] == "True 1 hours True"
