@@ -11,9 +11,11 @@ import openai
 import pytest
 from django.utils import timezone
 
+from tests.conftest import FAKE_KEY
 from tests.fakes import scenarios as sc
 from tests.proxy.test_cors import LOCAL_PAGE, PREFLIGHT
 from tests.proxy.test_requestlog import rows_since
+from tests.servers import GatewayServer
 from tests.sse import named_events
 from tests.translate.responses_grammar import check_responses_stream
 
@@ -336,13 +338,17 @@ def test_the_openapi_document_has_the_responses_routes(gateway):
     assert [p["name"] for p in get_op["parameters"]] == ["response_id"]
 
 
-def test_an_upstream_429_is_passed_on_with_retry_after(client, upstream):
-    upstream.script(sc.http_error(429, {"error": {"message": "slow down"}},
-                                  headers={"retry-after": "3"}))
-    with pytest.raises(openai.RateLimitError) as raised:
-        client.responses.create(model="glm-5", input="hi")
-    assert raised.value.response.headers["retry-after"] == "3"
-    assert raised.value.body["type"] == "rate_limit_error"
+def test_an_upstream_429_is_passed_on_with_retry_after(fake_iflow, upstream):
+    # Its own server: the account then sits out the Retry-After, which would hold up others.
+    env = {"IFLOW_API_KEY": FAKE_KEY, "IFLOW_BASE_URL": fake_iflow.base_url}
+    with GatewayServer(env) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+        upstream.script(sc.http_error(429, {"error": {"message": "slow down"}},
+                                      headers={"retry-after": "3"}))
+        with pytest.raises(openai.RateLimitError) as raised:
+            client.responses.create(model="glm-5", input="hi")
+        assert raised.value.response.headers["retry-after"] == "3"
+        assert raised.value.body["type"] == "rate_limit_error"
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b""])
