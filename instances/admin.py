@@ -5,6 +5,7 @@ hash is kept."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from django.contrib import admin, messages
@@ -17,11 +18,13 @@ from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from accounts.crypto import decrypt, encrypt
 from instances.models import ClientKey, Instance, RateRule, new_key
 from instances.runtime import host_port
 from instances.services import invalidate_directory
 
 NEW_KEY_SESSION = "instances_new_client_key"  # until the page that shows it is rendered
+NEW_KEY_TTL = 600  # seconds: a key whose page was never opened is not shown later
 STATE_COLOURS = {"running": "#2e7d32", "error": "#c62828", "stopped": "#757575"}
 
 admin.site.site_header = gettext_lazy("iflow2api administration")
@@ -139,7 +142,9 @@ class ClientKeyAdmin(admin.ModelAdmin):
         popup = None
         if IS_POPUP_VAR in request.POST:
             popup = json.dumps({"value": str(obj.pk), "obj": str(obj)})
-        request.session[NEW_KEY_SESSION] = {"pk": obj.pk, "key": key, "popup": popup}
+        # Encrypted like the upstream secrets: the session table never holds it in clear.
+        request.session[NEW_KEY_SESSION] = {"pk": obj.pk, "key": encrypt(key), "popup": popup,
+                                            "at": time.time()}
         url = reverse("admin:instances_clientkey_created", args=[obj.pk])
         return HttpResponseRedirect(url + (f"?{IS_POPUP_VAR}=1" if popup else ""))
 
@@ -155,9 +160,11 @@ class ClientKeyAdmin(admin.ModelAdmin):
             raise PermissionDenied
         pending = request.session.get(NEW_KEY_SESSION)
         key, popup = None, None
-        if isinstance(pending, dict) and pending.get("pk") == pk:
+        if isinstance(pending, dict) and (pending.get("pk") == pk or
+                                          time.time() - pending.get("at", 0) > NEW_KEY_TTL):
             del request.session[NEW_KEY_SESSION]
-            key, popup = pending.get("key"), pending.get("popup")
+            if pending.get("pk") == pk and time.time() - pending.get("at", 0) <= NEW_KEY_TTL:
+                key, popup = decrypt(pending["key"]), pending.get("popup")
         row = ClientKey.objects.select_related("instance").filter(pk=pk).first()
         if row is None:
             raise Http404

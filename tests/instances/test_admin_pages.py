@@ -26,8 +26,16 @@ def team() -> Instance:
     return Instance.objects.create(name="team", host="127.0.0.1", port=28101)
 
 
+def hidden_fields(html: str) -> dict[str, str]:
+    """The form's hidden inputs (inline formsets' management forms), as a browser sends them."""
+    return {m["name"]: m["value"] for m in re.finditer(
+        r'<input type="hidden" name="(?P<name>[^"]+)" value="(?P<value>[^"]*)"', html)
+        if m["name"] != "csrfmiddlewaretoken"}
+
+
 def make_key(admin_client: Client, instance: Instance, name: str, **extra: str):
-    return admin_client.post("/admin/instances/clientkey/add/", {
+    form = admin_client.get("/admin/instances/clientkey/add/").content.decode()
+    return admin_client.post("/admin/instances/clientkey/add/", {**hidden_fields(form),
         "instance": str(instance.pk), "name": name, "enabled": "on", "expires_at_0": "",
         "expires_at_1": "", "allowed_models": "", "_save": "Save", **extra})
 
@@ -38,6 +46,8 @@ def test_a_new_key_is_shown_once_after_a_redirect(admin_client: Client, team: In
     assert answer.status_code == 302
     assert answer["Location"] == f"/admin/instances/clientkey/{row.pk}/created/"
     assert "sk-i2a-" not in answer.content.decode()
+    waiting = admin_client.session[NEW_KEY_SESSION]["key"]
+    assert waiting.startswith("fernet:") and "sk-i2a-" not in waiting  # never in clear
 
     page = admin_client.get(answer["Location"])
     assert page.status_code == 200 and "no-store" in page["Cache-Control"]
@@ -53,10 +63,23 @@ def test_a_new_key_is_shown_once_after_a_redirect(admin_client: Client, team: In
     assert ClientKey.objects.filter(name="laptop").count() == 1  # a reload made nothing
 
 
+def test_a_key_whose_page_was_never_opened_is_not_shown_later(admin_client: Client,
+                                                              team: Instance, monkeypatch):
+    answer = make_key(admin_client, team, "forgotten")
+    import instances.admin
+
+    monkeypatch.setattr(instances.admin, "NEW_KEY_TTL", -1)  # as if ten minutes had passed
+    html = admin_client.get(answer["Location"]).content.decode()
+    assert not KEY_RE.search(html) and "already shown once" in html
+    assert NEW_KEY_SESSION not in admin_client.session
+
+
 def test_the_popup_still_hands_the_key_to_its_opener(admin_client: Client, team: Instance):
+    form = admin_client.get("/admin/instances/clientkey/add/?_popup=1&_to_field=id")
     answer = admin_client.post("/admin/instances/clientkey/add/?_popup=1&_to_field=id", {
-        "instance": str(team.pk), "name": "popup", "enabled": "on", "expires_at_0": "",
-        "expires_at_1": "", "allowed_models": "", "_popup": "1", "_to_field": "id"})
+        **hidden_fields(form.content.decode()), "instance": str(team.pk), "name": "popup",
+        "enabled": "on", "expires_at_0": "", "expires_at_1": "", "allowed_models": "",
+        "_popup": "1", "_to_field": "id"})
     assert answer.status_code == 302 and answer["Location"].endswith("/created/?_popup=1")
     html = admin_client.get(answer["Location"]).content.decode()
     assert KEY_RE.search(html) and 'id="new-key-done"' in html and "data-popup-response" in html
