@@ -23,6 +23,7 @@ from django.utils.translation import gettext
 
 from iflow2api_lib.wire import sse_event
 from proxy import responses_state
+from proxy.affinity import conversation_of
 from proxy.chat import openai_error
 from proxy.errors import ApiError, echo
 from proxy.http import ApiRequest, JsonResult, StreamResult
@@ -199,7 +200,8 @@ async def create_response(request: ApiRequest) -> JsonResult | StreamResult:
 
         result = await relay(model, upstream_body, opts, stream=stream, session=session,
                              answer=answer, api=API, requested_model=requested,
-                             client_body=request.body)
+                             client_body=request.body,
+                             conversation=conversation_of(body, request.headers))
 
         async def keep(response: dict[str, Any]) -> None:
             if store:

@@ -13,6 +13,8 @@ from django.utils import timezone
 
 from tests.conftest import FAKE_KEY
 from tests.fakes import scenarios as sc
+from tests.fakes.upstream import FakeUpstream
+from tests.proxy.test_affinity import KEYS, RATE_LIMIT
 from tests.proxy.test_cors import LOCAL_PAGE, PREFLIGHT
 from tests.proxy.test_requestlog import rows_since
 from tests.servers import GatewayServer
@@ -357,3 +359,38 @@ def test_a_body_that_is_not_a_json_object_is_a_400(gateway, raw):
                           headers={"content-type": "application/json"})
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "invalid_json"
+
+
+# --- the account pool: failover and a conversation's account (two accounts) --------------------
+
+@pytest.fixture
+def two_accounts():
+    with FakeUpstream(api_key=KEYS[0], extra_keys=KEYS[1:], flavor="iflow") as fake:
+        fake.default = lambda r: sc.text("ok")
+        gateway = GatewayServer({"RATE_LIMIT_COOLDOWN_SECONDS": "30"})
+        gateway.cli("migrate", "--noinput")
+        gateway.shell("from accounts.models import Account\n" + "".join(
+            f"Account.objects.create(label='a{i}', provider='iflow', base_url="
+            f"{fake.base_url!r}, api_key={key!r}, max_concurrency=0)\n"
+            for i, key in enumerate(KEYS)))
+        with gateway:
+            yield gateway, fake
+
+
+def test_one_codex_session_one_account_and_failover(two_accounts):
+    server, fake = two_accounts
+    codex = {"session-id": "codex-session-r"}
+    for stream in (False, True, False):
+        answer = post(server, {"model": "glm-5", "input": "hi", "stream": stream,
+                               "store": False}, headers=codex)
+        assert answer.status_code == 200, answer.text
+    pinned = {r.bearer for r in fake.chat_requests}
+    assert len(pinned) == 1  # Codex's session-id header keeps the conversation on its account
+    [first] = pinned
+    other = next(k for k in KEYS if k != first)
+    fake.default = lambda r: RATE_LIMIT if r.bearer == first else sc.text("ok")
+    before = len(fake.chat_requests)
+    events = stream_events(post(server, {"model": "glm-5", "input": "hi", "stream": True},
+                                headers=codex))
+    assert events[-1]["type"] == "response.completed"  # the other account answered
+    assert [r.bearer for r in fake.chat_requests[before:]] == [first, other]
