@@ -167,3 +167,24 @@ def test_the_catalogue_marks_what_is_served(admin_client: Client, provider: Fake
     html = admin_client.get("/admin/accounts/modelinfo/").content.decode()
     assert "column-served" in html  # the catalogue stays complete, marked
     assert "only-here" in html and "nobody-serves" in html
+
+
+def test_a_preset_with_a_key_check_path(provider: FakeUpstream):
+    """OpenRouter's model list is public: its preset also asks a path that needs the key."""
+    from asgiref.sync import async_to_sync
+
+    from accounts.guided import Preset, test_connection
+
+    account = Account(provider="openai", label="x", base_url=provider.base_url, api_key=WRONG)
+    listed_publicly = Preset("p", "P", "cloud", "openai", check_path="")
+    checked = Preset("p", "P", "cloud", "openai", check_path="models")  # needs the key here
+    provider.check_auth = False  # a public model list
+    try:
+        assert async_to_sync(test_connection)(account, listed_publicly).ok
+        provider.check_auth = True
+        result = async_to_sync(test_connection)(account, checked)
+        assert not result.ok and "The provider refused the key" in result.error
+        account.api_key = KEY
+        assert async_to_sync(test_connection)(account, checked).ok
+    finally:
+        provider.check_auth = True
