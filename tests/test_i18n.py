@@ -19,6 +19,7 @@ from django.test import Client
 
 from instances.models import AdminPreference, ClientKey, Instance
 from tests import i18n_checks as checks
+from tests.instances.helpers import hidden_fields
 from tests.servers import GatewayServer, free_port
 
 ROOT = checks.ROOT
@@ -118,9 +119,10 @@ def test_admin_pages_follow_accept_language(admin_client: Client):
 
 def test_the_new_key_page_in_chinese(admin_client: Client):
     instance = Instance.objects.create(name="zh", port=free_port())
+    form = admin_client.get("/admin/instances/clientkey/add/").content.decode()
     page = admin_client.post("/admin/instances/clientkey/add/", {
-        "instance": instance.pk, "name": "laptop", "enabled": "on", "allowed_models": ""},
-        follow=True, **ZH)
+        **hidden_fields(form), "instance": instance.pk, "name": "laptop", "enabled": "on",
+        "allowed_models": ""}, follow=True, **ZH)
     html = page.content.decode()
     assert page.status_code == 200 and "请立即复制" in html and "新的客户端 API 密钥" in html
     assert "复制" in html and "用此密钥连接客户端" in html

@@ -91,6 +91,14 @@ def csrf_token(page: httpx.Response) -> str:
     return found.group(1)
 
 
+def hidden_fields(html: str) -> dict[str, str]:
+    """A form's hidden inputs but the CSRF token (inline formsets' management forms, popup
+    markers), as a browser sends them back."""
+    return {m["name"]: m["value"] for m in re.finditer(
+        r'<input type="hidden" name="(?P<name>[^"]+)" value="(?P<value>[^"]*)"', html)
+        if m["name"] != "csrfmiddlewaretoken"}
+
+
 # --- proxies ------------------------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ from django.test import Client
 
 from instances.admin import NEW_KEY_SESSION
 from instances.models import ClientKey, Instance, hash_key
+from tests.instances.helpers import hidden_fields
 
 KEY_RE = re.compile(r'value="(sk-i2a-[^"]+)"')
 
@@ -24,13 +25,6 @@ def fast_passwords(settings) -> None:
 @pytest.fixture
 def team() -> Instance:
     return Instance.objects.create(name="team", host="127.0.0.1", port=28101)
-
-
-def hidden_fields(html: str) -> dict[str, str]:
-    """The form's hidden inputs (inline formsets' management forms), as a browser sends them."""
-    return {m["name"]: m["value"] for m in re.finditer(
-        r'<input type="hidden" name="(?P<name>[^"]+)" value="(?P<value>[^"]*)"', html)
-        if m["name"] != "csrfmiddlewaretoken"}
 
 
 def make_key(admin_client: Client, instance: Instance, name: str, **extra: str):

@@ -28,6 +28,7 @@ from tests.instances.helpers import (
     admin_session,
     csrf_token,
     db_path,
+    hidden_fields,
     instance_row,
     last_line,
     query,
@@ -272,7 +273,8 @@ def test_the_admin_shows_a_new_key_once(keyed, upstream):
         form = admin.get("/admin/instances/clientkey/add/")
         assert form.status_code == 200
         page = admin.post("/admin/instances/clientkey/add/", data={
-            "csrfmiddlewaretoken": csrf_token(form), "instance": str(default_id),
+            **hidden_fields(form.text), "csrfmiddlewaretoken": csrf_token(form),
+            "instance": str(default_id),
             "name": "from-admin", "enabled": "on", "expires_at_0": "", "expires_at_1": "",
             "allowed_models": "", "_save": "Save"})
         assert page.status_code == 302, page.text  # post/redirect/get: a reload makes nothing
@@ -297,7 +299,8 @@ def test_the_admin_shows_a_new_key_once(keyed, upstream):
         # hands the new row to the opener like Django's popup response.
         form = admin.get("/admin/instances/clientkey/add/?_popup=1&_to_field=id")
         popup = admin.post("/admin/instances/clientkey/add/?_popup=1&_to_field=id", data={
-            "csrfmiddlewaretoken": csrf_token(form), "instance": str(default_id),
+            **hidden_fields(form.text), "csrfmiddlewaretoken": csrf_token(form),
+            "instance": str(default_id),
             "name": "from-popup", "enabled": "on", "expires_at_0": "", "expires_at_1": "",
             "allowed_models": "", "_popup": "1", "_to_field": "id", "_save": "Save"})
         assert popup.status_code == 302, popup.text
