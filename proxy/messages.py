@@ -35,7 +35,15 @@ from proxy.translate.types import (
     UpstreamResponseError,
 )
 from proxy.vision import model_for_images
-from proxy.wire import CHAT, MESSAGES, clamped, native_error, passthrough, wires_for
+from proxy.wire import (
+    CHAT,
+    MESSAGES,
+    clamped,
+    native_error,
+    passthrough,
+    thinking_within,
+    wires_for,
+)
 from upstream.types import UpstreamError
 
 PING = sse_event("ping", {"type": "ping"})
@@ -106,8 +114,10 @@ async def messages(request: ApiRequest) -> JsonResult | StreamResult:
         parts = await estimate_off_loop(request.body, estimate_parts, body)
         calibration = opts.runtime.calibration
         wires = await wires_for(model, opts)  # Anthropic upstreams: the body passes through
-        native = {MESSAGES: passthrough(request.body, request.headers, max_tokens=clamped(
-            body, output_limit(model)))} if MESSAGES in wires else {}
+        limit = clamped(body, output_limit(model))
+        native = {MESSAGES: passthrough(request.body, request.headers, max_tokens=limit,
+                                        thinking=thinking_within(body, limit))
+                  } if MESSAGES in wires else {}
         # In a worker thread (with the request's language), like the parsing: a long
         # conversation takes a while and must not hold up the event loop meanwhile.
         translate_options = TranslateOptions(

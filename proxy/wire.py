@@ -198,7 +198,7 @@ class PassthroughSession:
 
 
 def passthrough(raw: bytes, headers: dict[str, str], *, max_tokens: int | None = None,
-                endpoint: str = "") -> Exchange:
+                thinking: dict[str, Any] | None = None, endpoint: str = "") -> Exchange:
     """An Anthropic client's request for an Anthropic upstream: `raw` with only `model` (and
     a max_tokens above the model's limit) rewritten; its anthropic-beta and anthropic-version
     go along (the account's beta policy decides what reaches the upstream)."""
@@ -209,6 +209,8 @@ def passthrough(raw: bytes, headers: dict[str, str], *, max_tokens: int | None =
             values: dict[str, Any] = {"model": route.model.upstream_id}
             if max_tokens is not None:
                 values["max_tokens"] = max_tokens
+            if thinking is not None:
+                values["thinking"] = thinking
             bodies[route.model.id] = replace_top_level(raw, values)
         return bodies[route.model.id]
 
@@ -227,6 +229,25 @@ def clamped(body: dict[str, Any], limit: int | None) -> int | None:
     if limit and isinstance(value, int) and not isinstance(value, bool) and value > limit:
         return limit
     return None
+
+
+MIN_THINKING_BUDGET = 1024  # Anthropic's floor for thinking.budget_tokens
+
+
+def thinking_within(body: dict[str, Any], max_tokens: int | None) -> dict[str, Any] | None:
+    """The client's extended-thinking setting made valid for a max_tokens clamped down to
+    `max_tokens` (Anthropic requires budget_tokens < max_tokens, and at least 1024): the
+    budget lowered to max_tokens - 1, or thinking disabled when that is below 1024. None:
+    nothing to change."""
+    thinking = body.get("thinking")
+    if max_tokens is None or not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return None
+    budget = thinking.get("budget_tokens")
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < max_tokens:
+        return None
+    if max_tokens - 1 < MIN_THINKING_BUDGET:
+        return {"type": "disabled"}
+    return {**thinking, "budget_tokens": max_tokens - 1}
 
 
 def native_error(error: Any) -> JsonResult | None:

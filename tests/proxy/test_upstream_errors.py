@@ -19,6 +19,7 @@ import httpx
 import openai
 import pytest
 
+from proxy.wire import thinking_within
 from tests.fakes import scenarios as sc
 from tests.fakes import upstream_errors as errors
 from tests.fakes.anthropic_upstream import FakeAnthropic, Reply
@@ -265,3 +266,32 @@ def test_responses_clients_get_context_length_exceeded_and_the_output_limit(serv
     client.responses.create(model=MODEL, input="hi", max_output_tokens=32000)
     sent = upstream.chat_requests[-1].json
     assert sent.get("max_tokens", sent.get("max_completion_tokens")) == OUTPUT_CEILING
+
+
+def test_the_passthrough_clamp_keeps_an_extended_thinking_budget_valid(anthropic_server,
+                                                                         fake_anthropic):
+    """Claude Code's max thinking: max_tokens 32000 with budget_tokens 31999. Clamped to the
+    model's output limit (DEFAULT_MAX_OUTPUT_TOKENS here), the budget must come down too:
+    Anthropic-compatible servers refuse budget_tokens >= max_tokens."""
+    fake_anthropic.reset()
+    for budget, expected in ((31999, {"type": "enabled", "budget_tokens": 8191}),
+                             (4000, {"type": "enabled", "budget_tokens": 4000})):
+        response = httpx.post(anthropic_server.url + "/v1/messages", timeout=30, json={
+            "model": "gemma", "max_tokens": 32000, "messages": USER,
+            "thinking": {"type": "enabled", "budget_tokens": budget}})
+        assert response.status_code == 200, response.text
+        sent = json.loads(fake_anthropic.messages_requests[-1].body)
+        assert sent["max_tokens"] == 8192
+        assert sent["thinking"] == expected
+
+
+@pytest.mark.parametrize(("thinking", "limit", "expected"), [
+    ({"type": "enabled", "budget_tokens": 31999}, 8192,
+     {"type": "enabled", "budget_tokens": 8191}),
+    ({"type": "enabled", "budget_tokens": 2000}, 8192, None),  # already below
+    ({"type": "enabled", "budget_tokens": 2000}, 1000, {"type": "disabled"}),  # under 1024
+    ({"type": "adaptive"}, 8192, None),
+    ({"type": "enabled", "budget_tokens": 31999}, None, None),  # max_tokens not clamped
+])
+def test_thinking_within(thinking, limit, expected):
+    assert thinking_within({"thinking": thinking, "max_tokens": 32000}, limit) == expected
