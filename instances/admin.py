@@ -19,6 +19,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from accounts.crypto import decrypt, encrypt
+from instances.admin_budgets import InstanceBudgetInline, KeyBudgetInline
 from instances.models import ClientKey, Instance, RateRule, new_key
 from instances.runtime import host_port
 from instances.services import invalidate_directory
@@ -50,7 +51,7 @@ class InstanceAdmin(admin.ModelAdmin):
     search_fields = ("name", "host")
     filter_horizontal = ("accounts",)
     readonly_fields = ("state", "state_message", "state_changed_at", "created_at", "updated_at")
-    inlines = [ClientKeyInline]
+    inlines = [ClientKeyInline, InstanceBudgetInline]
     actions = ["start_instances", "stop_instances"]
     fieldsets = (
         (None, {"fields": ("name", "host", "port", "enabled")}),
@@ -121,6 +122,7 @@ class ClientKeyAdmin(admin.ModelAdmin):
     readonly_fields = ("prefix", "created_at")
     fields = ("instance", "name", "prefix", "enabled", "expires_at", "allowed_models",
               "created_at")
+    inlines = [KeyBudgetInline]
     actions = ["enable_keys", "disable_keys"]
 
     def save_model(self, request: HttpRequest, obj: ClientKey, form: Any, change: bool) -> None:

@@ -250,3 +250,53 @@ class AdminPreference(models.Model):
 
     def __str__(self) -> str:
         return str(self.user)
+
+
+class Budget(models.Model):
+    """A spend limit (and optionally a token limit) for one client key or one whole instance,
+    per calendar day, week (from Monday) or month in TIME_ZONE. Checked before a request is
+    sent, settled from its usage after (proxy/budgets.py; docs/costs.md)."""
+
+    class Period(models.TextChoices):
+        DAY = "day", _("Per day")
+        WEEK = "week", _("Per week (from Monday)")
+        MONTH = "month", _("Per month")
+
+    instance = models.ForeignKey(
+        Instance, on_delete=models.CASCADE, null=True, blank=True, related_name="budgets",
+        verbose_name=_("instance"), help_text=_("The whole instance, all keys together."))
+    key = models.ForeignKey(
+        ClientKey, on_delete=models.CASCADE, null=True, blank=True, related_name="budgets",
+        verbose_name=_("key"), help_text=_("This client key alone."))
+    period = models.CharField(_("period"), max_length=8, choices=Period.choices,
+                              default=Period.MONTH)
+    spend_limit = models.DecimalField(
+        _("spend limit"), max_digits=16, decimal_places=4, null=True, blank=True,
+        help_text=_("In the currency below; requests of models priced in another currency, "
+                    "or whose cost is unknown, do not count."))
+    currency = models.CharField(_("currency"), max_length=3, default="USD")
+    token_limit = models.PositiveBigIntegerField(
+        _("token limit"), null=True, blank=True,
+        help_text=_("Input and output tokens, as the upstream counted them."))
+    warn_percent = models.PositiveSmallIntegerField(
+        _("warn at (%)"), default=80, validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text=_("A warning on the live status page and in the log from this share on."))
+    enabled = models.BooleanField(_("enabled"), default=True)
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = _("budget")
+        verbose_name_plural = _("budgets")
+
+    def __str__(self) -> str:
+        owner = self.key or self.instance
+        return f"{owner} · {self.get_period_display()}"
+
+    def clean(self) -> None:
+        if (self.key_id is None) == (self.instance_id is None):
+            raise ValidationError(_("a budget is for one client key or for one instance"))
+        if self.spend_limit is None and self.token_limit is None:
+            raise ValidationError(_("set a spend limit, a token limit or both"))
+        self.currency = (self.currency or "").strip().upper()
+        if len(self.currency) != 3 or not self.currency.isalpha():
+            raise ValidationError({"currency": _("three letters, e.g. USD or CNY")})

@@ -39,6 +39,7 @@ from django.utils import timezone
 from accounts.models import Account
 from accounts.refresh import OAUTH, credential_kind
 from iflow2api_lib.redis_client import SharedRedis, configured
+from instances.budgets import budget_status
 from instances.models import Instance
 
 log = logging.getLogger(__name__)
@@ -363,4 +364,5 @@ def snapshot(publisher: StatusPublisher | None = None) -> dict[str, Any]:
         "instances": instances,
         "accounts": _accounts(now),
         "errors": errors,
+        "budgets": budget_status(),  # instances/budgets.py: spend per period, warnings
     }

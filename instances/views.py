@@ -63,6 +63,8 @@ def labels() -> dict[str, Any]:
         "no_instances": _("No instances."),
         "no_accounts": _("No accounts."),
         "no_errors": _("No errors recently."),
+        "no_budgets": _("No budgets."),
+        "budget_states": {"ok": _("ok"), "warning": _("warning"), "exceeded": _("exceeded")},
     }
 
 

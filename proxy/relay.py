@@ -26,6 +26,7 @@ from accounts.pool import Lease
 from accounts.services import AccountRef, ModelRef
 from instances.ratelimit import Admission, Bucket, buckets_for
 from proxy.affinity import Affinity
+from proxy.budgets import BudgetCheck, budget_check
 from proxy.errors import ApiError, hide_secrets
 from proxy.http import JsonResult, StreamResult
 from proxy.pipeline import (
@@ -95,9 +96,11 @@ class _Relay:
             key_id=opts.key.id if opts.key else None, client_ip=opts.client_ip)
         self.admission: Admission | None = None
         self.conversation: str | None = None
+        self.budget: BudgetCheck | None = None
 
     async def run(self) -> JsonResult | StreamResult:
         with self.trace.failures():
+            await self.check_budgets()
             await self.check_rate_rules()
         try:
             with self.trace.failures():
@@ -108,6 +111,13 @@ class _Relay:
         except BaseException:
             await self.settle()
             raise
+
+    async def check_budgets(self) -> None:
+        """402 budget_exceeded when the key's or the instance's budget is used up."""
+        self.budget = await budget_check(self.runtime.budgets, self.opts.instance.id or 0,
+                                         self.opts.key.id if self.opts.key else None)
+        if self.budget is not None:
+            await self.budget.check()
 
     async def check_rate_rules(self) -> None:
         if not self.buckets:
@@ -185,7 +195,12 @@ class _Relay:
         await account_failed(self.runtime.pool, account, err)
 
     async def settle(self) -> None:
-        """The request is over: give back its stream slot, count its tokens."""
+        """The request is over: give back its stream slot, count its tokens and its cost."""
+        budget, self.budget = self.budget, None
+        if budget is not None:
+            prices = self.trace.prices
+            await budget.settle(self.trace.cost, prices.currency if prices else "",
+                                self.trace.tokens)
         admission, self.admission = self.admission, None
         if admission is None:
             return

@@ -38,6 +38,7 @@ from django.conf import settings
 from accounts import scheduler
 from accounts.pool import AccountPool, build_pool
 from iflow2api_lib.redis_client import SharedRedis, configured
+from instances.budgets import LocalBudgets, RedisBudgets, build_budgets
 from instances.ratelimit import LocalLimiter
 from instances.status import RUNTIME_SCOPE_KEY, StatusPublisher
 from proxy import metrics
@@ -72,6 +73,8 @@ class Runtime:
     lifecycle: Lifecycle
     # Each model's learnt ratio of the upstream's token count to our estimate (count_tokens).
     calibration: TokenCalibration = field(default_factory=TokenCalibration)
+    # Budgets' spend counters (instances/budgets.py): Redis with REDIS_URL, else in process.
+    budgets: LocalBudgets | RedisBudgets = field(default_factory=LocalBudgets)
     # The in-process token refresh (accounts/scheduler.py) of a server without Redis.
     refresh_scheduler: asyncio.Task[None] | None = None
 
@@ -94,6 +97,7 @@ class Runtime:
             lifecycle=Lifecycle(),
             calibration=TokenCalibration(
                 redis, enabled=settings.IFLOW2API["TOKEN_CALIBRATION"]),
+            budgets=build_budgets(redis),
         )
 
     def start_refresh_scheduler(self) -> None:

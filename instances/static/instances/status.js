@@ -120,6 +120,12 @@
       el("td", {}, e.model),
       el("td", {className: "num"}, el("span", {className: "status-code"}, e.status)),
       el("td", {className: "error"}, e.error)));
+    fill("status-budgets", data.budgets || [], 5, labels.no_budgets, (b) => el("tr", {},
+      el("td", {}, b.owner),
+      el("td", {}, b.period_display),
+      el("td", {}, b.usage),
+      el("td", {className: "num"}, b.percent),
+      el("td", {className: "state-" + b.state}, labels.budget_states[b.state])));
     updates += 1;
     page.dataset.updates = String(updates); // end-to-end tests wait on it
   }
