@@ -121,10 +121,6 @@ async def chat_completions(request: ApiRequest) -> JsonResult | StreamResult:
             # Usage for the request log and the cost; the client sees it only if it asked.
             upstream_body["stream_options"] = {**(body.get("stream_options") or {}),
                                                "include_usage": True}
-        if body.get("stream"):
-            # Usage for the request log and the cost; the client sees it only if it asked.
-            upstream_body["stream_options"] = {**(body.get("stream_options") or {}),
-                                               "include_usage": True}
         clamp_output_tokens(upstream_body, model)
         model = await model_for_images(model, upstream_body, opts)
         created = now()
