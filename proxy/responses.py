@@ -130,17 +130,36 @@ def not_found(response_id: str, param: str | None = None) -> ApiError:
                     % {"id": echo(response_id)}, "response_not_found", param)
 
 
-async def _with_history(body: dict[str, Any], owner: Owner) -> list[dict[str, Any]]:
+async def _with_history(body: dict[str, Any], owner: Owner, *,
+                        store: bool) -> list[dict[str, Any]]:
     """The request's own input items; `body["input"]` becomes the whole conversation when it
-    continues a stored response."""
+    continues a stored response. An item id given twice (or an earlier item of the chain sent
+    again) is a 400, as in the API, when the items may be listed (input_items pages by id)."""
     own = input_items(body.get("input"))
     previous = body.get("previous_response_id")
+    history: list[dict[str, Any]] = []
     if previous:
-        history = await responses_state.run(responses_state.conversation, previous, owner)
-        if history is None:
+        found = await responses_state.run(responses_state.conversation, previous, owner)
+        if found is None:
             raise not_found(previous, "previous_response_id")
+        history = found
         body["input"] = [*history, *own]
+    if store or previous:
+        _check_unique_ids(history, own)
     return own
+
+
+def _check_unique_ids(history: list[dict[str, Any]], own: list[dict[str, Any]]) -> None:
+    seen = {item["id"] for item in history if isinstance(item.get("id"), str)}
+    for item in own:
+        item_id = item.get("id")
+        if not isinstance(item_id, str) or not item_id:
+            continue
+        if item_id in seen:
+            raise ApiError(400, gettext("Duplicate item found with id %(id)s. Remove duplicate "
+                                        "items from your input and try again.")
+                           % {"id": echo(item_id)}, "invalid_value", "input")
+        seen.add(item_id)
 
 
 def _translate(body: dict[str, Any], options: TranslateOptions) -> ResponsesTranslation:
@@ -163,7 +182,7 @@ async def create_response(request: ApiRequest) -> JsonResult | StreamResult:
         owner = owner_of(opts)
         store = body.get("store") is not False and responses_state.storing_enabled()
         try:
-            own_items = await _with_history(body, owner)
+            own_items = await _with_history(body, owner, store=store)
         except TranslationError as exc:
             raise ApiError(400, exc.localized(gettext), "invalid_value", exc.param) from exc
         # Codex's remote compaction: a trigger becomes a summary request (docs/clients.md).

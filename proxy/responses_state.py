@@ -1,5 +1,6 @@
 """Stored Responses API answers (proxy.models.StoredResponse): what `previous_response_id`,
-GET/DELETE /v1/responses/{id} and input_items read.
+GET/DELETE /v1/responses/{id} and input_items read. Each row holds its request's own input
+items; what came before (a chain of `previous_response_id`) is rebuilt from the earlier rows.
 
 Ownership: a stored response is found only on the instance it was made on and with the client
 key that made it (an instance without keys: the instance's requests, key null). Anything else
@@ -87,7 +88,8 @@ def with_item_ids(items: list[dict[str, Any]], response_id: str) -> list[dict[st
         if not isinstance(item.get("id"), str) or not item["id"]:
             prefix = _ID_PREFIXES.get(str(item.get("type", "message")), "item")
             digest = hashlib.sha256(f"{response_id}\x00in\x00{position}".encode()).hexdigest()
-            item = {"id": f"{prefix}_{digest[:32]}", **item}
+            item = {"id": f"{prefix}_{digest[:32]}",
+                    **{key: value for key, value in item.items() if key != "id"}}
         out.append(item)
     return out
 
@@ -155,17 +157,14 @@ def _cleanup_now_and_then() -> None:
         log.exception("responses: the cleanup of expired stored responses failed")
 
 
-def input_items_page(stored: StoredResponse, *, order: str, limit: int,
-                     after: str | None) -> dict[str, Any]:
-    """GET …/input_items: a list object (data, first_id, last_id, has_more)."""
-    items = list(stored.input_items)
-    if order == "desc":
-        items.reverse()
-    if after:
-        ids = [item.get("id") for item in items]
-        items = items[ids.index(after) + 1:] if after in ids else []
-    page = items[:limit]
-    return {"object": "list", "data": page,
-            "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None,
-            "has_more": len(items) > limit}
+def listed_input_items(response_id: str, owner: Owner) -> list[dict[str, Any]] | None:
+    """What GET …/input_items lists for `response_id`, oldest first: every item the response
+    was generated from, as the API lists it — the conversation inherited through
+    `previous_response_id` (each earlier response's input then output items, as `conversation`
+    rebuilds it) followed by the request's own input. None when `response_id` is not found."""
+    stored = find(response_id, owner)
+    if stored is None:
+        return None
+    inherited = (conversation(stored.previous_response_id, owner)
+                 if stored.previous_response_id else None)
+    return [*(inherited or []), *stored.input_items]

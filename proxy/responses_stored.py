@@ -1,9 +1,18 @@
 """GET /v1/responses/{id}, GET /v1/responses/{id}/input_items and DELETE /v1/responses/{id}:
 the stored responses (proxy/responses_state.py), each visible only to the client key that
-made it. An unknown, deleted, expired or someone else's id is the same 404."""
+made it. An unknown, deleted, expired or someone else's id is the same 404.
+
+input_items lists, as the API does, every item the response was generated from: with
+`previous_response_id`, the earlier responses' input and output items come first, then the
+request's own input. Items are shown in the API's item shapes (message content as parts, a
+`status` on messages and calls) and paged by item id: `order` (desc by default), `limit`
+(1-100, default 20), `after` and `before` (cursors: item ids), as the openai SDK's
+`input_items.list` pages with `after=<last id>` until `has_more` is false.
+"""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qs
 
 from django.utils.translation import gettext
@@ -16,6 +25,9 @@ from proxy.pipeline import admit
 from proxy.responses import not_found, owner_of
 
 MAX_LIMIT = 100
+# Item types the API lists with a status (required by the SDK's models for most of them).
+_WITH_STATUS = frozenset({"message", "function_call", "function_call_output",
+                          "custom_tool_call", "custom_tool_call_output"})
 
 
 def response_id_in(path: str) -> str:
@@ -51,6 +63,58 @@ def _query(request: ApiRequest) -> dict[str, str]:
     return {name: values[-1] for name, values in parse_qs(request.query).items()}
 
 
+def as_listed(item: dict[str, Any]) -> dict[str, Any]:
+    """An input item as the API lists it: a message's string content becomes one text part
+    (`input_text`, or `output_text` for the assistant), `output_text` parts get their
+    `annotations`, `input_image` parts their `detail`, messages and calls a `status`."""
+    item = dict(item)
+    if "type" not in item and "role" in item:
+        item["type"] = "message"
+    kind = item.get("type")
+    if kind == "message":
+        assistant = item.get("role") == "assistant"
+        content = item.get("content")
+        if isinstance(content, str):
+            content = [{"type": "output_text" if assistant else "input_text", "text": content}]
+        if isinstance(content, list):
+            item["content"] = [_listed_part(part) for part in content]
+    if kind in _WITH_STATUS:
+        item.setdefault("status", "completed")
+    return item
+
+
+def _listed_part(part: Any) -> Any:
+    if not isinstance(part, dict):
+        return part
+    if part.get("type") == "output_text":
+        return {**part, "annotations": part.get("annotations") or []}
+    if part.get("type") == "input_image":
+        return {**part, "detail": part.get("detail") or "auto"}
+    return part
+
+
+def page_of(items: list[dict[str, Any]], *, order: str, limit: int, after: str | None,
+            before: str | None) -> dict[str, Any]:
+    """A list object (data, first_id, last_id, has_more) of `items` (oldest first) in `order`:
+    the items after the `after` item and before the `before` item; `limit` of them from the
+    start of that window, or from its end with only `before` (the page just before it). An id
+    that is not in the list gives an empty page, never the first one again (so an SDK that
+    pages on cannot loop)."""
+    ordered = items if order == "asc" else items[::-1]
+    ids = [item.get("id") for item in ordered]
+    start, end = 0, len(ordered)
+    if after is not None:
+        start = ids.index(after) + 1 if after in ids else end
+    if before is not None:
+        end = ids.index(before) if before in ids else start
+    window = ordered[start:end] if start < end else []
+    page = window[-limit:] if before is not None and after is None else window[:limit]
+    return {"object": "list", "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": len(window) > limit}
+
+
 async def list_input_items(request: ApiRequest) -> JsonResult:
     try:
         opts = await admit(request)
@@ -64,10 +128,12 @@ async def list_input_items(request: ApiRequest) -> JsonResult:
         if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
             raise ApiError(400, gettext("`limit` must be an integer from 1 to %(max)d")
                            % {"max": MAX_LIMIT}, "invalid_value", "limit")
-        stored = await responses_state.run(responses_state.find, response_id, owner_of(opts))
-        if stored is None:
+        items = await responses_state.run(responses_state.listed_input_items, response_id,
+                                          owner_of(opts))
+        if items is None:
             raise not_found(response_id)
-        return JsonResult.of(responses_state.input_items_page(
-            stored, order=order, limit=int(limit_text), after=query.get("after") or None))
+        return JsonResult.of(page_of(
+            [as_listed(item) for item in items], order=order, limit=int(limit_text),
+            after=query.get("after") or None, before=query.get("before") or None))
     except ApiError as error:
         return openai_error(error)

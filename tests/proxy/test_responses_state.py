@@ -1,6 +1,7 @@
 """Stored responses (/v1/responses with the real openai SDK, against the fake iFlow):
 previous_response_id after streamed and non-streamed answers, retrieve, delete,
-input_items.list, store: false, another client key, retention."""
+input_items.list (the whole conversation, paged as the SDK pages), store: false, another
+client key, retention."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ import json
 import httpx
 import openai
 import pytest
+from openai.types.responses import (
+    ResponseFunctionToolCallItem,
+    ResponseFunctionToolCallOutputItem,
+    ResponseInputMessageItem,
+    ResponseOutputMessage,
+    ResponseReasoningItem,
+)
 
 from tests.conftest import FAKE_KEY
 from tests.fakes import scenarios as sc
@@ -112,6 +120,100 @@ def test_retrieve_input_items_and_delete(client, upstream):
         client.responses.create(model="glm-5", input="more", previous_response_id=created.id)
 
 
+def as_api_item(item: dict) -> None:
+    """Validates a listed item against the openai SDK's own model for its type (the SDK builds
+    list pages without validating them)."""
+    if item["type"] == "message":
+        model = ResponseOutputMessage if item["role"] == "assistant" else ResponseInputMessageItem
+    else:
+        model = {"function_call": ResponseFunctionToolCallItem,
+                 "function_call_output": ResponseFunctionToolCallOutputItem,
+                 "reasoning": ResponseReasoningItem}[item["type"]]
+    model.model_validate(item, strict=False)
+
+
+def test_input_items_list_the_whole_conversation_before_it(client, gateway, upstream):
+    upstream.script(sc.tool_calls([("get_weather", {"city": "Oslo"})]),
+                    sc.reasoning("They asked about Oslo.", "Cold in Oslo."),
+                    sc.text("You asked about Oslo."))
+    first = client.responses.create(model="glm-5", tools=TOOLS, input=[
+        {"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Oslo?"}])
+    call = first.output[-1]
+    second = client.responses.create(
+        model="glm-5", tools=TOOLS, previous_response_id=first.id,
+        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "-5 C"}])
+    events = list(client.responses.create(model="glm-5", previous_response_id=second.id,
+                                          input="Which city?", stream=True))
+    third = events[-1].response
+    first_own = client.responses.input_items.list(first.id, order="asc").data
+    assert [i.type for i in first_own] == ["message", "message"]
+
+    # As the API: every item the response was generated from, the inherited ones first.
+    raw = httpx.get(gateway.url + f"/v1/responses/{third.id}/input_items",
+                    params={"order": "asc", "limit": 100}, timeout=30).json()
+    listed = raw["data"]
+    assert [(i["type"], i.get("role")) for i in listed] == [
+        ("message", "developer"), ("message", "user"), ("function_call", None),
+        ("function_call_output", None), ("reasoning", None), ("message", "assistant"),
+        ("message", "user")]
+    ids = [i["id"] for i in listed]
+    assert ids[:2] == [i.id for i in first_own]
+    assert ids[2] == call.id and ids[4:6] == [i.id for i in second.output]
+    assert len(set(ids)) == len(ids) and not raw["has_more"]
+    assert (raw["first_id"], raw["last_id"]) == (ids[0], ids[-1])
+    assert listed[-1]["content"] == [{"type": "input_text", "text": "Which city?"}]
+    assert listed[3]["call_id"] == call.call_id and listed[3]["output"] == "-5 C"
+    for item in listed:
+        as_api_item(item)
+    # Only its own request's items for the first of the chain; the second sees the first.
+    second_ids = [i.id for i in client.responses.input_items.list(second.id, order="asc")]
+    assert second_ids == ids[:4]
+
+    # The SDK's auto-pagination (after=<last id> until has_more is false), newest first.
+    assert [i.id for i in client.responses.input_items.list(third.id, limit=2)] == ids[::-1]
+    assert [i.id for i in client.responses.input_items.list(third.id, order="asc",
+                                                            limit=3)] == ids
+    page = client.responses.input_items.list(third.id, order="asc", limit=2,
+                                             after=ids[1])
+    assert [i.id for i in page.data] == ids[2:4] and page.has_more
+    assert (page.first_id, page.last_id) == (ids[2], ids[3])
+    before = client.responses.input_items.list(third.id, order="asc", limit=2,
+                                               extra_query={"before": ids[4]})
+    assert [i.id for i in before.data] == ids[2:4] and before.has_more
+    between = client.responses.input_items.list(
+        third.id, order="asc", after=ids[0], extra_query={"before": ids[3]})
+    assert [i.id for i in between.data] == ids[1:3] and not between.has_more
+    newest = client.responses.input_items.list(third.id, limit=1, after=ids[-1])
+    assert [i.id for i in newest.data] == [ids[-2]]  # desc: after = older than
+    unknown = client.responses.input_items.list(third.id, after="msg_not_there")
+    assert unknown.data == [] and not unknown.has_more
+
+    # A link further back that is gone: the listing starts after it, as a follow-up would.
+    client.responses.delete(first.id)
+    assert [i.id for i in client.responses.input_items.list(third.id, order="asc")] == ids[3:]
+
+
+def test_an_item_id_sent_twice_is_a_400(client, gateway, upstream):
+    upstream.script(sc.text("First answer."), sc.text("not stored"))
+    first = client.responses.create(model="glm-5", input="hi")
+    again = first.output[0].model_dump(exclude_none=True)
+    # The previous response's own output sent again with previous_response_id (as the API).
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.responses.create(model="glm-5", previous_response_id=first.id,
+                                input=[again, {"role": "user", "content": "more"}])
+    assert raised.value.body["param"] == "input" and again["id"] in raised.value.message
+    twice = [{"type": "message", "role": "user", "content": "a", "id": "msg_same"},
+             {"type": "message", "role": "user", "content": "b", "id": "msg_same"}]
+    response = post_json(gateway, {"model": "glm-5", "input": twice})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "input"
+    # Not stored, nothing will be listed: accepted (Codex's store: false turns are untouched).
+    assert post_json(gateway, {"model": "glm-5", "input": twice, "store": False}).status_code == 200
+
+
+def post_json(gateway, body: dict) -> httpx.Response:
+    return httpx.post(gateway.url + "/v1/responses", json=body, timeout=30)
+
+
 def test_delete_answer_shape(gateway, upstream):
     upstream.script(sc.text("x"))
     created = httpx.post(gateway.url + "/v1/responses", timeout=30,
@@ -151,7 +253,7 @@ def test_unknown_ids_are_404_in_openai_shape(gateway):
 def test_bad_input_items_query_is_a_400(client, gateway, upstream):
     upstream.script(sc.text("x"))
     created = client.responses.create(model="glm-5", input="hi")
-    for query in ("limit=0", "limit=101", "limit=x", "order=sideways"):
+    for query in ("limit=0", "limit=101", "limit=x", "limit=-1", "order=sideways"):
         response = httpx.get(gateway.url + f"/v1/responses/{created.id}/input_items?{query}",
                              timeout=30)
         assert response.status_code == 400, (query, response.text)
