@@ -8,12 +8,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
 from django.db import IntegrityError, transaction
 from django.utils.dateparse import parse_datetime
+from django.utils.translation import gettext as _
 
+from accounts.logins import ANTHROPIC_SETTINGS, LoginError, anthropic_settings, validate_account
 from accounts.models import DEFAULT_BASE_URLS, Account, ModelInfo, Provider
 
 log = logging.getLogger(__name__)
@@ -109,11 +112,13 @@ def import_iflow_settings(directory: Path) -> Account | None:
 
 def import_environment(environ: dict[str, str] | None = None) -> list[Account]:
     """IFLOW_API_KEY / IFLOW_BASE_URL, and UPSTREAM_BASE_URL / UPSTREAM_API_KEY / UPSTREAM_MODELS
-    for any OpenAI-compatible provider (containers configure themselves this way)."""
+    / UPSTREAM_LABEL for any OpenAI-compatible provider, or an Anthropic-compatible one with
+    UPSTREAM_PROVIDER=anthropic (containers configure themselves this way). A setting that
+    cannot make a valid account raises LoginError (`serve` stops with its message)."""
     env = os.environ if environ is None else environ
     accounts = []
     if env.get("IFLOW_API_KEY"):
-        account, _ = _upsert(
+        account, _created = _upsert(
             "env:IFLOW_API_KEY",
             {
                 "provider": Provider.IFLOW,
@@ -124,20 +129,48 @@ def import_environment(environ: dict[str, str] | None = None) -> list[Account]:
         )
         accounts.append(account)
     if env.get("UPSTREAM_BASE_URL"):
-        account, _ = _upsert(
-            "env:UPSTREAM_BASE_URL",
-            {
-                "provider": Provider.OPENAI,
-                "label": env.get("UPSTREAM_LABEL") or "OpenAI-compatible (environment)",
-                "base_url": env["UPSTREAM_BASE_URL"],
-                "api_key": env.get("UPSTREAM_API_KEY", ""),
-                "max_concurrency": 0,
-            },
-        )
+        account = _upstream_account(env)
         accounts.append(account)
         for name in [m.strip() for m in env.get("UPSTREAM_MODELS", "").split(",") if m.strip()]:
-            info, _ = ModelInfo.objects.get_or_create(
-                model_id=name, defaults={"provider": Provider.OPENAI, "display_name": name}
+            info, _created = ModelInfo.objects.get_or_create(
+                model_id=name, defaults={"provider": account.provider, "display_name": name}
             )
             info.accounts.add(account)
     return accounts
+
+
+# How the environment names an Anthropic-compatible account's settings (addaccount's
+# --auth-header, --beta-policy, --allow-betas, --anthropic-version).
+ANTHROPIC_VARIABLES = {"auth_header": "UPSTREAM_AUTH_HEADER", "beta_policy": "UPSTREAM_BETA_POLICY",
+                       "beta_allowlist": "UPSTREAM_ALLOW_BETAS",
+                       "anthropic_version": "UPSTREAM_ANTHROPIC_VERSION"}
+
+
+def _upstream_account(env: Mapping[str, str]) -> Account:
+    """The UPSTREAM_* account, checked like `addaccount` checks its options. The environment
+    is the whole description: a setting removed from it goes back to its default."""
+    provider = (env.get("UPSTREAM_PROVIDER") or Provider.OPENAI).strip().lower()
+    if provider not in (Provider.OPENAI, Provider.ANTHROPIC):
+        raise LoginError(_("UPSTREAM_PROVIDER must be openai or anthropic, not %(value)r.")
+                         % {"value": provider})
+    given = {"auth_header": env.get("UPSTREAM_AUTH_HEADER"),
+             "beta_policy": env.get("UPSTREAM_BETA_POLICY"),
+             "beta_allowlist": env.get("UPSTREAM_ALLOW_BETAS"),
+             "anthropic_version": env.get("UPSTREAM_ANTHROPIC_VERSION")}
+    provider, base_url, chosen = anthropic_settings(
+        provider, env["UPSTREAM_BASE_URL"].strip().rstrip("/"), None, given,
+        ANTHROPIC_VARIABLES, "UPSTREAM_PROVIDER=anthropic")
+    label = ("Anthropic-compatible (environment)" if provider == Provider.ANTHROPIC
+             else "OpenAI-compatible (environment)")
+    defaults = {
+        **{name: Account._meta.get_field(name).get_default() for name in ANTHROPIC_SETTINGS},
+        **chosen,
+        "provider": provider,
+        "label": (env.get("UPSTREAM_LABEL") or "").strip() or label,
+        "base_url": base_url,
+        "api_key": (env.get("UPSTREAM_API_KEY") or "").strip(),
+        "max_concurrency": 0,
+    }
+    validate_account(Account(**defaults))
+    account, _created = _upsert("env:UPSTREAM_BASE_URL", defaults)
+    return account

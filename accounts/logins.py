@@ -23,6 +23,7 @@ from django.utils.translation import gettext as _
 
 from accounts.models import DEFAULT_BASE_URLS, Account, ModelInfo, OAuthLogin, Provider
 from accounts.oauth import OAuthClient, OAuthConfig, OAuthError, normalize_bxauth
+from accounts.presets import preset
 from accounts.services import invalidate_routing
 
 log = logging.getLogger(__name__)
@@ -305,13 +306,7 @@ def add_api_key_account(
         max_concurrency=1 if provider == Provider.IFLOW else 0,
         **{name: value for name, value in options.items() if value is not None},
     )
-    try:
-        account.full_clean(exclude=["api_key", "oauth_access_token", "oauth_refresh_token",
-                                    "cookie"])
-    except ValidationError as exc:
-        problems = "; ".join(f"{name}: {' '.join(msgs)}"
-                             for name, msgs in exc.message_dict.items())
-        raise LoginError(_("Invalid account: %(problems)s") % {"problems": problems}) from exc
+    validate_account(account)
     names = [m.strip() for m in models or [] if m and m.strip()]
     with transaction.atomic():
         account.save()
@@ -321,3 +316,48 @@ def add_api_key_account(
             info.accounts.add(account)
     invalidate_routing()
     return account
+
+
+def validate_account(account: Account) -> None:
+    """The model's own checks (choices, lengths, URL) on an account about to be saved; a
+    LoginError naming every problem. Its secrets are not checked (an empty key is allowed)."""
+    try:
+        account.full_clean(exclude=["api_key", "oauth_access_token", "oauth_refresh_token",
+                                    "cookie"])
+    except ValidationError as exc:
+        problems = "; ".join(f"{name}: {' '.join(msgs)}"
+                             for name, msgs in exc.message_dict.items())
+        raise LoginError(_("Invalid account: %(problems)s") % {"problems": problems}) from exc
+
+
+# An Anthropic-compatible account's own settings (Account fields), in the order they are named.
+ANTHROPIC_SETTINGS = ("auth_header", "beta_policy", "beta_allowlist", "anthropic_version")
+
+
+def anthropic_settings(
+    provider: str, base_url: str, preset_name: str | None, given: dict[str, str | None],
+    names: dict[str, str], anthropic: str,
+) -> tuple[str, str, dict[str, str]]:
+    """The provider, base URL and Anthropic-compatible settings an account is added with, from
+    a preset (which makes the provider anthropic and fills in the base URL, the key header and
+    the beta policy) and the settings `given` (Account field -> value; None or "" = not given),
+    which win over the preset. `names` says how the user wrote each setting and `anthropic`
+    how they choose the provider, for the error when settings are given for another provider
+    (`addaccount`: --auth-header …, "--provider anthropic"; the environment:
+    UPSTREAM_AUTH_HEADER …, "UPSTREAM_PROVIDER=anthropic")."""
+    extra: dict[str, str] = {}
+    chosen = preset(preset_name) if preset_name else None
+    if preset_name and chosen is None:
+        raise LoginError(_("Unknown preset %(preset)r.") % {"preset": preset_name})
+    if chosen is not None:
+        provider = Provider.ANTHROPIC
+        base_url = base_url or chosen.base_url
+        extra = {"auth_header": chosen.auth_header, "beta_policy": chosen.beta_policy}
+    explicit = {field: value.strip() for field, value in given.items()
+                if field in ANTHROPIC_SETTINGS and value is not None and value.strip()}
+    if explicit and provider != Provider.ANTHROPIC:
+        options = ", ".join(names.get(field, field) for field in ANTHROPIC_SETTINGS
+                            if field in explicit)
+        raise LoginError(_("%(options)s: only for %(anthropic)s")
+                         % {"options": options, "anthropic": anthropic})
+    return provider, base_url, {**extra, **explicit}

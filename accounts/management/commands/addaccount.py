@@ -13,11 +13,15 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from accounts.logins import LoginError, add_api_key_account, mask_secret
+from accounts.logins import LoginError, add_api_key_account, anthropic_settings, mask_secret
 from accounts.management.commands.iflow_login import read_secret
 from accounts.models import AuthHeader, BetaPolicy, Provider
-from accounts.presets import PRESETS, preset
+from accounts.presets import PRESETS
 from iflow2api_lib.i18n import TranslatedHelp
+
+# The Anthropic-compatible account's options (argparse dest -> Account field).
+OPTIONS = {"auth_header": "auth_header", "beta_policy": "beta_policy",
+           "allow_betas": "beta_allowlist", "anthropic_version": "anthropic_version"}
 
 
 class Command(TranslatedHelp, BaseCommand):
@@ -58,11 +62,20 @@ class Command(TranslatedHelp, BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if not options["no_migrate"]:
             call_command("migrate", interactive=False, verbosity=0)
+        # The preset and the Anthropic options, checked before the key is asked for; explicit
+        # options win over the preset.
+        given = {field: options[option] for option, field in OPTIONS.items()}
+        names = {field: "--" + option.replace("_", "-") for option, field in OPTIONS.items()}
+        try:
+            provider, base_url, extra = anthropic_settings(
+                options["provider"], options["base_url"], options["preset"], given, names,
+                "--provider anthropic")
+        except LoginError as exc:
+            raise CommandError(exc.message) from exc
         api_key = options["api_key"]
         if api_key == "-":
             api_key = read_secret(_("API key: "))
         models = [m.strip() for m in options["models"].split(",") if m.strip()]
-        provider, base_url, extra = self._anthropic_options(options)
         try:
             account = add_api_key_account(provider, options["label"], base_url, api_key,
                                           models, **extra)
@@ -78,23 +91,3 @@ class Command(TranslatedHelp, BaseCommand):
              _("Added %(provider)s account #%(id)s “%(label)s” (%(url)s, key %(key)s)"))
             % details)
         self.stdout.write(str(account.pk))
-
-    @staticmethod
-    def _anthropic_options(options: dict[str, Any]) -> tuple[str, str, dict[str, str]]:
-        """The provider, base URL and Anthropic settings from the options and the preset
-        (explicit options win over the preset)."""
-        provider, base_url = options["provider"], options["base_url"]
-        extra: dict[str, str] = {}
-        chosen = preset(options["preset"]) if options["preset"] else None
-        if chosen is not None:
-            provider = Provider.ANTHROPIC
-            base_url = base_url or chosen.base_url
-            extra = {"auth_header": chosen.auth_header, "beta_policy": chosen.beta_policy}
-        names = {"auth_header": "auth_header", "beta_policy": "beta_policy",
-                 "allow_betas": "beta_allowlist", "anthropic_version": "anthropic_version"}
-        given = {field: options[opt] for opt, field in names.items()
-                 if options[opt] is not None}
-        if given and provider != Provider.ANTHROPIC:
-            raise CommandError(_("--auth-header, --beta-policy, --allow-betas and "
-                                 "--anthropic-version are for --provider anthropic"))
-        return provider, base_url, {**extra, **given}

@@ -18,6 +18,7 @@ from django.utils.translation import gettext_lazy, ngettext
 
 from accounts.checks import ensure_secrets_readable
 from accounts.importers import import_environment, import_iflow_settings
+from accounts.logins import LoginError
 from accounts.models import Account
 from iflow2api_lib.i18n import TranslatedHelp
 from instances.models import DEFAULT_INSTANCE, Instance
@@ -220,7 +221,12 @@ class Command(TranslatedHelp, BaseCommand):
                 self.stdout.write(_("iFlow account from %(where)s: %(label)s")
                                   % {"where": conf["IFLOW_SETTINGS_DIR"],
                                      "label": account.label})
-        for account in import_environment():
+        try:
+            imported = import_environment()
+        except LoginError as exc:  # a misconfigured container says so instead of serving
+            raise CommandError(_("cannot import the upstream account from the environment: "
+                                 "%(reason)s") % {"reason": exc.message}) from exc
+        for account in imported:
             self.stdout.write(_("account from the environment: %(label)s")
                               % {"label": account.label})
 
