@@ -102,6 +102,36 @@ def test_requests_tokens_latency_and_errors_are_counted(server, upstream):
     assert value(found, "process_resident_memory_bytes") > 0
 
 
+def test_spend_and_cached_tokens_of_streams_are_counted(server, upstream):
+    """A priced model's streams (chat and Messages) add their cost and cached tokens; an
+    unpriced model's add cached tokens and no spend."""
+    server.cli("setprice", "kimi-k2", "--input", "0.27", "--cached-input", "0.07",
+               "--output", "1.10", "--currency", "USD")
+    usage = {"prompt_tokens": 1200, "completion_tokens": 50, "total_tokens": 1250,
+             "prompt_cache_hit_tokens": 1024}  # DeepSeek's field: 0.0001742 USD at these prices
+    upstream.default = lambda r: sc.text("ok", usage=usage)
+    before = samples(scrape(server, authorization=f"Bearer {TOKEN}").text)
+    for model in ("kimi-k2", "kimi-k2", "glm-5"):
+        for path, body in (("/v1/chat/completions", {"messages": MESSAGES}),
+                           ("/v1/messages", {"messages": MESSAGES, "max_tokens": 64})):
+            answer = httpx.post(server.url + path, timeout=30,
+                                json={**body, "model": model, "stream": True})
+            assert answer.status_code == 200 and "event: error" not in answer.text
+    found = samples(scrape(server, authorization=f"Bearer {TOKEN}").text)
+
+    def added(name: str, **labels: str) -> float:
+        return (value(found, name, **labels) or 0) - (value(before, name, **labels) or 0)
+
+    kimi, glm = {"instance": "default", "model": "kimi-k2"}, {"instance": "default",
+                                                            "model": "glm-5"}
+    assert added("iflow2api_spend_total", currency="USD", **kimi) == pytest.approx(
+        4 * 0.0001742)
+    assert added("iflow2api_cached_tokens_total", **kimi) == 4 * 1024
+    assert added("iflow2api_cached_tokens_total", **glm) == 2 * 1024
+    assert not [k for k in found if k[0] == "iflow2api_spend_total"
+                and ("model", "glm-5") in k[1]]  # cost unknown: never a spend of 0
+
+
 # --- observe() in this process ------------------------------------------------------------------
 
 
