@@ -32,7 +32,10 @@ class GatewayServer:
             k: v for k, v in os.environ.items()
             if k not in {"DATABASE_URL", "REDIS_URL", "IFLOW_API_KEY", "IFLOW_BASE_URL",
                          "UPSTREAM_BASE_URL", "UPSTREAM_API_KEY", "UPSTREAM_MODELS",
-                         "IFLOW2API_API_KEYS", "DJANGO_SETTINGS_MODULE"}
+                         "UPSTREAM_LABEL", "UPSTREAM_PROVIDER", "UPSTREAM_AUTH_HEADER",
+                         "UPSTREAM_BETA_POLICY", "UPSTREAM_ALLOW_BETAS",
+                         "UPSTREAM_ANTHROPIC_VERSION", "IFLOW2API_API_KEYS",
+                         "DJANGO_SETTINGS_MODULE"}
         }
         self.env.update({
             "IFLOW2API_HOME": self.home,

@@ -20,6 +20,7 @@ from tests.fakes.anthropic_upstream import thinking as thinking_block
 from tests.servers import GatewayServer
 
 KEY = "sk-ant-env-upstream-key-0123"
+ACCOUNT_VERSION = "2024-10-22"  # sent when a client sends no anthropic-version
 ENV = {"UPSTREAM_PROVIDER": "anthropic", "UPSTREAM_API_KEY": KEY,
        "UPSTREAM_MODELS": "glm-env, glm-env-air", "UPSTREAM_AUTH_HEADER": "bearer",
        "UPSTREAM_BETA_POLICY": "allow", "UPSTREAM_ALLOW_BETAS": "known-beta-1, other-beta"}
@@ -92,7 +93,8 @@ def fake() -> Iterator[FakeAnthropic]:
 
 @pytest.fixture(scope="module")
 def server(fake: FakeAnthropic) -> Iterator[GatewayServer]:
-    with GatewayServer({**ENV, "UPSTREAM_BASE_URL": fake.url}) as gateway:
+    with GatewayServer({**ENV, "UPSTREAM_BASE_URL": fake.url,
+                        "UPSTREAM_ANTHROPIC_VERSION": ACCOUNT_VERSION}) as gateway:
         yield gateway
 
 
@@ -126,6 +128,7 @@ def test_messages_pass_through_byte_for_byte_with_the_envs_key_and_betas(server,
     assert sent.body == BODY.encode()
     assert sent.bearer == KEY and sent.header("x-api-key") is None
     assert sent.header("anthropic-beta") == "known-beta-1"  # the allow-list from the env
+    assert sent.header("anthropic-version") == "2023-06-01"  # the client's own
     assert response.json()["content"][0]["signature"] == "sig-env-1"
 
 
@@ -141,6 +144,7 @@ def test_the_stream_is_the_upstreams_events_and_the_sdk_reads_them(server, upstr
                       if block and not block.startswith(b":"))
     [sent] = upstream.messages_requests
     assert sent.body == body
+    assert sent.header("anthropic-version") == ACCOUNT_VERSION  # the client sent none
     assert events == b"".join(stream_events(reply, "glm-env", sent.body))
     upstream.script(reply)
     client = anthropic.Anthropic(base_url=server.url, api_key="unused", max_retries=0)

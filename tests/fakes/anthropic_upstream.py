@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs
 
 from .scenarios import Plan
 from .upstream import FakeUpstream, RecordedRequest, _Connection
@@ -137,15 +138,19 @@ class FakeAnthropic(FakeUpstream):
     """`auth`: "x-api-key" or "bearer" (the only header accepted); anthropic-version must be
     there (a date: clients send newer ones than 2023-06-01); `known_betas`: the
     anthropic-beta values accepted (others: 400, as vendors answer), None accepts any;
-    `count_tokens`: False answers that endpoint with 404 (vendors without it)."""
+    `count_tokens`: False answers that endpoint with 404 (vendors without it); `page_size`:
+    GET /v1/models lists that many models a page (`has_more`, `last_id`, `?after_id=`), as
+    Anthropic does; None lists them all at once."""
 
     def __init__(self, api_key: str = "sk-ant-fake-key", *, auth: str = "x-api-key",
                  models: Iterable[str] = ("glm-4.6-anthropic",),
-                 known_betas: Iterable[str] | None = None, count_tokens: bool = True) -> None:
+                 known_betas: Iterable[str] | None = None, count_tokens: bool = True,
+                 page_size: int | None = None) -> None:
         super().__init__(api_key, flavor="openai", models=models)
         self.auth = auth
         self.known_betas = set(known_betas) if known_betas is not None else None
         self.count_tokens = count_tokens
+        self.page_size = page_size
         self.default: ReplySource = message([text_block("Hello from the fake Anthropic.")],
                                             name="default")
 
@@ -193,14 +198,20 @@ class FakeAnthropic(FakeUpstream):
         return self._json_plan(status, {"type": "error", "error": {"type": kind,
                                                                    "message": text}})
 
+    def _model_page(self, after_id: str) -> dict[str, Any]:
+        models = list(self.models)
+        start = models.index(after_id) + 1 if after_id in models else 0
+        page = models[start:start + self.page_size] if self.page_size else models[start:]
+        return {"data": [{"type": "model", "id": m, "display_name": m.upper(),
+                          "created_at": "2026-01-01T00:00:00Z"} for m in page],
+                "has_more": start + len(page) < len(models),
+                "first_id": page[0] if page else None, "last_id": page[-1] if page else None}
+
     async def _route(self, conn: _Connection, rec: RecordedRequest) -> None:
         if rec.path == MODELS_PATH and rec.method == "GET":
             refused = self._check(rec)
-            listing = {"data": [{"type": "model", "id": m, "display_name": m.upper(),
-                                 "created_at": "2026-01-01T00:00:00Z"} for m in self.models],
-                       "has_more": False, "first_id": self.models[0] if self.models else None,
-                       "last_id": self.models[-1] if self.models else None}
-            return await self._execute(conn, rec, refused or self._json_plan(200, listing))
+            return await self._execute(conn, rec, refused or self._json_plan(
+                200, self._model_page(parse_qs(rec.query).get("after_id", [""])[0])))
         if rec.method != "POST" or rec.path not in (*MESSAGES_PATHS, COUNT_PATH):
             return await self._execute(conn, rec, self._doc_plan(404, "not_found_error",
                                                                  f"no route {rec.path}"))

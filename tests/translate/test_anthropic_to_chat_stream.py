@@ -51,6 +51,28 @@ def test_goldens_exist() -> None:
     assert len(CASES) >= 6
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_streams_interleaved_keep_their_own_state(seed: int) -> None:
+    """The gateway runs one translator per request, many at once: every golden stream fed
+    event by event in a random interleaving gives exactly what it gives alone."""
+    rng = random.Random(seed)
+    fixtures = {case: load(STREAM / f"{case}.json") for case in CASES}
+    alone = {case: run(f["init"], f["events"]) for case, f in fixtures.items()}
+    translators = {case: AnthropicToChatStream(**f["init"]) for case, f in fixtures.items()}
+    pending = {case: list(f["events"]) for case, f in fixtures.items()}
+    together: dict[str, list[dict[str, Any]]] = {case: [] for case in fixtures}
+    while pending:
+        case = rng.choice(sorted(pending))
+        event = pending[case].pop(0)
+        translator = translators[case]
+        together[case] += (translator.fail(**event["$fail"]) if "$fail" in event
+                           else translator.feed(event))
+        if not pending[case]:
+            del pending[case]
+            together[case] += translator.close()
+    assert together == alone
+
+
 # ---- a whole answer, cut into random pieces ------------------------------------------------
 
 ANSWER: list[dict[str, Any]] = [
