@@ -7,9 +7,9 @@ that cache, builds when it is missing, and skips with the script's reason when i
 
 Gemma 3 270M is a base model: its text is meaningless, so the tests assert protocol and shape.
 It has no chat template of its own and Gemma's official one ignores tools, so the server gets
-`gemma_tools.jinja`: Gemma turns plus Hermes-style `<tool_call>{json}</tool_call>` calls
-(llama.cpp 11434 derives no tool-call grammar from it: the forced tool-call tests are strict
-xfails, see docs/testing.md).
+`qwen_xml_tools.jinja`: Gemma turns with Qwen3-Coder's XML tool calls, a form llama.cpp 11434
+recognises and builds its tool-call grammar and parser for (it derives none from Gemma turns
+with JSON calls).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import pytest
 from tests.servers import ROOT, free_port
 
 SCRIPT = ROOT / "scripts" / "llama_server.py"
-TEMPLATE = Path(__file__).with_name("gemma_tools.jinja")
+TEMPLATE = Path(__file__).with_name("qwen_xml_tools.jinja")
 BUILD_TIMEOUT = 3600  # a first build on two busy cores; later runs read the cache at once
 CONTEXT = 2048
 MODEL_ALIAS = "gemma-3-270m"
