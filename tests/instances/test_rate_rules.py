@@ -133,6 +133,21 @@ def test_refusals_are_in_the_request_log(limited, upstream):
     set_rule(limited, "key", requests_per_day=1000)
 
 
+def test_responses_are_counted_and_refused_in_the_openai_shape(limited, upstream):
+    carol = make_key(limited, "carol")  # a fresh key: nothing counted for it yet this minute
+    set_rule(limited, "key", requests_per_minute=2)
+    client = openai.OpenAI(base_url=limited.url + "/v1", api_key=carol, max_retries=0)
+    assert client.responses.create(model="glm-5", input="hi").status == "completed"
+    assert chat(limited, carol).status_code == 200  # one rule for every API of the key
+    sent = len(upstream.chat_requests)
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.responses.create(model="glm-5", input="hi", stream=True)
+    assert caught.value.code == "rate_limit_exceeded"
+    assert 1 <= int(caught.value.response.headers["retry-after"]) <= 60
+    assert len(upstream.chat_requests) == sent  # refused before the upstream
+    set_rule(limited, "key", requests_per_day=1000)
+
+
 def test_limit_is_exact_across_two_processes_sharing_redis(fake_iflow, upstream):
     require_redis()
     limit = 10

@@ -124,6 +124,29 @@ def test_a_request_pushes_a_snapshot_to_the_admins_websocket(gateway_with_admin,
     asyncio.run(go())
 
 
+def test_a_responses_stream_shows_on_the_live_status(gateway_with_admin, upstream):
+    """POST /v1/responses (Codex's API) counts like the others: its stream while it runs, the
+    finished request in the requests per minute."""
+    server = gateway_with_admin
+    session = log_in(server)
+    upstream.script(sc.slow(sc.text("a b c d"), chunk_delay=0.4))
+
+    async def go() -> None:
+        async with aiohttp.ClientSession() as client:
+            ws = await open_status(client, server, session)
+            first = await wait_for(ws, lambda s: s["active_streams"] == 0)
+            before = first["requests_per_minute"]
+            stream = post_in_background(server.url + "/v1/responses", {
+                "model": "glm-5", "input": "hi", "stream": True, "store": False})
+            await wait_for(ws, lambda s: s["active_streams"] == 1)
+            await asyncio.to_thread(stream.join, 30)
+            await wait_for(ws, lambda s: s["active_streams"] == 0 and
+                           s["requests_per_minute"] > before)
+            await ws.close()
+
+    asyncio.run(go())
+
+
 def test_the_real_server_refuses_strangers_and_other_origins(gateway_with_admin):
     server = gateway_with_admin
     session = log_in(server)

@@ -131,6 +131,31 @@ def test_spend_and_cached_tokens_of_streams_are_counted(server, upstream):
     assert not [k for k in found if k[0] == "iflow2api_spend_total"
                 and ("model", "glm-5") in k[1]]  # cost unknown: never a spend of 0
 
+def test_responses_requests_are_counted_as_api_responses(server, upstream):
+    labels = {"api": "responses", "instance": "default", "model": "glm-5"}
+    before = samples(scrape(server, authorization=f"Bearer {TOKEN}").text)
+    upstream.script(sc.text("Hello", usage={"prompt_tokens": 7, "completion_tokens": 2,
+                                            "total_tokens": 9}),
+                    sc.text("streamed"))
+    body = {"model": "glm-5", "input": "hi"}
+    assert httpx.post(server.url + "/v1/responses", json=body, timeout=30).status_code == 200
+    stream = httpx.post(server.url + "/v1/responses", json={**body, "stream": True}, timeout=30)
+    assert stream.status_code == 200 and "response.completed" in stream.text
+    assert httpx.post(server.url + "/v1/responses", json={**body, "model": "nope"},
+                      timeout=30).status_code == 404
+    found = samples(scrape(server, authorization=f"Bearer {TOKEN}").text)
+
+    def more(name: str, **labels: str) -> float:
+        return (value(found, name, **labels) or 0) - (value(before, name, **labels) or 0)
+
+    assert more("iflow2api_requests_total", status="200", **labels) == 2
+    # A refusal before a model was resolved (here: an unknown model) is counted without one.
+    assert more("iflow2api_requests_total", api="responses", status="404",
+                instance="default", model="-") == 1
+    tokens_in = {"instance": "default", "model": "glm-5", "direction": "in"}
+    assert more("iflow2api_tokens_total", **tokens_in) >= 7
+    assert value(found, "iflow2api_streams_active") == 0
+
 
 # --- observe() in this process ------------------------------------------------------------------
 

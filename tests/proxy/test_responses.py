@@ -1,6 +1,8 @@
 """POST /v1/responses with the real openai SDK and raw SSE bytes, against the fake iFlow:
 text, reasoning, function calls (fragmented, parallel), a tool round trip, hosted tools
-dropped, unsupported options, errors before and during the stream, a truncated upstream."""
+dropped, unsupported options, reasoning.effort as iFlow's thinking switch, the output limit
+(incomplete), errors before and during the stream, a truncated upstream. Other upstream
+set-ups: test_responses_upstreams.py."""
 
 from __future__ import annotations
 
@@ -11,13 +13,9 @@ import openai
 import pytest
 from django.utils import timezone
 
-from tests.conftest import FAKE_KEY
 from tests.fakes import scenarios as sc
-from tests.fakes.upstream import FakeUpstream
-from tests.proxy.test_affinity import KEYS, RATE_LIMIT
 from tests.proxy.test_cors import LOCAL_PAGE, PREFLIGHT
 from tests.proxy.test_requestlog import rows_since
-from tests.servers import GatewayServer
 from tests.sse import named_events
 from tests.translate.responses_grammar import check_responses_stream
 
@@ -93,6 +91,18 @@ def test_output_limit_is_incomplete(client, upstream):
     assert upstream.chat_requests[-1].json["max_new_tokens"] == 5
 
 
+@pytest.mark.parametrize(("effort", "on"), [("high", True), ("minimal", True), ("none", False)])
+def test_reasoning_effort_is_the_providers_thinking_switch(client, upstream, effort, on):
+    # reasoning.effort -> reasoning_effort -> iFlow's own switches for GLM-5 (all three).
+    upstream.script(sc.text("ok"))
+    client.responses.create(model="glm-5", input="hi", reasoning={"effort": effort})
+    sent = upstream.chat_requests[-1].json
+    assert sent["enable_thinking"] is on
+    assert sent["thinking"] == {"type": "enabled" if on else "disabled"}
+    assert sent["chat_template_kwargs"] == {"enable_thinking": on}
+    assert "reasoning_effort" not in sent and "reasoning" not in sent
+
+
 # --- streaming ---------------------------------------------------------------------------------
 
 def test_raw_stream_text(gateway, upstream):
@@ -107,6 +117,19 @@ def test_raw_stream_text(gateway, upstream):
     final = events[-1]["response"]
     assert final["status"] == "completed" and final["usage"]["input_tokens"] == 12
     assert final["output"][0]["content"][0]["text"] == "one two three"
+
+
+def test_stream_cut_by_the_output_limit_ends_incomplete(client, gateway, upstream):
+    upstream.script(sc.text("cut sh", finish_reason="length", usage=USAGE))
+    events = stream_events(post(gateway, {"model": "glm-5", "input": "long story",
+                                          "stream": True, "max_output_tokens": 5}))
+    assert events[-1]["type"] == "response.incomplete"
+    final = events[-1]["response"]
+    assert final["status"] == "incomplete"
+    assert final["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert final["output"][-1]["status"] == "incomplete"
+    # Stored like a completed one (a follow-up may go on from it).
+    assert client.responses.retrieve(final["id"]).incomplete_details.reason == "max_output_tokens"
 
 
 def test_sdk_stream_helper_and_final_response(client, upstream):
@@ -243,6 +266,18 @@ def test_in_band_error_during_the_stream_fails(gateway, upstream):
     assert events[-1]["type"] == "error"
 
 
+def test_an_upstream_error_after_the_stream_opened_is_response_failed(gateway, upstream):
+    # The upstream answers 500 only after the prelude: the 200 stream has begun (created,
+    # in_progress), so the failure is in-band — response.failed then error, never a silent end.
+    upstream.script(sc.slow(sc.http_error(500, {"error": {"message": "boom"}}),
+                            header_delay=1.5))
+    events = stream_events(post(gateway, {"model": "glm-5", "input": "hi", "stream": True}))
+    assert [e["type"] for e in events] == ["response.created", "response.in_progress",
+                                           "response.failed", "error"]
+    assert events[2]["response"]["status"] == "failed"
+    assert events[2]["response"]["error"]["code"] == "server_error"
+
+
 def test_keepalive_comment_while_the_upstream_is_silent(gateway, upstream):
     upstream.script(sc.slow(sc.text("late"), first_delay=1.5))
     response = post(gateway, {"model": "glm-5", "input": "hi", "stream": True})
@@ -340,57 +375,9 @@ def test_the_openapi_document_has_the_responses_routes(gateway):
     assert [p["name"] for p in get_op["parameters"]] == ["response_id"]
 
 
-def test_an_upstream_429_is_passed_on_with_retry_after(fake_iflow, upstream):
-    # Its own server: the account then sits out the Retry-After, which would hold up others.
-    env = {"IFLOW_API_KEY": FAKE_KEY, "IFLOW_BASE_URL": fake_iflow.base_url}
-    with GatewayServer(env) as server:
-        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
-        upstream.script(sc.http_error(429, {"error": {"message": "slow down"}},
-                                      headers={"retry-after": "3"}))
-        with pytest.raises(openai.RateLimitError) as raised:
-            client.responses.create(model="glm-5", input="hi")
-        assert raised.value.response.headers["retry-after"] == "3"
-        assert raised.value.body["type"] == "rate_limit_error"
-
-
 @pytest.mark.parametrize("raw", [b"{not json", b"[1, 2]", b""])
 def test_a_body_that_is_not_a_json_object_is_a_400(gateway, raw):
     response = httpx.post(gateway.url + "/v1/responses", content=raw, timeout=30,
                           headers={"content-type": "application/json"})
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "invalid_json"
-
-
-# --- the account pool: failover and a conversation's account (two accounts) --------------------
-
-@pytest.fixture
-def two_accounts():
-    with FakeUpstream(api_key=KEYS[0], extra_keys=KEYS[1:], flavor="iflow") as fake:
-        fake.default = lambda r: sc.text("ok")
-        gateway = GatewayServer({"RATE_LIMIT_COOLDOWN_SECONDS": "30"})
-        gateway.cli("migrate", "--noinput")
-        gateway.shell("from accounts.models import Account\n" + "".join(
-            f"Account.objects.create(label='a{i}', provider='iflow', base_url="
-            f"{fake.base_url!r}, api_key={key!r}, max_concurrency=0)\n"
-            for i, key in enumerate(KEYS)))
-        with gateway:
-            yield gateway, fake
-
-
-def test_one_codex_session_one_account_and_failover(two_accounts):
-    server, fake = two_accounts
-    codex = {"session-id": "codex-session-r"}
-    for stream in (False, True, False):
-        answer = post(server, {"model": "glm-5", "input": "hi", "stream": stream,
-                               "store": False}, headers=codex)
-        assert answer.status_code == 200, answer.text
-    pinned = {r.bearer for r in fake.chat_requests}
-    assert len(pinned) == 1  # Codex's session-id header keeps the conversation on its account
-    [first] = pinned
-    other = next(k for k in KEYS if k != first)
-    fake.default = lambda r: RATE_LIMIT if r.bearer == first else sc.text("ok")
-    before = len(fake.chat_requests)
-    events = stream_events(post(server, {"model": "glm-5", "input": "hi", "stream": True},
-                                headers=codex))
-    assert events[-1]["type"] == "response.completed"  # the other account answered
-    assert [r.bearer for r in fake.chat_requests[before:]] == [first, other]

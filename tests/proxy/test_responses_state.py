@@ -115,6 +115,8 @@ def test_retrieve_input_items_and_delete(client, upstream):
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(created.id)
     with pytest.raises(openai.NotFoundError):
+        client.responses.input_items.list(created.id)
+    with pytest.raises(openai.NotFoundError):
         client.responses.delete(created.id)
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="glm-5", input="more", previous_response_id=created.id)
