@@ -187,6 +187,10 @@ def test_input_items_list_the_whole_conversation_before_it(client, gateway, upst
     assert [i.id for i in between.data] == ids[1:3] and not between.has_more
     newest = client.responses.input_items.list(third.id, limit=1, after=ids[-1])
     assert [i.id for i in newest.data] == [ids[-2]]  # desc: after = older than
+    with_include = client.responses.input_items.list(
+        third.id, order="asc", include=["reasoning.encrypted_content"])
+    assert [i.id for i in with_include.data] == ids
+    assert with_include.data[4].encrypted_content  # always there (docs/responses-api.md)
     unknown = client.responses.input_items.list(third.id, after="msg_not_there")
     assert unknown.data == [] and not unknown.has_more
 
