@@ -257,6 +257,13 @@ class ModelInfoAdmin(admin.ModelAdmin):
     search_fields = ("model_id", "display_name")
     filter_horizontal = ("accounts",)
 
+    def formfield_for_manytomany(self, db_field: Any, request: Any, **kwargs: Any) -> Any:
+        if db_field.name == "accounts":  # the routing rule (accounts.services.Routing)
+            kwargs["help_text"] = gettext_lazy(
+                "Accounts serving this model. None: every account of the provider that is not "
+                "linked to any model (an account linked to models serves those only).")
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
     def get_list_filter(self, request: Any) -> Any:
         return (ServedFilter, *super().get_list_filter(request))
 

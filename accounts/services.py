@@ -39,6 +39,9 @@ class AccountRef:
     anthropic_version: str = "2023-06-01"
     beta_policy: str = "drop"
     beta_allowlist: tuple[str, ...] = ()
+    # Some catalogue model is linked to it: it serves those models only, not the unlinked ones
+    # of its provider (which are left to the provider's accounts without a list of their own).
+    lists_models: bool = False
 
 
 def beta_names(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -93,12 +96,14 @@ class Routing:
     def accounts_for(self, model: ModelRef, allowed: frozenset[int] = frozenset()
                      ) -> list[AccountRef]:
         """The usable accounts serving `model`: those linked to it, or when none is linked,
-        every account of its provider; only those in `allowed` when it is not empty (an
+        every account of its provider that has no model list of its own (an account linked to
+        some models serves those only); only those in `allowed` when it is not empty (an
         instance's account list)."""
         if model.account_ids:
             found = [a for a in self.accounts if a.id in model.account_ids]
         else:
-            found = [a for a in self.accounts if a.provider == model.provider]
+            found = [a for a in self.accounts
+                     if a.provider == model.provider and not a.lists_models]
         return [a for a in found if a.id in allowed] if allowed else found
 
     def serves(self, model: ModelRef, allowed: frozenset[int] = frozenset()) -> bool:
@@ -120,6 +125,7 @@ def load_routing() -> Routing:
         state=Account.State.ACTIVE, cooldown_until=None)
     routing = Routing()
     unusable = [Account.State.BLOCKED, Account.State.NEEDS_LOGIN]
+    listing = accounts_with_models()
     for account in Account.objects.filter(enabled=True).exclude(state__in=unusable):
         routing.accounts.append(
             AccountRef(
@@ -137,6 +143,7 @@ def load_routing() -> Routing:
                 anthropic_version=account.anthropic_version,
                 beta_policy=account.beta_policy,
                 beta_allowlist=beta_names(account.beta_allowlist),
+                lists_models=account.pk in listing,
             )
         )
     for info in ModelInfo.objects.filter(enabled=True).prefetch_related("accounts"):
@@ -172,6 +179,13 @@ def invalidate_routing() -> None:
     _snapshot.invalidate()
 
 
+def accounts_with_models() -> set[int]:
+    """The accounts some catalogue model (enabled or not) is linked to: each serves its own
+    list of models only."""
+    links = ModelInfo.accounts.through.objects.values_list("account_id", flat=True)
+    return set(links.distinct())
+
+
 def served_model_ids() -> set[str]:
     """The catalogue's model ids that some usable account serves now (for the admin's served /
     not served marker; the API reads the same from its snapshot through Routing.serves)."""
@@ -183,7 +197,8 @@ def out_of_rotation(model: ModelRef, allowed: frozenset[int]) -> list[Account]:
     """The accounts that would serve `model` (within `allowed`, when set) but are out of
     rotation: disabled, blocked or needing a login. For saying why nothing can serve it."""
     accounts = (Account.objects.filter(pk__in=model.account_ids) if model.account_ids
-                else Account.objects.filter(provider=model.provider))
+                else Account.objects.filter(provider=model.provider)
+                .exclude(pk__in=accounts_with_models()))
     if allowed:
         accounts = accounts.filter(pk__in=allowed)
     unusable = [Account.State.BLOCKED, Account.State.NEEDS_LOGIN]

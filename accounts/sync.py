@@ -24,7 +24,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
 from accounts.models import Account, ModelInfo, Provider
-from accounts.services import invalidate_routing, target_for
+from accounts.services import accounts_with_models, invalidate_routing, target_for
 from iflow2api_lib.redact import redact
 from upstream.client import UpstreamClient
 from upstream.providers import UnknownProviderError, get_provider
@@ -224,8 +224,16 @@ def _output_limit(entry: dict[str, Any]) -> int | None:
             or (_int_or_none(top.get("max_completion_tokens")) if isinstance(top, dict) else None))
 
 
-def _store_listing(account: Account, entries: list[dict[str, Any]], item: AccountSync,
-                   providers_with_accounts: set[str]) -> None:
+def _providers_served_by_default(account: Account) -> set[str]:
+    """The providers with an account (other than `account`) that has no model list of its own:
+    such an account serves every unlinked catalogue model of its provider."""
+    return set(Account.objects.exclude(pk=account.pk).exclude(pk__in=accounts_with_models())
+               .values_list("provider", flat=True))
+
+
+def _store_listing(account: Account, entries: list[dict[str, Any]], item: AccountSync) -> None:
+    by_default = _providers_served_by_default(account)
+    shared: list[ModelInfo] = []  # unlinked, of its provider, served by accounts without a list
     listing: dict[str, dict[str, Any]] = {}
     for entry in entries:
         listing.setdefault(entry["id"], entry)
@@ -262,9 +270,10 @@ def _store_listing(account: Account, entries: list[dict[str, Any]], item: Accoun
         linked = {a.pk for a in info.accounts.all()}
         if account.pk in linked:
             continue
-        if linked or info.provider not in providers_with_accounts:
+        if linked or info.provider not in by_default:
             # Linked models are served by their accounts whatever their provider: one more.
-            # An unlinked model whose provider has no account serves nobody: take it.
+            # An unlinked model that no account without a list of its own serves (an account
+            # with a list serves that list only) serves nobody but this one: take it.
             info.accounts.add(account)
             item.linked.append(model_id)
         elif info.provider != account.provider:
@@ -273,7 +282,17 @@ def _store_listing(account: Account, entries: list[dict[str, Any]], item: Accoun
             item.kept.append(_("%(model)s (served by the %(provider)s accounts; link it in the "
                                "admin to share it)")
                              % {"model": model_id, "provider": info.get_provider_display()})
-        # else: unlinked and of this account's provider: every such account serves it already.
+        else:
+            shared.append(info)
+    if shared and ModelInfo.objects.filter(accounts=account).exists():
+        # This account serves its list only, and linking would take these models away from
+        # its provider's accounts without a list: the admin's call too.
+        item.kept.extend(
+            _("%(model)s (served by the %(provider)s accounts without a model list; link it "
+              "in the admin to share it)")
+            % {"model": info.model_id, "provider": info.get_provider_display()}
+            for info in shared)
+    # else: an account without a list of its own serves the unlinked models of its provider.
     item.missing = list(
         ModelInfo.objects.filter(accounts=account).exclude(model_id__in=listing)
         .order_by("model_id").values_list("model_id", flat=True))
@@ -282,7 +301,6 @@ def _store_listing(account: Account, entries: list[dict[str, Any]], item: Accoun
 def _store(accounts: list[Account], listings: list[list[dict[str, Any]] | BaseException],
            report: SyncReport) -> None:
     with transaction.atomic():
-        providers_with_accounts = set(Account.objects.values_list("provider", flat=True))
         for account, listing in zip(accounts, listings, strict=True):
             item = AccountSync(account.pk, account.label)
             report.accounts.append(item)
@@ -290,7 +308,7 @@ def _store(accounts: list[Account], listings: list[list[dict[str, Any]] | BaseEx
                 item.error = describe(listing, _secrets(account))
                 log.warning("model sync of account %s failed: %s", account.pk, item.error)
                 continue
-            _store_listing(account, listing, item, providers_with_accounts)
+            _store_listing(account, listing, item)
     if any(a.created or a.linked or a.updated for a in report.accounts):
         invalidate_routing()
 
@@ -333,9 +351,7 @@ def store_chosen(account: Account, entries: list[dict[str, Any]]) -> AccountSync
     sync does (created and linked, or left alone with the reason)."""
     item = AccountSync(account.pk, account.label)
     with transaction.atomic():
-        providers = set(Account.objects.exclude(pk=account.pk)
-                        .values_list("provider", flat=True))
-        _store_listing(account, entries, item, providers)
+        _store_listing(account, entries, item)
     invalidate_routing()
     return item
 

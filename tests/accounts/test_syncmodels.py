@@ -154,9 +154,32 @@ def test_sync_models_service_directly(one):
     [item] = report.accounts
     assert item.ok and item.listed == ["alpha-chat", "beta-coder"]
     assert item.created == ["beta-coder"] and item.updated == ["alpha-chat"]
-    assert item.linked == []  # every OpenAI-compatible account serves an unlinked one already
+    # Linked to beta-coder, the account serves its list only: alpha-chat, which no other
+    # account served, is linked to it too.
+    assert item.linked == ["alpha-chat"]
     assert ModelInfo.objects.get(model_id="alpha-chat").owned_by == "fake"
-    assert linked("alpha-chat") == set()
+    assert linked("alpha-chat") == {account.pk}
+
+
+def test_an_unlinked_model_stays_with_the_accounts_without_a_list(one, two):
+    """An account with a model list serves that list only. An unlinked model of its provider
+    that an account without a list serves is left to it (linking would take it away), said in
+    the report; an account without a list of its own serves it as it is."""
+    from accounts.services import served_model_ids
+
+    catch_all = openai_account(two, "Any", KEY_TWO)  # no model linked: every unlinked one
+    ModelInfo.objects.create(model_id="alpha-chat", provider="openai")
+    listing = openai_account(one, "One", KEY_ONE)
+    out, _ = run("--account", str(listing.pk))
+    assert "created: beta-coder" in out
+    assert "left alone: alpha-chat (served by the OpenAI-compatible accounts without a model " \
+           "list" in out, out
+    assert linked("alpha-chat") == set() and linked("beta-coder") == {listing.pk}
+    assert served_model_ids() >= {"alpha-chat", "beta-coder"}
+
+    catch_all.delete()  # nobody else serves it now: the account with the list takes it
+    out, _ = run("--account", str(listing.pk))
+    assert "linked: alpha-chat" in out and linked("alpha-chat") == {listing.pk}
 
 
 @pytest.mark.parametrize(("entry", "expected"), [

@@ -79,3 +79,35 @@ def test_a_tier_pointing_at_an_unserved_model_is_not_listed(openai_fake):
         ids = listed(server)
         assert "claude-sonnet-4-6" in ids
         assert not {i for i in ids if "haiku" in i}, ids
+
+
+def test_an_account_with_its_own_model_list_serves_only_that_list():
+    """An unlinked catalogue model of the provider is not served (nor listed) by an account
+    linked to other models; an account of the provider without a list of its own serves it."""
+    with FakeUpstream(KEY, flavor="openai", models=["glm-5", "gpt-unlinked"]) as fake:
+        env = {"UPSTREAM_BASE_URL": fake.base_url, "UPSTREAM_API_KEY": KEY,
+               "UPSTREAM_MODELS": "glm-5"}
+        with GatewayServer(env) as server:
+            server.shell("from accounts.models import ModelInfo\n"
+                         "ModelInfo.objects.create(model_id='gpt-unlinked', provider='openai')")
+            time.sleep(2.3)  # the routing snapshot lives 2 s
+            assert "gpt-unlinked" not in listed(server)
+            assert served_in_admin(server) == {"glm-5"}
+            refused = httpx.post(server.url + "/v1/chat/completions", timeout=30, json={
+                "model": "gpt-unlinked", "messages": [{"role": "user", "content": "hi"}]})
+            assert refused.status_code == 403, refused.text
+            assert refused.headers["x-should-retry"] == "false"
+            assert "iflow2api addaccount" in refused.json()["error"]["message"]
+            assert not fake.chat_requests  # never sent to the account with its own list
+
+            # An OpenAI-compatible account without a list of its own serves it.
+            server.shell("from accounts.models import Account\n"
+                         f"Account.objects.create(label='any', provider='openai', "
+                         f"base_url={fake.base_url!r}, api_key={KEY!r})")
+            time.sleep(2.3)
+            assert {"glm-5", "gpt-unlinked"} <= listed(server)
+            assert served_in_admin(server) == {"glm-5", "gpt-unlinked"}
+            answer = httpx.post(server.url + "/v1/chat/completions", timeout=30, json={
+                "model": "gpt-unlinked", "messages": [{"role": "user", "content": "hi"}]})
+            assert answer.status_code == 200, answer.text
+            assert [r.model for r in fake.chat_requests] == ["gpt-unlinked"]
