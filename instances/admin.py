@@ -23,6 +23,7 @@ from instances.admin_budgets import InstanceBudgetInline, KeyBudgetInline
 from instances.models import ClientKey, Instance, RateRule, new_key
 from instances.runtime import host_port
 from instances.services import invalidate_directory
+from instances.state_messages import shown
 
 NEW_KEY_SESSION = "instances_new_client_key"  # until the page that shows it is rendered
 NEW_KEY_TTL = 600  # seconds: a key whose page was never opened is not shown later
@@ -46,11 +47,11 @@ class ClientKeyInline(admin.TabularInline):
 
 @admin.register(Instance)
 class InstanceAdmin(admin.ModelAdmin):
-    list_display = ("name", "address", "enabled", "state_badge", "state_message", "key_count")
+    list_display = ("name", "address", "enabled", "state_badge", "state_note", "key_count")
     list_filter = ("enabled", "state")
     search_fields = ("name", "host")
     filter_horizontal = ("accounts",)
-    readonly_fields = ("state", "state_message", "state_changed_at", "created_at", "updated_at")
+    readonly_fields = ("state", "state_note", "state_changed_at", "created_at", "updated_at")
     inlines = [ClientKeyInline, InstanceBudgetInline]
     actions = ["start_instances", "stop_instances"]
     fieldsets = (
@@ -60,7 +61,7 @@ class InstanceAdmin(admin.ModelAdmin):
         (gettext_lazy("Upstream"), {"fields": ("accounts", "upstream_proxy")}),
         (gettext_lazy("Browsers and logging"), {"fields": ("cors_allowed_origins",
                                                            "log_bodies")}),
-        (gettext_lazy("State"), {"fields": ("state", "state_message", "state_changed_at",
+        (gettext_lazy("State"), {"fields": ("state", "state_note", "state_changed_at",
                                             "created_at", "updated_at")}),
     )
 
@@ -83,6 +84,11 @@ class InstanceAdmin(admin.ModelAdmin):
     def state_badge(self, obj: Instance) -> str:
         return format_html('<b style="color:{}">{}</b>', STATE_COLOURS.get(obj.state, "inherit"),
                            obj.get_state_display())
+
+    @admin.display(description=gettext_lazy("state message"))
+    def state_note(self, obj: Instance) -> str:
+        """What the server said about the instance, in the reader's language."""
+        return shown(obj.state_message)
 
     @admin.display(description=gettext_lazy("keys"))
     def key_count(self, obj: Instance) -> int:

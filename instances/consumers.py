@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import time
 from importlib import import_module
+from types import SimpleNamespace
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY, get_user_model
+from django.utils import translation
 
 from instances import status
 
@@ -22,6 +24,16 @@ FORBIDDEN = 4403  # a close code the page understands: log in again, do not retr
 
 def _session_store() -> Any:
     return import_module(settings.SESSION_ENGINE).SessionStore
+
+
+def language_of(scope: dict[str, Any]) -> str:
+    """The language the page was drawn in, as Django's LocaleMiddleware chose it: the admin's
+    language cookie, else the browser's Accept-Language (both come with the handshake)."""
+    headers = dict(scope.get("headers") or ())
+    request = SimpleNamespace(
+        COOKIES=scope.get("cookies") or {},
+        META={"HTTP_ACCEPT_LANGUAGE": headers.get(b"accept-language", b"").decode("latin-1")})
+    return translation.get_language_from_request(request)  # type: ignore[arg-type]
 
 
 def _allowed(user: Any) -> bool:
@@ -40,6 +52,7 @@ class StatusConsumer(AsyncJsonWebsocketConsumer):
             await self.accept()
             await self.close(code=FORBIDDEN)
             return
+        self.language = language_of(self.scope)  # snapshots speak the page's language
         self.publisher = status.publisher_in(self.scope)
         self.publisher.remember_loop()
         await self.channel_layer.group_add(status.GROUP, self.channel_name)
@@ -97,4 +110,7 @@ class StatusConsumer(AsyncJsonWebsocketConsumer):
         # Re-read: a logout or an expiry elsewhere ends this connection too.
         if key and str(_session_store()(key).get(SESSION_KEY)) != str(user.pk):
             return None
-        return status.snapshot(self.publisher) if _allowed(user) else None
+        if not _allowed(user):
+            return None
+        with translation.override(self.language):
+            return status.snapshot(self.publisher)

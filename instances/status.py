@@ -41,6 +41,7 @@ from accounts.refresh import OAUTH, credential_kind
 from iflow2api_lib.redis_client import SharedRedis, configured
 from instances.budgets import budget_status
 from instances.models import Instance
+from instances.state_messages import shown
 
 log = logging.getLogger(__name__)
 
@@ -345,7 +346,8 @@ def snapshot(publisher: StatusPublisher | None = None) -> dict[str, Any]:
     instances = [{
         "name": inst.name, "host": inst.host, "port": inst.port, "enabled": inst.enabled,
         "state": inst.state, "state_display": str(inst.get_state_display()),
-        "state_message": inst.state_message, "state_changed_at": _iso(inst.state_changed_at),
+        "state_message": shown(inst.state_message),
+        "state_changed_at": _iso(inst.state_changed_at),
         "requests_per_minute": per_instance.get(inst.name, 0),
         "active_streams": streams["per_instance"].get(inst.name, 0),
     } for inst in Instance.objects.order_by("port")]

@@ -21,13 +21,22 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
+from django.utils.functional import lazy
 from django.utils.translation import gettext as _
 
 from instances import runtime
 from instances.models import Instance
 from instances.services import invalidate_directory, set_state, usable_key_count
+from instances.state_messages import (
+    ADDRESS_OVERRIDDEN,
+    CANNOT_LISTEN,
+    OPEN_RELAY,
+    shown,
+    written,
+)
 
 log = logging.getLogger(__name__)
+shown_lazily = lazy(shown, str)
 
 POLL_SECONDS = 2.0
 
@@ -58,9 +67,7 @@ class Wanted:
 
 
 def open_relay_refusal(name: str, host: str) -> str:
-    return _("refusing to listen on %(host)s: an address other than loopback needs at least one "
-             "client key, or anyone who reaches it can spend your upstream quota. Create one "
-             "with `iflow2api createkey --instance %(name)s`.") % {"host": host, "name": name}
+    return written(OPEN_RELAY, host=host, name=name)
 
 
 def wanted_instances(overrides: dict[str, Address], only: frozenset[str] | None) -> list[Wanted]:
@@ -76,8 +83,7 @@ def wanted_instances(overrides: dict[str, Address], only: frozenset[str] | None)
         if not is_loopback(host) and keys == 0:
             refusal = open_relay_refusal(instance.name, host)
         if (host, port) != (instance.host, instance.port):  # else the admin shows the wrong one
-            note = _("listening on %(host)s:%(port)s, set by --host/--port or IFLOW2API_HOST/"
-                     "IFLOW2API_PORT") % {"host": host, "port": port}
+            note = written(ADDRESS_OVERRIDDEN, host=host, port=port)
         if keys == 0 and any_web_page_allowed(instance):
             warnings.append(any_origin_warning(instance.name))
         if host in runtime.WILDCARDS and not getattr(settings.ALLOWED_HOSTS, "configured", True):
@@ -187,8 +193,7 @@ class Supervisor:
             error = getattr(exc, "socketError", None) or exc  # Twisted's CannotListenError
             reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
             await self._state(want.id, Instance.State.ERROR,
-                              _("cannot listen on %(host)s:%(port)s: %(reason)s")
-                              % {"host": host, "port": port_number, "reason": reason})
+                              written(CANNOT_LISTEN, host=host, port=port_number, reason=reason))
             return
         self.listening[want.id] = (want.address, port)
         runtime.register(port_number, want.id, host)
@@ -212,5 +217,5 @@ class Supervisor:
             return
         self.states[pk] = (state, message, listening_on)
         await sync_to_async(set_state)(pk, state, message, listening_on)
-        if self.on_change is not None:
-            self.on_change(self.names.get(pk, str(pk)), state, message)
+        if self.on_change is not None:  # said in the language the console is in
+            self.on_change(self.names.get(pk, str(pk)), state, shown_lazily(message))
