@@ -45,6 +45,13 @@ def blocks(section: str) -> list[tuple[str, str]]:
     return found
 
 
+def inline_commands(section: str) -> list[str]:
+    """Whole `.venv/bin/iflow2api …` commands written inline in the prose (a line break in
+    one is a space once pasted)."""
+    return [" ".join(found.split())
+            for found in re.findall(r"`(\.venv/bin/iflow2api(?: [^`]*)?)`", section, re.S)]
+
+
 def shell_commands(section: str) -> list[str]:
     return [text for kind, text in blocks(section) if kind == "sh"]
 
@@ -188,6 +195,10 @@ def test_quick_start_runs_as_written():
                 else:
                     clone.run(command)
             assert server is not None, "the quick start starts no server"
+            inline = [c for c in inline_commands(section) if "serve" not in c.split()]
+            assert any("addaccount" in c for c in inline), inline  # the local server's
+            for command in inline:  # pasted into the second terminal as well
+                clone.run(command)
             assert answers and all(answer.strip() for answer in answers), answers
             assert (clone.home / ".iflow2api" / "db.sqlite3").exists()
             assert fake.requests, "no request reached the upstream"

@@ -154,3 +154,39 @@ def test_the_favicon_is_served(server):
         assert "content-security-policy" in page.headers
         assert "'unsafe-inline'" not in page.headers["content-security-policy"].split(
             "script-src")[1].split(";")[0]
+
+
+
+def test_swagger_ui_takes_a_key_and_lists_the_error_answers(browser, server):
+    """/docs has a way to enter a client key (the API-key security schemes: Authorize), sends
+    it with "Try it out", and shows each operation's error answers with their body's schema
+    (the OpenAI error shape on OpenAI routes, Anthropic's on Anthropic routes)."""
+    key = "sk-i2a-docs-page-key-0123456789"
+    with visit(browser, server) as seen:
+        sent: list[dict[str, str]] = []
+        seen.page.on("request", lambda r: sent.append(r.headers)
+                     if r.url.endswith("/v1/models") else None)
+        seen.page.goto(server.url + "/docs")
+        seen.page.click("button.authorize")
+        dialog = seen.page.locator(".modal-ux")
+        assert "bearer" in dialog.text_content() and "x-api-key" in dialog.text_content()
+        dialog.locator("input").first.fill(key)
+        dialog.locator("button.authorize").first.click()
+        dialog.locator("button.btn-done").first.click()
+
+        models = seen.page.locator("#operations-OpenAI-list_models")
+        models.locator(".opblock-summary").click()
+        assert '"error"' in models.locator("tr.response[data-code='401']").text_content()
+        models.locator("button.try-out__btn").click()
+        models.locator("button.execute").click()
+        models.locator(".live-responses-table").wait_for()
+        assert sent and sent[-1].get("authorization") == f"Bearer {key}", sent
+
+        for operation, shape in (("OpenAI-chat_completions", '"message"'),
+                                 ("Anthropic-create_message", '"type": "error"')):
+            block = seen.page.locator(f"#operations-{operation}")
+            block.locator(".opblock-summary").click()
+            for code in ("400", "401", "403", "404", "413", "429", "502", "503"):
+                row = block.locator(f"tr.response[data-code='{code}']")
+                assert shape in row.text_content(), (operation, code)
+        assert seen.problems == []

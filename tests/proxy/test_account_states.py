@@ -159,11 +159,13 @@ def assert_not_retried(server: GatewayServer, needle: str) -> None:
     with pytest.raises(openai.PermissionDeniedError) as raised:
         oa.chat.completions.create(model="glm-5", messages=BODY["messages"])
     assert needle in raised.value.message and raised.value.code == "no_upstream"
+    assert raised.value.response.headers["x-should-retry"] == "false"
     an = anthropic.Anthropic(base_url=server.url, api_key="x",
                              http_client=anthropic_count.client())
     with pytest.raises(anthropic.PermissionDeniedError) as raised_an:
         an.messages.create(model="glm-5", max_tokens=8, messages=BODY["messages"])
     assert needle in raised_an.value.message
+    assert raised_an.value.response.headers["x-should-retry"] == "false"
     assert raised_an.value.body["error"]["type"] == "permission_error"
     assert (openai_count.sent, anthropic_count.sent) == (1, 1)
 

@@ -34,3 +34,22 @@ def test_the_request_log_columns_and_plural(admin_client: Client):
     zh = admin_client.get("/admin/proxy/requestlog/", HTTP_ACCEPT_LANGUAGE="zh-hans")
     assert "请求日志条目" in zh.content.decode()
 
+
+
+def test_the_rows_page_has_the_details_the_list_leaves_out(admin_client: Client):
+    from accounts.models import Account
+
+    account = Account.objects.create(provider="openai", label="The DeepSeek key",
+                                     base_url="http://127.0.0.1:9/v1")
+    error = "upstream exploded: " + "a very long explanation " * 10 + "THE END"
+    row = RequestLog.objects.create(
+        started_at=datetime.now(UTC), api="anthropic", model="glm-5", status=502,
+        requested_model="claude-sonnet-4-5", request_id="req-details-1", account=account,
+        latency_ms=1234, ttft_ms=321, tokens_in=3, tokens_out=4, error=error)
+    listing = admin_client.get("/admin/proxy/requestlog/").content.decode()
+    assert "claude-sonnet-4-5" not in listing and "req-details-1" not in listing
+    assert "THE END</" not in listing  # the error cut short (whole in the cell's title only)
+    assert f"/admin/proxy/requestlog/{row.pk}/change/" in listing  # the row links to its page
+    page = admin_client.get(f"/admin/proxy/requestlog/{row.pk}/change/").content.decode()
+    for shown in ("THE END", "claude-sonnet-4-5", "req-details-1", "The DeepSeek key", "321"):
+        assert shown in page, shown
