@@ -4,8 +4,11 @@ in English and Chinese: the list the browser's console-error check opens
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from django.test import Client
+from django.utils import translation
 
 from tests.e2e.admin_pages import EXCUSED, admin_pages, make_rows, rows_of, url_patterns
 
@@ -21,8 +24,10 @@ NAMED = ("/admin/", "/accounts/add/", "/accounts/add/?preset=deepseek",
 
 
 @pytest.fixture(autouse=True)
-def fast_passwords(settings) -> None:
+def fast_passwords(settings) -> Iterator[None]:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    yield
+    translation.deactivate()  # the middleware leaves the last page's language active
 
 
 def test_the_list_holds_every_admin_page(admin_client: Client, admin_user):

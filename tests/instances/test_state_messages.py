@@ -5,6 +5,7 @@ say it in the language of whoever reads it (instances/state_messages.py)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import pytest
 from channels.layers import channel_layers
@@ -27,6 +28,12 @@ from tests.instances.test_status import make_user, session_of
 REFUSED = open_relay_refusal("public", "0.0.0.0")
 REFUSED_ZH = "拒绝监听 0.0.0.0：非本机回环地址至少需要一个客户端密钥"
 ZH = {"HTTP_ACCEPT_LANGUAGE": "zh-hans"}
+
+
+@pytest.fixture(autouse=True)
+def english_after() -> Iterator[None]:
+    yield
+    translation.deactivate()  # the middleware leaves the last page's language active
 
 
 def test_the_server_writes_english_and_each_reader_gets_their_language():
