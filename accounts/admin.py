@@ -17,7 +17,7 @@ from accounts import refresh
 from accounts.models import DESTINATION_FIELDS, SECRET_FIELDS, Account, ModelInfo, Provider
 from accounts.presets import PRESETS, preset
 from accounts.refresh import refresh_account
-from accounts.services import invalidate_routing, served_model_ids
+from accounts.services import invalidate_routing, routing_of, served_model_ids
 from accounts.sync import probe_accounts, sync_models
 
 # RefreshResult.status codes as the "Refresh now" action reports them.
@@ -155,7 +155,7 @@ class AccountAdmin(admin.ModelAdmin):
 
     def save_model(self, request: Any, obj: Account, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
-        invalidate_routing()
+        invalidate_routing(routing_of(request))
 
     @admin.display(description=gettext_lazy("state"), ordering="state")
     def state_now(self, obj: Account) -> str:
@@ -179,10 +179,10 @@ class AccountAdmin(admin.ModelAdmin):
             status = STATUS_WORDS.get(result.status, result.status)
             detail = f": {result.message}" if result.message else ""
             self.message_user(request, f"{account.label}: {status}{detail}", level)
-        invalidate_routing()
+        invalidate_routing(routing_of(request))
 
     def _changed(self, request: Any, message: str) -> None:
-        invalidate_routing()
+        invalidate_routing(routing_of(request))
         self.message_user(request, message, messages.SUCCESS)
 
     @admin.action(description=gettext_lazy("Enable selected accounts"))
@@ -220,6 +220,8 @@ class AccountAdmin(admin.ModelAdmin):
                                            "Anthropic-compatible accounts)"))
     def sync_account_models(self, request: Any, queryset: Any) -> None:
         report = async_to_sync(sync_models)(_selected(queryset))
+        if report.changed:
+            invalidate_routing(routing_of(request))
         for line in report.skipped:
             self.message_user(request, _("Skipped %(what)s.") % {"what": line},
                               messages.WARNING)
@@ -291,4 +293,4 @@ class ModelInfoAdmin(admin.ModelAdmin):
 
     def save_model(self, request: Any, obj: ModelInfo, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
-        invalidate_routing()
+        invalidate_routing(routing_of(request))

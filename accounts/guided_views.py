@@ -29,7 +29,7 @@ from django.views.decorators.http import require_http_methods
 
 from accounts import guided
 from accounts.models import SECRET_FIELDS, Account, Provider
-from accounts.services import invalidate_routing
+from accounts.services import invalidate_routing, routing_of
 from accounts.sync import read_listing, store_chosen
 from accounts.views import _check_perms, _page
 
@@ -128,7 +128,7 @@ def _saved(request: HttpRequest, account: Account, entries: list[dict[str, Any]]
 def _finish(request: HttpRequest, account: Account, detail: str) -> HttpResponse:
     account.enabled = True
     account.save(update_fields=["enabled", "updated_at"])
-    invalidate_routing()
+    invalidate_routing(routing_of(request))
     messages.success(request, format_html(
         "{} {} <a href=\"{}\">{}</a>",
         _("Upstream “%(label)s” tested and saved.") % {"label": account.label}, detail,

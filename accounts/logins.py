@@ -24,7 +24,6 @@ from django.utils.translation import gettext as _
 from accounts.models import DEFAULT_BASE_URLS, Account, ModelInfo, OAuthLogin, Provider
 from accounts.oauth import OAuthClient, OAuthConfig, OAuthError, normalize_bxauth
 from accounts.presets import preset
-from accounts.services import invalidate_routing
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +203,6 @@ def finish_oauth_login(
         account.phone = info.phone or account.phone
         _mark_fresh(account)
         account.save()
-    invalidate_routing()
     log.info("OAuth login: account %s (%s)", account.pk, account.label)
     return account
 
@@ -280,7 +278,6 @@ def add_cookie_account(
         target.api_key_name = key.name[:100]
         _mark_fresh(target)
         target.save()
-    invalidate_routing()
     log.info("cookie login: account %s (%s)", target.pk, target.label)
     return target
 
@@ -314,7 +311,6 @@ def add_api_key_account(
             info, _created = ModelInfo.objects.get_or_create(
                 model_id=name, defaults={"provider": provider, "display_name": name})
             info.accounts.add(account)
-    invalidate_routing()
     return account
 
 

@@ -32,8 +32,9 @@ from django.utils.translation import gettext
 
 from accounts.affinity import LocalAffinity, RedisAffinity, build_affinity
 from accounts.models import Account
-from accounts.services import AccountRef, invalidate_routing
+from accounts.services import AccountRef, Routing, invalidate_routing
 from iflow2api_lib.redis_client import SharedRedis
+from iflow2api_lib.snapshot import Snapshot
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -200,9 +201,13 @@ class RedisSlots:
 
 class AccountPool:
     def __init__(self, slots: LocalSlots | RedisSlots,
-                 affinity: LocalAffinity | RedisAffinity | None = None) -> None:
+                 affinity: LocalAffinity | RedisAffinity | None = None,
+                 routing: Snapshot[Routing] | None = None) -> None:
         self.slots = slots
         self.affinity = affinity or LocalAffinity()  # conversation → account pins
+        # The process's routing snapshot (the Runtime's): marked stale when a cooldown or a
+        # block is written, so this process routes around the account at once.
+        self.routing = routing
         self.waiting = 0
         self._turn = itertools.count()
         self._waiters: set[asyncio.Future[None]] = set()
@@ -328,6 +333,7 @@ class AccountPool:
         await self.slots.clear_backoff(account.id)
         await sync_to_async(_store_state)(account.id, Account.State.COOLING, reason,
                                           timezone.now() + timedelta(seconds=seconds))
+        invalidate_routing(self.routing)
 
     async def rate_limited(self, account: AccountRef, retry_after: float | None,
                            reason: str) -> float:
@@ -343,30 +349,32 @@ class AccountPool:
         hold = await self.slots.record_rate_limit(account.id, hold_for, cooldown)
         await sync_to_async(_store_state)(account.id, Account.State.COOLING, reason,
                                           timezone.now() + timedelta(seconds=cooldown))
+        invalidate_routing(self.routing)
         return hold
 
     async def recovered(self, account: AccountRef) -> None:
         """A cooling account served a request: the rate limit is over, the backoff starts over."""
         await self.slots.clear_backoff(account.id)
         await sync_to_async(_mark_active)(account.id)
+        invalidate_routing(self.routing)
 
     async def block(self, account: AccountRef, reason: str) -> None:
         await sync_to_async(_store_state)(account.id, Account.State.BLOCKED, reason, None)
+        invalidate_routing(self.routing)
 
 
 def _store_state(account_id: int, state: str, reason: str, until: object) -> None:
     Account.objects.filter(pk=account_id).update(state=state, last_error=reason[:1000],
                                                  cooldown_until=until)
-    invalidate_routing()
 
 
 def _mark_active(account_id: int) -> None:
     Account.objects.filter(pk=account_id, state=Account.State.COOLING).update(
         state=Account.State.ACTIVE, cooldown_until=None)
-    invalidate_routing()
 
 
-def build_pool(redis: SharedRedis | None) -> AccountPool:
+def build_pool(redis: SharedRedis | None,
+               routing: Snapshot[Routing] | None = None) -> AccountPool:
     """A process's pool (proxy/runtime.py owns it): slots in Redis when there is one."""
     return AccountPool(RedisSlots(redis) if redis is not None else LocalSlots(),
-                       build_affinity(redis))
+                       build_affinity(redis), routing)

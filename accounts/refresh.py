@@ -27,7 +27,7 @@ import logging
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import current_app
 from django.conf import settings
@@ -38,8 +38,12 @@ from django.utils.translation import gettext as _
 from accounts.models import Account, Provider
 from accounts.oauth import OAuthClient, OAuthConfig, OAuthError
 from accounts.services import invalidate_routing
-from accounts.workers import submit
 from iflow2api_lib.redact import redact
+
+if TYPE_CHECKING:
+    from accounts.services import Routing
+    from accounts.workers import AccountWorkers
+    from iflow2api_lib.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +158,11 @@ def refresh_account(
     now: datetime | None = None,
     client: OAuthClient | None = None,
     force: bool = False,
+    routing: Snapshot[Routing] | None = None,
 ) -> RefreshResult:
-    """Refresh one account if it is due (or `force`), unless another worker is at it."""
+    """Refresh one account if it is due (or `force`), unless another worker is at it.
+    `routing`: the snapshot to mark stale when the account's state changes (the Runtime's,
+    in a server; None in a command or a Celery worker, which serve no requests)."""
     now = now or timezone.now()
     lease_until = now + timedelta(seconds=LEASE_SECONDS)
     taken = (
@@ -189,8 +196,8 @@ def refresh_account(
             else:
                 _refresh_cookie(account, client, now, force)
         except Exception as exc:  # every failure is recorded, none escapes
-            return _record_failure(account, kind, exc, now)
-        return _record_success(account, kind, now, force)
+            return _record_failure(account, kind, exc, now, routing)
+        return _record_success(account, kind, now, force, routing)
     finally:
         if own_client and client is not None:
             client.close()
@@ -262,7 +269,8 @@ def _next_check(account: Account, kind: str, now: datetime) -> datetime | None:
     return None
 
 
-def _record_success(account: Account, kind: str, now: datetime, force: bool) -> RefreshResult:
+def _record_success(account: Account, kind: str, now: datetime, force: bool,
+                    routing: Snapshot[Routing] | None) -> RefreshResult:
     fields: dict[str, Any] = {
         "last_error": "", "refresh_failures": 0, "last_refreshed_at": now,
         "next_refresh_attempt_at": _next_check(account, kind, now),
@@ -274,12 +282,13 @@ def _record_success(account: Account, kind: str, now: datetime, force: bool) -> 
     if force:
         fields["cooldown_until"] = None
     Account.objects.filter(pk=account.pk).update(**fields)
-    _routing_changed()
+    invalidate_routing(routing)
     log.info("refreshed account %s (%s)", account.pk, account.label)
     return RefreshResult(account.pk, REFRESHED)
 
 
-def _record_failure(account: Account, kind: str, exc: Exception, now: datetime) -> RefreshResult:
+def _record_failure(account: Account, kind: str, exc: Exception, now: datetime,
+                    routing: Snapshot[Routing] | None) -> RefreshResult:
     if isinstance(exc, OAuthError | RefreshFailure):
         error_kind, message = exc.kind, _scrub(exc.message, account)
     else:  # a bug or an unexpected library error: retried, its text not trusted
@@ -294,7 +303,7 @@ def _record_failure(account: Account, kind: str, exc: Exception, now: datetime) 
         Account.objects.filter(pk=account.pk).update(
             state=Account.State.NEEDS_LOGIN, last_error=error, refresh_failures=failures,
             next_refresh_attempt_at=None)
-        _routing_changed()
+        invalidate_routing(routing)
         log.warning("account %s (%s) needs a new login: %s", account.pk, account.label, message)
         return RefreshResult(account.pk, NEEDS_LOGIN, error)
     # overloaded / transient / invalid_response (e.g. HTTP 200 without access_token, which
@@ -311,7 +320,7 @@ def _record_failure(account: Account, kind: str, exc: Exception, now: datetime) 
         fields["state"] = Account.State.ERROR
     Account.objects.filter(pk=account.pk).update(**fields)
     if "state" in fields:
-        _routing_changed()
+        invalidate_routing(routing)
     log.warning("refresh of account %s (%s) failed (%s, attempt %s): %s; next in %s s",
                 account.pk, account.label, error_kind, failures, message, delay)
     return RefreshResult(account.pk, FAILED, error, next_at)
@@ -325,15 +334,12 @@ def _scrub(text: str, account: Account) -> str:
     return redact(str(text or ""), secrets)[:500]
 
 
-def _routing_changed() -> None:
-    invalidate_routing()
-
-
 # --- all due accounts, and the reactive path ---------------------------------------------------
 
 
 def refresh_due_accounts(
-    now: datetime | None = None, *, client: OAuthClient | None = None
+    now: datetime | None = None, *, client: OAuthClient | None = None,
+    routing: Snapshot[Routing] | None = None,
 ) -> list[RefreshResult]:
     """Refresh every due account, one after the other. Never raises for one account."""
     ids = due_accounts(now or timezone.now())
@@ -345,7 +351,8 @@ def refresh_due_accounts(
     try:
         for account_id in ids:
             try:
-                results.append(refresh_account(account_id, now=now, client=client))
+                results.append(refresh_account(account_id, now=now, client=client,
+                                               routing=routing))
             except Exception as exc:  # e.g. the database went away
                 log.exception("refresh of account %s failed", account_id)
                 results.append(
@@ -356,24 +363,27 @@ def refresh_due_accounts(
     return results
 
 
-def cool_down_for_auth(account_id: int, now: datetime | None = None) -> None:
+def cool_down_for_auth(account_id: int, now: datetime | None = None,
+                       routing: Snapshot[Routing] | None = None) -> None:
     """Take the account out of rotation for AUTH_COOLDOWN_SECONDS while it is refreshed."""
     now = now or timezone.now()
     until = now + timedelta(seconds=float(settings.IFLOW2API["AUTH_COOLDOWN_SECONDS"]))
     Account.objects.filter(pk=account_id).exclude(
         state__in=[Account.State.NEEDS_LOGIN, Account.State.BLOCKED]
     ).update(state=Account.State.COOLING, cooldown_until=until)
-    _routing_changed()
+    invalidate_routing(routing)
 
 
-def request_refresh(account_id: int) -> None:
+def request_refresh(account_id: int, workers: AccountWorkers,
+                    routing: Snapshot[Routing] | None = None) -> None:
     """The upstream refused this account's key as expired: refresh it now (in the background).
     The pool has cooled it down already."""
-    request_refresh_now(account_id, cool_down=False)
+    request_refresh_now(account_id, workers, cool_down=False, routing=routing)
 
 
-def request_refresh_now(account_id: int, *,
-                        cool_down: bool = True) -> Future[RefreshResult | None]:
+def request_refresh_now(account_id: int, workers: AccountWorkers, *, cool_down: bool = True,
+                        routing: Snapshot[Routing] | None = None
+                        ) -> Future[RefreshResult | None]:
     """The chat endpoint answered 401/439 for this account: cool it down and refresh it at once.
 
     Returns at once (safe to call from async code: it does no I/O in the caller's thread). In a
@@ -381,14 +391,16 @@ def request_refresh_now(account_id: int, *,
     `refresh_account_task(force=True)` for the Celery worker when REDIS_URL is set (falling back
     to refreshing in that thread if the broker is unreachable), or refreshes in that thread
     otherwise. The lease keeps it single-flight with the scheduled refreshes. `cool_down=False`:
-    the caller has cooled the account down already.
+    the caller has cooled the account down already. `workers`: the process's (its Runtime's);
+    `routing`: the snapshot to mark stale as the account's state changes.
     """
-    return submit(_refresh_now, account_id, cool_down)
+    return workers.submit(_refresh_now, account_id, cool_down, routing)
 
 
-def _refresh_now(account_id: int, cool_down: bool = True) -> RefreshResult | None:
+def _refresh_now(account_id: int, cool_down: bool = True,
+                 routing: Snapshot[Routing] | None = None) -> RefreshResult | None:
     if cool_down:
-        cool_down_for_auth(account_id)
+        cool_down_for_auth(account_id, routing=routing)
     if settings.REDIS_URL:
         try:
             # By name: the task module wraps this one (accounts/tasks.py).
@@ -399,4 +411,4 @@ def _refresh_now(account_id: int, cool_down: bool = True) -> RefreshResult | Non
         except Exception as exc:  # the broker is away: do it here
             log.warning("could not enqueue the refresh of account %s (%s); refreshing here",
                         account_id, type(exc).__name__)
-    return refresh_account(account_id, force=True)
+    return refresh_account(account_id, force=True, routing=routing)

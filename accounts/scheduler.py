@@ -7,14 +7,16 @@ Periodic tasks), and runs `refresh_due_accounts` in a worker thread (the ORM and
 client are sync). Nothing it does can stop the server: every error is logged and the loop goes
 on. Several processes running it at once are safe: refreshes are single-flight per account.
 
-The worker threads are accounts/workers.py's (shared with the reactive refresh after a 401/439).
+The worker threads are the Runtime's AccountWorkers (accounts/workers.py, shared with the
+reactive refresh after a 401/439); a refresh that changes an account marks the Runtime's routing
+snapshot stale.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db.models import F
@@ -22,7 +24,11 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from accounts.refresh import refresh_due_accounts
-from accounts.workers import executor, in_thread
+
+if TYPE_CHECKING:
+    from accounts.services import Routing
+    from accounts.workers import AccountWorkers
+    from iflow2api_lib.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +62,9 @@ def read_schedule() -> tuple[bool, float]:
     return task.enabled, max(MIN_INTERVAL_SECONDS, seconds)
 
 
-def run_cycle() -> list[Any]:
+def run_cycle(routing: Snapshot[Routing] | None = None) -> list[Any]:
     """One scheduled run: refresh the due accounts, and note the run on the PeriodicTask."""
-    results = refresh_due_accounts()
+    results = refresh_due_accounts(routing=routing)
     # update(), not save(): no beat change signal, and no lost edit from the admin.
     PeriodicTask.objects.filter(task=TASK_PATH, enabled=True).update(
         last_run_at=timezone.now(), total_run_count=F("total_run_count") + 1)
@@ -68,13 +74,14 @@ def run_cycle() -> list[Any]:
     return results
 
 
-async def run_forever() -> None:
+async def run_forever(workers: AccountWorkers,
+                      routing: Snapshot[Routing] | None = None) -> None:
     loop = asyncio.get_running_loop()
     last_run: float | None = None
     enabled, interval = True, default_interval()
     while True:
         try:
-            enabled, interval = await loop.run_in_executor(executor, in_thread, read_schedule)
+            enabled, interval = await workers.run(read_schedule)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # e.g. the database is locked or away: keep the last schedule
@@ -84,7 +91,7 @@ async def run_forever() -> None:
         if enabled and (last_run is None or now - last_run >= interval):
             last_run = now
             try:
-                await loop.run_in_executor(executor, in_thread, run_cycle)
+                await workers.run(run_cycle, routing)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -97,11 +104,12 @@ async def run_forever() -> None:
         await asyncio.sleep(min(max(wait, 0.05), SCHEDULE_POLL_SECONDS))
 
 
-def start(loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Task[None]:
+def start(workers: AccountWorkers, routing: Snapshot[Routing] | None = None,
+          loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Task[None]:
     """Starts the scheduler on `loop` (default: the current event loop, which need not run
-    yet). The caller keeps the task (a server's Runtime, proxy/runtime.py: one per process)
-    and cancels it to stop the scheduler."""
+    yet), in `workers`' threads. The caller keeps the task (a server's Runtime,
+    proxy/runtime.py: one per process) and cancels it to stop the scheduler."""
     loop = loop or asyncio.get_event_loop()
-    task = loop.create_task(run_forever(), name="iflow2api-refresh-scheduler")
+    task = loop.create_task(run_forever(workers, routing), name="iflow2api-refresh-scheduler")
     log.info("token refresh runs in this process (no REDIS_URL): PeriodicTask %r", TASK_NAME)
     return task

@@ -1,12 +1,16 @@
 """What the proxy asks of accounts: which model is which, and which account serves it.
 
 The hot path reads an in-memory snapshot of the catalogue and accounts, rebuilt at most every
-few seconds, so a chat request costs no database round trip.
+few seconds, so a chat request costs no database round trip. The snapshot is the process's
+Runtime's (proxy/runtime.py builds it with `routing_snapshot()`); code that changes accounts
+marks it stale (`invalidate_routing`), so this process sees the change at once and the others
+within SNAPSHOT_TTL_SECONDS.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from django.conf import settings
 from django.db import close_old_connections
@@ -15,6 +19,7 @@ from django.utils import timezone
 
 from accounts.models import Account, ModelInfo
 from accounts.pricing import Prices, prices_of
+from iflow2api_lib.scope import runtime_of
 from iflow2api_lib.snapshot import Snapshot
 from upstream.types import UpstreamTarget
 
@@ -168,15 +173,30 @@ def load_routing() -> Routing:
     return routing
 
 
-_snapshot = Snapshot(load_routing, SNAPSHOT_TTL_SECONDS)
+def routing_snapshot() -> Snapshot[Routing]:
+    """A process's routing snapshot (its Runtime holds it; tests build their own)."""
+    return Snapshot(load_routing, SNAPSHOT_TTL_SECONDS)
 
 
-async def routing() -> Routing:
-    return await _snapshot.get()
+class HoldsRouting(Protocol):
+    """What holds a process's routing snapshot: its Runtime (proxy/runtime.py)."""
+
+    routing: Snapshot[Routing]
 
 
-def invalidate_routing() -> None:
-    _snapshot.invalidate()
+def routing_of(request: object) -> Snapshot[Routing] | None:
+    """The routing snapshot of the process serving `request` (an admin page under the
+    gateway's ASGI app); None elsewhere (Django's test client, a command: no snapshot to
+    keep fresh in that process)."""
+    runtime: HoldsRouting | None = runtime_of(request)
+    return runtime.routing if runtime is not None else None
+
+
+def invalidate_routing(routing: Snapshot[Routing] | None) -> None:
+    """Accounts or models changed: `routing` is rebuilt at its next read (None: nothing to
+    do, the process holds no snapshot)."""
+    if routing is not None:
+        routing.invalidate()
 
 
 def accounts_with_models() -> set[int]:

@@ -24,7 +24,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
 from accounts.models import Account, ModelInfo, Provider
-from accounts.services import accounts_with_models, invalidate_routing, target_for
+from accounts.services import accounts_with_models, target_for
 from iflow2api_lib.redact import redact
 from upstream.client import UpstreamClient
 from upstream.providers import UnknownProviderError, get_provider
@@ -163,6 +163,11 @@ class SyncReport:
     @property
     def failed(self) -> list[AccountSync]:
         return [a for a in self.accounts if a.error]
+
+    @property
+    def changed(self) -> bool:
+        """Models were created, linked or updated: the routing snapshot is out of date."""
+        return any(a.created or a.linked or a.updated for a in self.accounts)
 
     def summary(self) -> str:
         n = len(self.accounts)
@@ -309,8 +314,6 @@ def _store(accounts: list[Account], listings: list[list[dict[str, Any]] | BaseEx
                 log.warning("model sync of account %s failed: %s", account.pk, item.error)
                 continue
             _store_listing(account, listing, item)
-    if any(a.created or a.linked or a.updated for a in report.accounts):
-        invalidate_routing()
 
 
 async def sync_models(
@@ -318,7 +321,8 @@ async def sync_models(
 ) -> SyncReport:
     """List the models of every enabled OpenAI-compatible account (or of the given accounts)
     and bring the catalogue up to date: new models are created and linked to the account that
-    lists them; models that disappeared upstream are only reported."""
+    lists them; models that disappeared upstream are only reported. A caller serving requests
+    marks its routing snapshot stale when `report.changed` (accounts.services)."""
     report = SyncReport()
     accounts, report.skipped = await sync_to_async(_accounts_to_sync)(account_ids)
     async with _client(client) as upstream:
@@ -352,7 +356,6 @@ def store_chosen(account: Account, entries: list[dict[str, Any]]) -> AccountSync
     item = AccountSync(account.pk, account.label)
     with transaction.atomic():
         _store_listing(account, entries, item)
-    invalidate_routing()
     return item
 
 

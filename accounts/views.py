@@ -31,6 +31,7 @@ from accounts.logins import (
     start_oauth_login,
 )
 from accounts.models import Account, Provider
+from accounts.services import invalidate_routing, routing_of
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ def _remember_state(request: HttpRequest, state: str) -> None:
 
 def _finish(request: HttpRequest, pasted: str) -> Account:
     account = finish_oauth_login(pasted, allowed_states=request.session.get(SESSION_STATES, []))
+    invalidate_routing(routing_of(request))
     who = account.email or account.phone or account.label
     messages.success(request, _("Logged in to iFlow as %(who)s: account “%(label)s” (key "
                                 "%(key)s).") % {"who": who, "label": account.label,
@@ -164,6 +166,7 @@ def cookie_login(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             try:
                 account = add_cookie_account(form.cleaned_data["bxauth"])
+                invalidate_routing(routing_of(request))
             except LoginError as exc:
                 error = exc.message
             except Exception:

@@ -1,11 +1,14 @@
 """The account worker threads: sync jobs (the ORM, the OAuth client) run off the event loop.
 
-Used by the refresh scheduler (accounts/scheduler.py) and by the reactive refresh after a
-401/439 (accounts/refresh.py); it imports neither, so both can use it.
+A process's `AccountWorkers` belong to its Runtime (proxy/runtime.py), which hands them to the
+refresh scheduler (accounts/scheduler.py) and to the reactive refresh after a 401/439
+(accounts/refresh.py); this module imports neither, so both can use it. The threads start on
+first use.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,7 +20,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="iflow2api-refresh")
+MAX_WORKERS = 4
 
 
 def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -35,8 +38,20 @@ def _log_failure(future: Future[Any]) -> None:
         log.error("background refresh job failed: %s", type(exc).__name__)
 
 
-def submit(fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
-    """Run `fn(*args, **kwargs)` in a worker thread; returns at once."""
-    future = executor.submit(in_thread, fn, *args, **kwargs)
-    future.add_done_callback(_log_failure)
-    return future
+class AccountWorkers:
+    """A process's worker threads for account jobs (refreshes, the refresh schedule)."""
+
+    def __init__(self, max_workers: int = MAX_WORKERS) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=max_workers,
+                                           thread_name_prefix="iflow2api-refresh")
+
+    def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
+        """Run `fn(*args, **kwargs)` in a worker thread; returns at once."""
+        future = self.executor.submit(in_thread, fn, *args, **kwargs)
+        future.add_done_callback(_log_failure)
+        return future
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Await `fn(*args)` run in a worker thread (from the event loop)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, in_thread, fn, *args)

@@ -18,6 +18,7 @@ from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
 
 from iflow2api_lib.logs import with_request_id  # noqa: E402
+from iflow2api_site.hosts import ServedHosts  # noqa: E402
 from instances.routing import websocket_app  # noqa: E402
 from proxy import adapter, fastpath, routes  # noqa: E402
 from proxy.cors import cors, cors_policy_for  # noqa: E402
@@ -67,5 +68,7 @@ async def http_app(scope, receive, send):  # type: ignore[no-untyped-def]
 # Outermost: a request id (and an access line) for every request, whichever app serves it.
 # The process's Runtime (proxy/runtime.py), built as the server starts; every scope carries it.
 runtime = Runtime.build(write_at_exit=True)
+if isinstance(settings.ALLOWED_HOSTS, ServedHosts):  # Django pages answer to the listeners too
+    settings.ALLOWED_HOSTS.follow(runtime.listeners)
 application = with_runtime(runtime, ProtocolTypeRouter({"http": with_request_id(http_app),
                                                         "websocket": websocket_app()}))

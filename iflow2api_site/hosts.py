@@ -2,9 +2,10 @@
 API docs). Without it, `Host: evil.example` would be believed: the OAuth callback URL is built
 from the Host header when PUBLIC_BASE_URL is unset, and DNS rebinding could reach the admin.
 
-By default: the loopback names, the addresses the instances listen on (read as requests come,
-so an instance started from the admin needs no restart), the host of PUBLIC_BASE_URL, and what
-ALLOWED_HOSTS lists (`*` there allows any). An instance on 0.0.0.0 is reached by names this
+By default: the loopback names, the addresses the instances listen on (read as requests come
+from the process's listener table, `Runtime.listeners`, which the ASGI application hands to
+`follow()`: an instance started from the admin needs no restart), the host of PUBLIC_BASE_URL,
+and what ALLOWED_HOSTS lists (`*` there allows any). An instance on 0.0.0.0 is reached by names this
 server cannot know (its LAN address, a DNS name): those must be listed in ALLOWED_HOSTS.
 """
 
@@ -14,10 +15,10 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from instances.runtime import listener_hosts
-
 if TYPE_CHECKING:  # settings.py imports this module: nothing from Django's views at load time
     from django.http import HttpRequest, HttpResponse
+
+    from instances.runtime import Listeners
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
@@ -32,9 +33,16 @@ class ServedHosts(list[str]):
         named = [*([public] if public else []), *configured]
         super().__init__([*LOOPBACK_HOSTS, *named])
         self.configured = named  # empty: nothing but loopback and the listeners' addresses
+        self.listeners: Listeners | None = None  # the process's, once its Runtime is built
+
+    def follow(self, listeners: Listeners) -> None:
+        """Answer to the addresses of `listeners` too (the process's Runtime's, from the ASGI
+        application as it starts)."""
+        self.listeners = listeners
 
     def names(self) -> list[str]:
-        return [*super().__iter__(), *listener_hosts()]
+        listening = self.listeners.host_names() if self.listeners is not None else []
+        return [*super().__iter__(), *listening]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

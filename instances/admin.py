@@ -22,7 +22,7 @@ from accounts.crypto import decrypt, encrypt
 from instances.admin_budgets import InstanceBudgetInline, KeyBudgetInline
 from instances.models import ClientKey, Instance, RateRule, new_key
 from instances.runtime import host_port
-from instances.services import invalidate_directory
+from instances.services import directory_of, invalidate_directory
 from instances.state_messages import shown
 
 NEW_KEY_SESSION = "instances_new_client_key"  # until the page that shows it is rendered
@@ -101,19 +101,19 @@ class InstanceAdmin(admin.ModelAdmin):
                 obj.save(update_fields=[*fields, "updated_at"])
         else:
             super().save_model(request, obj, form, change)
-        invalidate_directory()
+        invalidate_directory(directory_of(request))
 
     @admin.action(description=gettext_lazy("Start (enable) the selected instances"))
     def start_instances(self, request: HttpRequest, queryset: Any) -> None:
         count = queryset.update(enabled=True)
-        invalidate_directory()
+        invalidate_directory(directory_of(request))
         self.message_user(request, _("%(count)d instance(s) enabled: they start within a few "
                                      "seconds.") % {"count": count}, messages.SUCCESS)
 
     @admin.action(description=gettext_lazy("Stop (disable) the selected instances"))
     def stop_instances(self, request: HttpRequest, queryset: Any) -> None:
         count = queryset.update(enabled=False)
-        invalidate_directory()
+        invalidate_directory(directory_of(request))
         self.message_user(request, _("%(count)d instance(s) disabled: they stop listening "
                                      "within a few seconds; open streams finish.")
                           % {"count": count}, messages.SUCCESS)
@@ -137,7 +137,7 @@ class ClientKeyAdmin(admin.ModelAdmin):
             obj.set_key(key)
             request._new_client_key = key  # type: ignore[attr-defined]  # shown once, below
         super().save_model(request, obj, form, change)
-        invalidate_directory()
+        invalidate_directory(directory_of(request))
 
     def response_add(self, request: HttpRequest, obj: ClientKey,
                      post_url_continue: str | None = None) -> HttpResponse:
@@ -185,12 +185,12 @@ class ClientKeyAdmin(admin.ModelAdmin):
     @admin.action(description=gettext_lazy("Enable the selected keys"))
     def enable_keys(self, request: HttpRequest, queryset: Any) -> None:
         queryset.update(enabled=True)
-        invalidate_directory()
+        invalidate_directory(directory_of(request))
 
     @admin.action(description=gettext_lazy("Disable the selected keys"))
     def disable_keys(self, request: HttpRequest, queryset: Any) -> None:
         queryset.update(enabled=False)
-        invalidate_directory()
+        invalidate_directory(directory_of(request))
 
 
 @admin.register(RateRule)
@@ -203,4 +203,4 @@ class RateRuleAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: RateRule, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
-        invalidate_directory()
+        invalidate_directory(directory_of(request))

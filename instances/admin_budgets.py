@@ -43,7 +43,7 @@ class _BudgetInline(admin.TabularInline):
 
         def saved(this: Any, *args: Any, **kw: Any) -> Any:
             result = save(this, *args, **kw)
-            invalidate_budgets()  # this process at once, the others within seconds
+            invalidate_budgets(request)  # this process at once, the others within seconds
             return result
 
         formset.save = saved

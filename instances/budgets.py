@@ -13,13 +13,14 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from django.apps import apps
 from django.db import close_old_connections
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from iflow2api_lib.scope import runtime_of
 from iflow2api_lib.snapshot import Snapshot
 
 if TYPE_CHECKING:
@@ -127,16 +128,19 @@ def spent_now(row: Budget) -> tuple[BudgetRef, Spent, dt.datetime] | None:
     return ref, spent_in_log(ref, start, end), end
 
 
-_snapshot = Snapshot(load_budgets, SNAPSHOT_TTL_SECONDS)
+class HoldsBudgets(Protocol):
+    """What holds a process's budget store: its Runtime (proxy/runtime.py)."""
+
+    budgets: LocalBudgets | RedisBudgets
 
 
-async def budgets_for(instance_id: int, key_id: int | None) -> list[BudgetRef]:
-    table = await _snapshot.get()
-    return [*table.get(("key", key_id or 0), ()), *table.get(("instance", instance_id), ())]
-
-
-def invalidate_budgets() -> None:
-    _snapshot.invalidate()
+def invalidate_budgets(request: object) -> None:
+    """Budgets changed in the admin: the store of the process serving `request` re-reads them
+    at once (when the request came through the gateway's ASGI app), the others within
+    SNAPSHOT_TTL_SECONDS."""
+    runtime: HoldsBudgets | None = runtime_of(request)
+    if runtime is not None:
+        runtime.budgets.table.invalidate()
 
 
 def spent_in_log(budget: BudgetRef, start: dt.datetime, end: dt.datetime) -> Spent:
@@ -156,12 +160,26 @@ def to_units(money: Decimal) -> int:
     return int((money / UNIT).to_integral_value())
 
 
-class LocalBudgets:
+class BudgetStore:
+    """A process's budgets (a snapshot of the enabled ones, read every few seconds) and which
+    of their periods it warned about; the subclasses keep the spend counters."""
+
+    def __init__(self) -> None:
+        self.table: Snapshot[dict[tuple[str, int], list[BudgetRef]]] = Snapshot(
+            load_budgets, SNAPSHOT_TTL_SECONDS)
+        self.warned: set[tuple[int, int]] = set()  # (budget, period start) logged as near
+
+    async def budgets_for(self, instance_id: int, key_id: int | None) -> list[BudgetRef]:
+        table = await self.table.get()
+        return [*table.get(("key", key_id or 0), ()), *table.get(("instance", instance_id), ())]
+
+
+class LocalBudgets(BudgetStore):
     """Counters of this process (no REDIS_URL)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.counters: dict[tuple[int, int], list[int]] = {}  # (budget, period start) → [u, t]
-        self.warned: set[tuple[int, int]] = set()  # (budget, period start) logged as near
 
     async def _counter(self, budget: BudgetRef, start: dt.datetime,
                        end: dt.datetime) -> list[int]:
@@ -188,12 +206,12 @@ class LocalBudgets:
         return Spent(counter[0] * UNIT, counter[1])
 
 
-class RedisBudgets:
+class RedisBudgets(BudgetStore):
     """Counters in the shared Redis: a hash per budget and period, kept a day past its end."""
 
     def __init__(self, redis: SharedRedis) -> None:
+        super().__init__()
         self.redis = redis
-        self.warned: set[tuple[int, int]] = set()  # (budget, period start) logged as near
 
     def _key(self, budget: BudgetRef, start: dt.datetime) -> str:
         return self.redis.key("budget", budget.id, int(start.timestamp()))

@@ -3,19 +3,22 @@ who its client key is.
 
 Like the routing snapshot in accounts.services, the hot path reads an in-memory directory of
 instances and key hashes rebuilt at most every few seconds: an admin change reaches every
-process within that time, and a request costs no database round trip.
+process within that time, and a request costs no database round trip. The directory is the
+process's Runtime's (proxy/runtime.py builds it with `directory_snapshot()`); an admin change
+marks it stale at once (`invalidate_directory`).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from iflow2api_lib.scope import runtime_of
 from iflow2api_lib.snapshot import Snapshot
 from instances.models import DEFAULT_INSTANCE, ClientKey, Instance, hash_key
 
@@ -156,15 +159,29 @@ def load_directory() -> Directory:
     return directory
 
 
-_directory = Snapshot(load_directory, DIRECTORY_TTL_SECONDS)
+def directory_snapshot() -> Snapshot[Directory]:
+    """A process's instance directory (its Runtime holds it; tests build their own)."""
+    return Snapshot(load_directory, DIRECTORY_TTL_SECONDS)
 
 
-async def directory() -> Directory:
-    return await _directory.get()
+class HoldsDirectory(Protocol):
+    """What holds a process's directory: its Runtime (proxy/runtime.py)."""
+
+    directory: Snapshot[Directory]
 
 
-def invalidate_directory() -> None:
-    _directory.invalidate()
+def directory_of(request: object) -> Snapshot[Directory] | None:
+    """The directory of the process serving `request` (an admin page under the gateway's ASGI
+    app); None elsewhere (Django's test client, a command)."""
+    runtime: HoldsDirectory | None = runtime_of(request)
+    return runtime.directory if runtime is not None else None
+
+
+def invalidate_directory(directory: Snapshot[Directory] | None) -> None:
+    """Instances, keys or rate rules changed: `directory` is rebuilt at its next read (None:
+    the process holds none)."""
+    if directory is not None:
+        directory.invalidate()
 
 
 # --- set-up at start ----------------------------------------------------------------------------

@@ -10,7 +10,6 @@ it is.
 from __future__ import annotations
 
 import re
-from functools import cache
 
 from django.utils.translation import gettext, gettext_noop
 
@@ -31,7 +30,6 @@ def written(template: str, **params: object) -> str:
     return template % params
 
 
-@cache
 def _pattern(template: str) -> re.Pattern[str]:
     parts, last = [], 0
     for found in _PLACEHOLDER.finditer(template):
@@ -43,10 +41,14 @@ def _pattern(template: str) -> re.Pattern[str]:
     return re.compile("".join(parts), re.S)
 
 
+# Each template with the pattern that reads its parameters back, compiled once at import.
+_PATTERNS = tuple((template, _pattern(template)) for template in TEMPLATES)
+
+
 def shown(message: str) -> str:
     """A stored state message in the active language."""
-    for template in TEMPLATES:
-        found = _pattern(template).fullmatch(message)
+    for template, pattern in _PATTERNS:
+        found = pattern.fullmatch(message)
         if found is not None:
             return gettext(template) % found.groupdict()
     return message

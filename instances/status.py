@@ -39,6 +39,7 @@ from django.utils import timezone
 from accounts.models import Account
 from accounts.refresh import OAUTH, credential_kind
 from iflow2api_lib.redis_client import SharedRedis, configured
+from iflow2api_lib.scope import runtime_of
 from instances.budgets import budget_status
 from instances.models import Instance
 from instances.state_messages import shown
@@ -109,15 +110,11 @@ class _CacheStore:
         return {p: values[KEY_PREFIX + p] for p in pids if KEY_PREFIX + p in values}
 
 
-# Where the gateway's ASGI app puts the process's Runtime (proxy/runtime.py) in every scope:
-# the status page and its websocket read the process's StatusPublisher from there.
-RUNTIME_SCOPE_KEY = "iflow2api.runtime"
-
-
 def publisher_in(scope: Mapping[str, Any] | None) -> StatusPublisher:
-    """The process's publisher; outside the gateway's ASGI app (the test client) a reader of
-    what the processes published."""
-    runtime = scope.get(RUNTIME_SCOPE_KEY) if scope else None
+    """The process's publisher (its Runtime's, from the scope: iflow2api_lib/scope.py);
+    outside the gateway's ASGI app (the test client) a reader of what the processes
+    published."""
+    runtime = runtime_of(scope) if scope else None
     return runtime.status if runtime is not None else StatusPublisher(configured())
 
 

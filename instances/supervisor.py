@@ -24,9 +24,10 @@ from django.db import close_old_connections
 from django.utils.functional import lazy
 from django.utils.translation import gettext as _
 
-from instances import runtime
+from iflow2api_lib.snapshot import Snapshot
 from instances.models import Instance
-from instances.services import invalidate_directory, set_state, usable_key_count
+from instances.runtime import WILDCARDS, Listeners, host_port
+from instances.services import Directory, invalidate_directory, set_state, usable_key_count
 from instances.state_messages import (
     ADDRESS_OVERRIDDEN,
     CANNOT_LISTEN,
@@ -86,7 +87,7 @@ def wanted_instances(overrides: dict[str, Address], only: frozenset[str] | None)
             note = written(ADDRESS_OVERRIDDEN, host=host, port=port)
         if keys == 0 and any_web_page_allowed(instance):
             warnings.append(any_origin_warning(instance.name))
-        if host in runtime.WILDCARDS and not getattr(settings.ALLOWED_HOSTS, "configured", True):
+        if host in WILDCARDS and not getattr(settings.ALLOWED_HOSTS, "configured", True):
             warnings.append(unnamed_host_warning(instance.name, host))
         found.append(Wanted(instance.pk, instance.name, (host, port), refusal, note,
                             tuple(warnings)))
@@ -120,9 +121,15 @@ class Supervisor:
                  overrides: dict[str, Address] | None = None,
                  only: frozenset[str] | None = None,
                  on_change: Callable[[str, str, str], None] | None = None,
-                 active: Callable[[], bool] = lambda: True) -> None:
+                 active: Callable[[], bool] = lambda: True,
+                 listeners: Listeners | None = None,
+                 directory: Snapshot[Directory] | None = None) -> None:
         self.open_listener = open_listener
         self.close_listener = close_listener
+        # The process's Runtime's (proxy/runtime.py): its port table, where requests look up
+        # their instance, and its directory, refreshed as a listener opens.
+        self.listeners = listeners if listeners is not None else Listeners()
+        self.directory = directory
         self.overrides = overrides or {}
         self.only = only
         self.on_change = on_change  # (name, state, message): for the console
@@ -196,12 +203,12 @@ class Supervisor:
                               written(CANNOT_LISTEN, host=host, port=port_number, reason=reason))
             return
         self.listening[want.id] = (want.address, port)
-        runtime.register(port_number, want.id, host)
+        self.listeners.register(port_number, want.id, host)
         for warning in want.warnings:
             log.warning("%s", warning)
-        invalidate_directory()
+        invalidate_directory(self.directory)
         await self._state(want.id, Instance.State.RUNNING, want.note,
-                          listening_on=runtime.host_port(host, port_number))
+                          listening_on=host_port(host, port_number))
 
     async def _close(self, pk: int, port: Any) -> None:
         # The port stays registered to this instance: connections it accepted carry on.

@@ -22,7 +22,6 @@ from django.utils import translation
 from django.utils.translation import gettext
 
 from iflow2api_lib.i18n import api_language
-from instances.runtime import instance_for_port
 from proxy.errors import ApiError, this_request_id
 from proxy.http import ApiRequest, JsonResult, StreamResult, body_too_large
 from proxy.lifecycle import Lifecycle
@@ -105,8 +104,9 @@ def api_request(scope: Scope, body: bytes) -> ApiRequest:
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
     client = scope.get("client") or ("", 0)
     server = scope.get("server") or ("", None)
-    return ApiRequest(scope["method"], scope["path"], headers, body, runtime_in(scope),
-                      client[0], instance_id=instance_for_port(server[1]),
+    runtime = runtime_in(scope)
+    return ApiRequest(scope["method"], scope["path"], headers, body, runtime,
+                      client[0], instance_id=runtime.listeners.instance_for_port(server[1]),
                       request_id=this_request_id(),
                       query=scope.get("query_string", b"").decode("latin-1"))
 

@@ -19,7 +19,6 @@ from instances.budgets import (
     LocalBudgets,
     RedisBudgets,
     Spent,
-    budgets_for,
     period_window,
 )
 from proxy.errors import ApiError
@@ -85,5 +84,5 @@ class BudgetCheck:
 
 async def budget_check(store: LocalBudgets | RedisBudgets, instance_id: int,
                        key_id: int | None) -> BudgetCheck | None:
-    budgets = await budgets_for(instance_id, key_id)
+    budgets = await store.budgets_for(instance_id, key_id)
     return BudgetCheck(store, budgets) if budgets else None

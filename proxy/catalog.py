@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 
-from accounts.services import routing
 from iflow2api_lib import __version__
 from proxy.errors import ApiError
 from proxy.http import ApiRequest, JsonResult
@@ -25,7 +24,7 @@ async def list_models(request: ApiRequest) -> JsonResult:
         opts = await admit(request)
     except ApiError as error:
         return JsonResult.of(error.openai_body(), error.status, error.headers())
-    table = await routing()
+    table = await opts.runtime.routing.get()
     key = opts.key
     allowed = opts.instance.account_ids
     served = [model for model in table.models if table.serves(model, allowed)]
@@ -71,7 +70,7 @@ async def list_models(request: ApiRequest) -> JsonResult:
 
 
 async def health(request: ApiRequest) -> JsonResult:
-    table = await routing()
+    table = await request.runtime.routing.get()
     return JsonResult.of({
         "status": "ok" if table.has_upstream else "degraded",
         "upstream_configured": table.has_upstream,

@@ -18,9 +18,8 @@ from typing import Any
 from django.utils.translation import gettext
 
 from iflow2api_lib.wire import dumps
-from instances.runtime import instance_for_port
-from instances.services import directory
 from proxy.errors import ApiError
+from proxy.runtime import runtime_in
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -76,7 +75,9 @@ NOBODY = CorsPolicy([])  # no origin allowed; the request itself gets the API's 
 async def cors_policy_for(scope: Scope) -> CorsPolicy:
     """The allowed origins of the instance whose port the request came in on."""
     server = scope.get("server") or ("", None)
-    config = (await directory()).instance(instance_for_port(server[1]))
+    runtime = runtime_in(scope)
+    config = (await runtime.directory.get()).instance(
+        runtime.listeners.instance_for_port(server[1]))
     if config is None:  # unresolved instance
         return NOBODY
     return policy_of(config.cors_origins, config.requires_key)

@@ -29,7 +29,7 @@ class ApiRequest:
     body: bytes
     runtime: Runtime  # the process's (proxy/runtime.py), handed in by the adapter
     client_ip: str = ""
-    # The id of the instance whose port it came in on (runtime.instance_for_port).
+    # The id of the instance whose port it came in on (runtime.listeners.instance_for_port).
     instance_id: int | None = None
     instance: str = "default"  # its name, for the logs: set by admit() once resolved
     # The request's one id (iflow2api_lib/logs.py: the client's x-request-id when sane): in

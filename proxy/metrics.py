@@ -2,7 +2,7 @@
 `Authorization: Bearer <METRICS_TOKEN>` when a token is set. Never under CORS (it is not an API
 path).
 
-- Per request, from the request log's record (`observe()`, called by
+- Per request, from the request log's record (`Metrics.observe()`, the Runtime's, called by
   `RequestLogWriter.log()`): requests, latency, time to first token, tokens, upstream errors.
 - At scrape time: requests in flight, open streams, the account pool (accounts by state, slots
   in use, requests waiting for a slot) and the request log's own counters.
@@ -38,50 +38,19 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from instances.status import RUNTIME_SCOPE_KEY
+from iflow2api_lib.scope import RUNTIME_SCOPE_KEY
 
 if TYPE_CHECKING:
     from accounts.pool import AccountPool
+    from accounts.services import Routing
+    from iflow2api_lib.snapshot import Snapshot
     from proxy.lifecycle import Lifecycle
     from proxy.requestlog import RequestLogWriter, RequestRecord
 
 log = logging.getLogger(__name__)
 
-# Our own registry (not prometheus_client's global one): importing this module twice, or
-# another library registering metrics, cannot clash.
-REGISTRY = CollectorRegistry()
-ProcessCollector(registry=REGISTRY)
-PlatformCollector(registry=REGISTRY)
-GCCollector(registry=REGISTRY)
-
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 600)
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
-
-REQUESTS = Counter(
-    "iflow2api_requests", "API requests by client API, instance, model and status",
-    ["api", "instance", "model", "status"], registry=REGISTRY)
-LATENCY = Histogram(
-    "iflow2api_request_duration_seconds", "API request duration (streams: until the end)",
-    ["instance", "model", "stream"], buckets=LATENCY_BUCKETS, registry=REGISTRY)
-TTFT = Histogram(
-    "iflow2api_time_to_first_token_seconds", "Streams: time until the first token",
-    ["instance", "model"], buckets=TTFT_BUCKETS, registry=REGISTRY)
-TOKENS = Counter(
-    "iflow2api_tokens", "Tokens reported by the upstream, in (prompt) and out (completion)",
-    ["instance", "model", "direction"], registry=REGISTRY)
-CACHED_TOKENS = Counter(
-    "iflow2api_cached_tokens",
-    "Input tokens the upstream read from its prompt cache (part of the tokens in)",
-    ["instance", "model"], registry=REGISTRY)
-SPEND = Counter(
-    "iflow2api_spend", "Cost of the requests from the usage and the model's prices, in the "
-    "prices' currency (requests with an unknown cost are not counted)",
-    ["instance", "model", "currency"], registry=REGISTRY)
-UPSTREAM_ERRORS = Counter(
-    "iflow2api_upstream_errors",
-    "Requests that reached an upstream account and failed, by provider and client status",
-    ["provider", "status"], registry=REGISTRY)
-
 LABEL_MAX = 100
 
 
@@ -89,48 +58,84 @@ def _label(value: str | None) -> str:
     return (value or "-")[:LABEL_MAX]
 
 
-def _provider(record: RequestRecord) -> str:
-    """From the routing snapshot already in memory; never a database query on the hot path."""
-    from accounts import services
-
-    routing = getattr(getattr(services, "_snapshot", None), "value", None)
-    if routing is None:
-        return "unknown"
-    model = routing.find_model(record.model) if record.model else None
-    if model is not None:
-        return model.provider
-    account = next((a for a in routing.accounts if a.id == record.account_id), None)
-    return account.provider if account is not None else "unknown"
-
-
 def enabled() -> bool:
     return bool(getattr(settings, "METRICS_ENABLED", False))
 
 
-def observe(record: RequestRecord) -> None:
-    """Counts one finished API request. Cheap, and never raises."""
-    if not enabled():
-        return
-    try:
-        instance, model = _label(record.instance), _label(record.model)
-        REQUESTS.labels(record.api, instance, model, str(record.status)).inc()
-        LATENCY.labels(instance, model, "true" if record.stream else "false").observe(
-            max(0, record.latency_ms) / 1000)
-        if record.ttft_ms is not None:
-            TTFT.labels(instance, model).observe(max(0, record.ttft_ms) / 1000)
-        if record.tokens_in:
-            TOKENS.labels(instance, model, "in").inc(record.tokens_in)
-        if record.tokens_out:
-            TOKENS.labels(instance, model, "out").inc(record.tokens_out)
-        if record.tokens_cached:
-            CACHED_TOKENS.labels(instance, model).inc(record.tokens_cached)
-        if record.cost:
-            SPEND.labels(instance, model, _label(record.currency)).inc(float(record.cost))
-        # 499: the client left; that is no upstream failure.
-        if record.account_id is not None and record.status >= 400 and record.status != 499:
-            UPSTREAM_ERRORS.labels(_provider(record), str(record.status)).inc()
-    except Exception:
-        log.debug("metrics: a request was not counted", exc_info=True)
+class Metrics:
+    """A process's counters, in a CollectorRegistry of their own (the Runtime's; never
+    prometheus_client's global REGISTRY, so two Runtimes in one process — tests — or another
+    library registering metrics cannot clash). `routing`: the Runtime's routing snapshot, for
+    the provider of a failed request without a database query."""
+
+    def __init__(self, routing: Snapshot[Routing] | None = None) -> None:
+        self.routing = routing
+        self.registry = registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+        self.requests = Counter(
+            "iflow2api_requests", "API requests by client API, instance, model and status",
+            ["api", "instance", "model", "status"], registry=registry)
+        self.latency = Histogram(
+            "iflow2api_request_duration_seconds", "API request duration (streams: until the end)",
+            ["instance", "model", "stream"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.ttft = Histogram(
+            "iflow2api_time_to_first_token_seconds", "Streams: time until the first token",
+            ["instance", "model"], buckets=TTFT_BUCKETS, registry=registry)
+        self.tokens = Counter(
+            "iflow2api_tokens", "Tokens reported by the upstream, in (prompt) and out (completion)",
+            ["instance", "model", "direction"], registry=registry)
+        self.cached_tokens = Counter(
+            "iflow2api_cached_tokens",
+            "Input tokens the upstream read from its prompt cache (part of the tokens in)",
+            ["instance", "model"], registry=registry)
+        self.spend = Counter(
+            "iflow2api_spend", "Cost of the requests from the usage and the model's prices, in "
+            "the prices' currency (requests with an unknown cost are not counted)",
+            ["instance", "model", "currency"], registry=registry)
+        self.upstream_errors = Counter(
+            "iflow2api_upstream_errors",
+            "Requests that reached an upstream account and failed, by provider and client status",
+            ["provider", "status"], registry=registry)
+
+    def _provider(self, record: RequestRecord) -> str:
+        """From the routing snapshot already in memory; never a database query on the hot
+        path."""
+        routing = self.routing.value if self.routing is not None else None
+        if routing is None:
+            return "unknown"
+        model = routing.find_model(record.model) if record.model else None
+        if model is not None:
+            return model.provider
+        account = next((a for a in routing.accounts if a.id == record.account_id), None)
+        return account.provider if account is not None else "unknown"
+
+    def observe(self, record: RequestRecord) -> None:
+        """Counts one finished API request. Cheap, and never raises."""
+        if not enabled():
+            return
+        try:
+            instance, model = _label(record.instance), _label(record.model)
+            self.requests.labels(record.api, instance, model, str(record.status)).inc()
+            self.latency.labels(instance, model, "true" if record.stream else "false").observe(
+                max(0, record.latency_ms) / 1000)
+            if record.ttft_ms is not None:
+                self.ttft.labels(instance, model).observe(max(0, record.ttft_ms) / 1000)
+            if record.tokens_in:
+                self.tokens.labels(instance, model, "in").inc(record.tokens_in)
+            if record.tokens_out:
+                self.tokens.labels(instance, model, "out").inc(record.tokens_out)
+            if record.tokens_cached:
+                self.cached_tokens.labels(instance, model).inc(record.tokens_cached)
+            if record.cost:
+                self.spend.labels(instance, model, _label(record.currency)).inc(
+                    float(record.cost))
+            # 499: the client left; that is no upstream failure.
+            if record.account_id is not None and record.status >= 400 and record.status != 499:
+                self.upstream_errors.labels(self._provider(record), str(record.status)).inc()
+        except Exception:
+            log.debug("metrics: a request was not counted", exc_info=True)
 
 
 # --- read at scrape time ------------------------------------------------------------------------
@@ -158,14 +163,12 @@ def _account_counts() -> dict[tuple[str, str], int]:
     return counts
 
 
-async def read_pool_state(pool: AccountPool) -> PoolState:
+async def read_pool_state(pool: AccountPool, routing: Snapshot[Routing]) -> PoolState:
     """One query for the account states, and the slot count of each usable account with a
     concurrency limit (from Redis when REDIS_URL is set: the same for every replica)."""
-    from accounts.services import routing
-
     state = PoolState(accounts=await sync_to_async(_account_counts)())
     slots = pool.slots
-    for account in (await routing()).accounts:
+    for account in (await routing.get()).accounts:
         if account.max_concurrency:
             used = await slots.busy(account)
             state.slots.append((str(account.id), account.provider, used, account.max_concurrency))
@@ -179,19 +182,21 @@ class LiveSources(Protocol):
     lifecycle: Lifecycle
     pool: AccountPool
     requests: RequestLogWriter
+    metrics: Metrics
+    routing: Snapshot[Routing]
 
 
 class LiveCollector(Collector):
-    """One scrape: everything in REGISTRY, then the gauges read now from the process's
-    Runtime (in-flight requests, open streams, the pool, the request log's counters)."""
+    """One scrape: the Runtime's counters (its Metrics' registry), then the gauges read now
+    from it (in-flight requests, open streams, the pool, the request log's counters)."""
 
     def __init__(self, runtime: LiveSources, pool_state: PoolState | None) -> None:
         self.runtime = runtime
         self.pool_state = pool_state
 
     def collect(self) -> Iterator[Metric]:
-        yield from REGISTRY.collect()
         runtime = self.runtime
+        yield from runtime.metrics.registry.collect()
         lifecycle = runtime.lifecycle
         yield GaugeMetricFamily("iflow2api_requests_in_flight",
                                 "API requests being served by this process",
@@ -257,7 +262,7 @@ async def metrics_view(request: HttpRequest) -> HttpResponse:
     # The process's Runtime, as the ASGI application put it in the scope (proxy/runtime.py).
     runtime = request.scope[RUNTIME_SCOPE_KEY]  # type: ignore[attr-defined]
     try:
-        pool_state: PoolState | None = await read_pool_state(runtime.pool)
+        pool_state: PoolState | None = await read_pool_state(runtime.pool, runtime.routing)
     except Exception:  # the database or Redis away: serve the rest
         log.warning("metrics: could not read the account pool", exc_info=True)
         pool_state = None

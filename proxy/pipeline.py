@@ -16,10 +16,10 @@ from django.utils.translation import gettext
 
 from accounts.pool import AccountPool, Lease, NoAccount, PoolExhausted, PoolUnavailable
 from accounts.refresh import request_refresh
-from accounts.services import AccountRef, ModelRef, routing, target_for
+from accounts.services import AccountRef, ModelRef, target_for
 from iflow2api_lib.wire import loads
 from instances.ratelimit import RuleRef
-from instances.services import InstanceConfig, KeyRef, directory
+from instances.services import InstanceConfig, KeyRef
 from proxy.affinity import Affinity
 from proxy.bodies import BodyLimits, check_before_parsing, check_parsed, too_deep_error
 from proxy.errors import ApiError, echo
@@ -83,7 +83,7 @@ def client_ip(request: ApiRequest) -> str:
 async def admit(request: ApiRequest) -> GatewayOptions:
     """The request's instance and client key; 401 when the instance has keys and the request
     brings none that is valid for it."""
-    found = await directory()
+    found = await request.runtime.directory.get()
     instance = found.instance(request.instance_id)
     if instance is None:  # fail closed: never another instance's policy
         raise ApiError(503, gettext("this port's instance is unavailable (removed or being "
@@ -179,7 +179,7 @@ async def resolve_model(model_name: str, opts: GatewayOptions, *,
     """The catalogue model for a name: the instance's aliases first; `claude-*` names always
     map through the instance's tiers; other unknown names do too when `map_unknown`
     (Anthropic clients), else 404. A key with a model list may only use those models."""
-    table = await routing()
+    table = await opts.runtime.routing.get()
     instance = opts.instance
     name = instance.model_aliases.get(model_name) or model_name
     model = table.find_model(name)
@@ -238,7 +238,7 @@ def worth_another_account(err: UpstreamError) -> bool:
 async def accounts_for(model: ModelRef, opts: GatewayOptions) -> list[AccountRef]:
     """The accounts that may serve `model` on this instance (403 when there are none)."""
     allowed = opts.instance.account_ids
-    accounts = (await routing()).accounts_for(model, allowed)
+    accounts = (await opts.runtime.routing.get()).accounts_for(model, allowed)
     if not accounts:
         raise await no_account_error(model, allowed)
     return accounts
@@ -272,15 +272,18 @@ async def take_account(pool: AccountPool, candidates: list[AccountRef], model: M
                        retry_after=exc.retry_after) from None
 
 
-async def account_failed(pool: AccountPool, account: AccountRef, err: UpstreamError) -> None:
-    """What an upstream failure means for the account that got it."""
+async def account_failed(runtime: Runtime, account: AccountRef, err: UpstreamError) -> None:
+    """What an upstream failure means for the account that got it (in `runtime`'s pool; a
+    refresh runs in its worker threads)."""
     conf = settings.IFLOW2API
+    pool = runtime.pool
     reason = f"{err.status} {err.message}"[:500]
     if err.account_action == "disable":
         await pool.block(account, f"upstream refused the key: {reason}")
     elif err.account_action == "refresh":
         await pool.cool_down(account, conf["AUTH_COOLDOWN_SECONDS"], reason)
-        request_refresh(account.id)  # returns at once: the refresh runs in a worker thread
+        # Returns at once: the refresh runs in a worker thread.
+        request_refresh(account.id, runtime.workers, runtime.routing)
     elif err.status == 429:
         hold = await pool.rate_limited(account, err.retry_after, reason)
         if err.retry_after is None:

@@ -192,7 +192,7 @@ class _Relay:
 
     async def account_failed(self, account: AccountRef, err: UpstreamError) -> None:
         hide_secrets(err, (account.api_key,))  # never pass an account's key on to the client
-        await account_failed(self.runtime.pool, account, err)
+        await account_failed(self.runtime, account, err)
 
     async def settle(self) -> None:
         """The request is over: give back its stream slot, count its tokens and its cost."""

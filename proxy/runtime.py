@@ -8,21 +8,27 @@ server starts and handed to the code that needs it (no module-level singletons).
     requests   the request-log writer (a queue and a writer thread)
     status     the status publisher (open streams; tells the admin's status page)
     lifecycle  graceful shutdown (draining, requests in flight, stream stop signals)
+    routing    the routing snapshot: models and accounts (accounts/services.py)
+    directory  the instance directory: instances, client keys, rate rules (instances/services.py)
+    listeners  which instance each listening port serves (instances/runtime.py)
+    metrics    the Prometheus counters, in a registry of their own (proxy/metrics.py)
+    workers    the account worker threads: token refreshes, the refresh schedule
     calibration  each model's learnt token-count ratios (proxy/calibration.py; shared in Redis)
+    budgets    the budgets and their spend counters (instances/budgets.py)
 
 Who builds one: the ASGI application (iflow2api_site/asgi.py, i.e. `iflow2api serve` or any
 ASGI server) builds the process's Runtime at start and puts it in every request's scope under
-RUNTIME_SCOPE_KEY; the API adapter passes it to the handlers as `ApiRequest.runtime`; admin
-views and the status websocket read it from the scope. Management commands and Celery tasks
-that call upstreams build their own UpstreamClient; tests build their own Runtime.
+RUNTIME_SCOPE_KEY (iflow2api_lib/scope.py); the API adapter passes it to the handlers as
+`ApiRequest.runtime`; admin views and the status websocket read it from the scope (an admin
+change marks its snapshots stale). Management commands and Celery tasks that call upstreams
+build their own UpstreamClient; tests build their own Runtime.
 
 Loop-bound connections (redis.asyncio, aiohttp sessions) are kept per event loop inside their
 owner (SharedRedis, UpstreamClient): a server has one loop, but sync code calling in through
 async_to_sync and the tests (pytest-asyncio, asyncio.run) run others.
 
-Not in the Runtime, on purpose: the routing and directory snapshots (accounts/services.py,
-instances/services.py: database read caches that model signals invalidate from any thread)
-and the table of listening ports (instances/runtime.py: Django's ALLOWED_HOSTS check reads it).
+The apps keep no module-level mutable state (tests/test_architecture.py checks it, with the
+exceptions it lists and why).
 """
 
 from __future__ import annotations
@@ -37,13 +43,19 @@ from django.conf import settings
 
 from accounts import scheduler
 from accounts.pool import AccountPool, build_pool
+from accounts.services import Routing, routing_snapshot
+from accounts.workers import AccountWorkers
 from iflow2api_lib.redis_client import SharedRedis, configured
+from iflow2api_lib.scope import RUNTIME_SCOPE_KEY
+from iflow2api_lib.snapshot import Snapshot
 from instances.budgets import LocalBudgets, RedisBudgets, build_budgets
 from instances.ratelimit import LocalLimiter
-from instances.status import RUNTIME_SCOPE_KEY, StatusPublisher
-from proxy import metrics
+from instances.runtime import Listeners
+from instances.services import Directory, directory_snapshot
+from instances.status import StatusPublisher
 from proxy.calibration import TokenCalibration
 from proxy.lifecycle import Lifecycle
+from proxy.metrics import Metrics
 from proxy.requestlog import RequestLogWriter
 from upstream.client import UpstreamClient
 
@@ -71,9 +83,18 @@ class Runtime:
     requests: RequestLogWriter
     status: StatusPublisher
     lifecycle: Lifecycle
+    # Database snapshots the hot path reads (rebuilt every couple of seconds, or at once when
+    # this process changes what they hold).
+    routing: Snapshot[Routing] = field(default_factory=routing_snapshot)
+    directory: Snapshot[Directory] = field(default_factory=directory_snapshot)
+    # The ports this process listens on (the supervisor of `iflow2api serve` registers them).
+    listeners: Listeners = field(default_factory=Listeners)
+    metrics: Metrics = field(default_factory=Metrics)
+    workers: AccountWorkers = field(default_factory=AccountWorkers)
     # Each model's learnt ratio of the upstream's token count to our estimate (count_tokens).
     calibration: TokenCalibration = field(default_factory=TokenCalibration)
-    # Budgets' spend counters (instances/budgets.py): Redis with REDIS_URL, else in process.
+    # The budgets (a snapshot) and their spend counters (instances/budgets.py): the counters in
+    # Redis with REDIS_URL, else in process.
     budgets: LocalBudgets | RedisBudgets = field(default_factory=LocalBudgets)
     # The in-process token refresh (accounts/scheduler.py) of a server without Redis.
     refresh_scheduler: asyncio.Task[None] | None = None
@@ -84,17 +105,24 @@ class Runtime:
         `write_at_exit`: the request log still queued at exit is written (servers)."""
         redis = configured(redis_url)
         status = StatusPublisher(redis)
+        routing = routing_snapshot()
+        metrics = Metrics(routing)
         requests = RequestLogWriter(on_written=status.notify_changed, on_record=metrics.observe)
         if write_at_exit:
             atexit.register(requests.write_leftovers)
         return cls(
             upstream=build_upstream_client(),
             redis=redis,
-            pool=build_pool(redis),
+            pool=build_pool(redis, routing),
             limiter=_limiter(redis),
             requests=requests,
             status=status,
             lifecycle=Lifecycle(),
+            routing=routing,
+            directory=directory_snapshot(),
+            listeners=Listeners(),
+            metrics=metrics,
+            workers=AccountWorkers(),
             calibration=TokenCalibration(
                 redis, enabled=settings.IFLOW2API["TOKEN_CALIBRATION"]),
             budgets=build_budgets(redis),
@@ -103,7 +131,7 @@ class Runtime:
     def start_refresh_scheduler(self) -> None:
         """Starts the in-process token refresh on the running loop, once."""
         if self.refresh_scheduler is None or self.refresh_scheduler.done():
-            self.refresh_scheduler = scheduler.start()
+            self.refresh_scheduler = scheduler.start(self.workers, self.routing)
 
     async def aclose(self) -> None:
         """Closes this loop's connections (tests; a server keeps them until it exits)."""

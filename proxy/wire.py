@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.utils.translation import gettext
 
-from accounts.services import ModelRef, routing
+from accounts.services import ModelRef
 from iflow2api_lib.wire import SSE_COMMENT_PING, sse_event
 from proxy.errors import ApiError
 from proxy.http import JsonResult
@@ -298,7 +298,7 @@ def answer_usage(message: dict[str, Any]) -> dict[str, Any]:
 async def wires_for(model: ModelRef, opts: GatewayOptions) -> set[str]:
     """The protocols of the accounts that may serve `model` on this instance; {"chat"} when
     there are none (relay() then answers why)."""
-    accounts = (await routing()).accounts_for(model)
+    accounts = (await opts.runtime.routing.get()).accounts_for(model)
     allowed = opts.instance.account_ids
     found = {get_provider(a.provider).wire for a in accounts if not allowed or a.id in allowed}
     return found or {CHAT}

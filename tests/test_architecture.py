@@ -200,3 +200,192 @@ def test_the_library_reads_no_settings_at_import_time():
         bad = [n.module for n in top_level
                if isinstance(n, ast.ImportFrom) and n.module == "django.conf"]
         assert not bad, f"{name} imports django.conf at import time"
+
+
+# --- no module-level mutable state in the apps -----------------------------------------------
+#
+# A process's state lives in its Runtime (proxy/runtime.py), built when the server starts and
+# handed to what needs it; tests build their own. A module of the apps, upstream, the library or
+# the desktop may keep constants (tables never changed after import, compiled regexes, frozen
+# dataclasses) but no state: no `global` statement, no module-level container that a function
+# mutates, no module-level instance of what a Runtime holds (or of a lock, an executor, a
+# queue, a registry), no function-level cache (functools.cache / lru_cache) holding what it
+# computed.
+# A ContextVar is context-local (a request's id), not process state.
+
+# Not the site: it is where a process is put together (settings, the ASGI app and its Runtime).
+STATE_PACKAGES = (*APPS, UPSTREAM, LIBRARY, DESKTOP)
+CONTAINER_CALLS = {"dict", "list", "set", "bytearray", "defaultdict", "OrderedDict", "deque",
+                   "ChainMap"}
+MUTATORS = {"append", "extend", "insert", "add", "update", "setdefault", "pop", "popitem",
+            "clear", "remove", "discard", "sort", "reverse", "appendleft", "extendleft",
+            "popleft", "rotate", "__setitem__", "__delitem__", "subtract"}
+# Instances that are state whatever is done with them (besides the Runtime's parts, below).
+STATEFUL_CALLS = {"ThreadPoolExecutor", "ProcessPoolExecutor", "Lock", "RLock", "Semaphore",
+                  "BoundedSemaphore", "Event", "Condition", "Queue", "SimpleQueue", "LifoQueue",
+                  "PriorityQueue", "local", "WeakKeyDictionary", "WeakValueDictionary", "WeakSet",
+                  "CollectorRegistry", "Counter", "Gauge", "Histogram", "Summary", "Future"}
+CACHES = {"cache", "lru_cache"}
+
+# What stays, and why. Keys: "<path>:<name>", the name a module binds (or `global`s, or the
+# cached function). A key that no longer matches anything fails too: the list stays true.
+ALLOWED_STATE = {
+    # The ORM decrypts secrets in EncryptedTextField.from_db_value, which no Runtime reaches
+    # (commands, Celery, migrations and the admin decrypt too). The key ring is a function of
+    # FIELD_ENCRYPTION_KEY or of the key file; a setting change in tests resets it.
+    "accounts/crypto.py:_ring": "memo: the key ring of a key tuple (Fernet objects built once)",
+    "accounts/crypto.py:_file_ring": "memo: the key ring of a key file by mtime, size, inode",
+    "accounts/crypto.py:_last_good": "per key file, the ring last read: a vanished or half-"
+                                     "written file must not swap the keys of a running process",
+    # Pure memos: the same arguments always give an equal, never-mutated value; nothing is
+    # counted, no client is held.
+    "proxy/cors.py:policy_of": "memo: the CorsPolicy of an instance's origins (hot path)",
+    "proxy/requestlog.py:insert_sql": "memo: the request log's INSERT per database vendor",
+    "proxy/docs_pages.py:_patched_redoc": "memo: the packaged ReDoc script, patched once",
+    # proxy/responses*.py is being edited by another change; the throttle of the inline cleanup
+    # of stored responses moves onto the Runtime after it (issue 14's last item).
+    "proxy/responses_state.py:_last_inline_cleanup": "when expired responses were last deleted",
+}
+
+
+def runtime_parts(root: Path = ROOT) -> set[str]:
+    """The class names the Runtime's fields are annotated with (proxy/runtime.py), and the
+    Runtime: a module-level instance of one is a second, hidden Runtime part."""
+    tree = ast.parse((root / "proxy" / "runtime.py").read_text(encoding="utf-8"))
+    runtime = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Runtime")
+    names = {"Runtime"}
+    for node in runtime.body:
+        if isinstance(node, ast.AnnAssign):
+            names.update(n.id for n in ast.walk(node.annotation)
+                         if isinstance(n, ast.Name) and n.id[:1].isupper())
+    return names - {"None"}
+
+
+def _callee(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Call):
+        node = node.func
+    if isinstance(node, ast.Subscript):  # Snapshot[Routing](...)
+        node = node.value
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _functions(tree: ast.AST) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+
+
+def _local_names(function: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
+    args = function.args
+    names = {a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs,
+                             *([args.vararg] if args.vararg else []),
+                             *([args.kwarg] if args.kwarg else [])]}
+    declared = {name for n in ast.walk(function) if isinstance(n, ast.Global | ast.Nonlocal)
+                for name in n.names}
+    stored = {n.id for n in ast.walk(function)
+              if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    return names | (stored - declared)
+
+
+def module_state(source: str, stateful: set[str]) -> dict[str, str]:
+    """name → what makes it state, for one module's source."""
+    tree = ast.parse(source)
+    found: dict[str, str] = {}
+    containers: set[str] = set()
+    for node in tree.body:
+        targets = (node.targets if isinstance(node, ast.Assign) else
+                   [node.target] if isinstance(node, ast.AnnAssign) and node.value else [])
+        value = getattr(node, "value", None)
+        for name in (t.id for t in targets if isinstance(t, ast.Name)):
+            if isinstance(value, ast.Dict | ast.List | ast.Set | ast.DictComp | ast.ListComp
+                          | ast.SetComp) or (isinstance(value, ast.Call)
+                                             and _callee(value) in CONTAINER_CALLS):
+                containers.add(name)
+            elif isinstance(value, ast.Call) and _callee(value) in stateful | STATEFUL_CALLS:
+                found[name] = f"a module-level {_callee(value)}"
+    classes = [n for n in tree.body if isinstance(n, ast.ClassDef)]
+    for function in [n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+                     ] + [m for c in classes for m in c.body
+                          if isinstance(m, ast.FunctionDef | ast.AsyncFunctionDef)]:
+        for decorator in function.decorator_list:
+            if _callee(decorator) in CACHES:
+                found[function.name] = "a function cache (functools.cache / lru_cache)"
+    for function in _functions(tree):
+        local = _local_names(function)
+        for node in ast.walk(function):
+            if isinstance(node, ast.Global):
+                found.update((name, "a `global` statement") for name in node.names)
+                continue
+            target: ast.expr | None = None
+            if isinstance(node, ast.Assign | ast.AugAssign | ast.Delete):
+                for t in getattr(node, "targets", None) or [node.target]:  # type: ignore[attr-defined]
+                    if isinstance(t, ast.Subscript | ast.Attribute):
+                        target = t.value
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                  and node.func.attr in MUTATORS):
+                target = node.func.value
+            if (isinstance(target, ast.Name) and target.id in containers
+                    and target.id not in local):
+                found[target.id] = f"a module-level container mutated in {function.name}()"
+    return found
+
+
+def app_state(root: Path = ROOT) -> dict[str, str]:
+    """"<path>:<name>" → why, for every module of the packages below the site."""
+    stateful = runtime_parts(root)
+    found = {}
+    for name, path in first_party_modules(root).items():
+        if reaches(name, STATE_PACKAGES):
+            rel = path.relative_to(root).as_posix()
+            for what, why in module_state(path.read_text(encoding="utf-8"), stateful).items():
+                found[f"{rel}:{what}"] = why
+    return found
+
+
+def test_the_state_finder_finds_state():
+    source = '''
+import functools
+from concurrent.futures import ThreadPoolExecutor
+TABLE = {"a": 1}                      # a constant: read only
+_seen = {}                            # mutated below
+_hits = []
+executor = ThreadPoolExecutor(2)      # state whatever is done with it
+pool = AccountPool(slots)             # a Runtime part, outside the Runtime
+_count = 0
+
+def remember(key, value):
+    _seen[key] = value
+    _hits.append(key)
+    return TABLE[key]
+
+def bump():
+    global _count
+    _count += 1
+
+def shadowed(_hits):                  # a parameter: not the module's
+    _hits.append(1)
+
+@functools.lru_cache(maxsize=8)
+def client_for(url):
+    return object()
+'''
+    assert module_state(source, {"AccountPool"}) == {
+        "_seen": "a module-level container mutated in remember()",
+        "_hits": "a module-level container mutated in remember()",
+        "executor": "a module-level ThreadPoolExecutor",
+        "pool": "a module-level AccountPool",
+        "_count": "a `global` statement",
+        "client_for": "a function cache (functools.cache / lru_cache)",
+    }
+    assert {"Listeners", "Snapshot", "Metrics", "AccountWorkers", "AccountPool",
+            "StatusPublisher", "Runtime"} <= runtime_parts()
+
+
+def test_the_apps_keep_no_module_level_state():
+    found = app_state()
+    unexplained = {key: why for key, why in found.items() if key not in ALLOWED_STATE}
+    assert not unexplained, (
+        "module-level mutable state (put it in the Runtime, proxy/runtime.py, or make it a "
+        f"constant; else add it to ALLOWED_STATE with the reason): {unexplained}")
+    stale = set(ALLOWED_STATE) - set(found)
+    assert not stale, f"ALLOWED_STATE lists what is no longer there: {stale}"

@@ -9,15 +9,16 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.test import Client
+from django.test import AsyncClient, Client
 from django.utils import timezone
 
-import accounts.admin
-import accounts.sync
 from accounts.importers import import_environment, import_iflow_settings
 from accounts.models import Account, ModelInfo
+from iflow2api_lib.scope import RUNTIME_SCOPE_KEY
+from proxy.runtime import Runtime
 from tests.conftest import FAKE_KEY
 from tests.fakes import scenarios as sc
 from tests.fakes.upstream import FakeUpstream
@@ -57,18 +58,41 @@ def staff() -> Client:
 
 
 @pytest.fixture
-def invalidations(monkeypatch) -> list[str]:
-    calls: list[str] = []
-    monkeypatch.setattr(accounts.admin, "invalidate_routing", lambda: calls.append("admin"))
-    monkeypatch.setattr(accounts.sync, "invalidate_routing", lambda: calls.append("sync"))
-    return calls
+def runtime() -> Runtime:
+    """The Runtime of the process the admin's requests come to (as under `iflow2api serve`),
+    its routing snapshot read."""
+    runtime = Runtime.build(redis_url="")
+    runtime.routing.ttl_seconds = 3600.0  # stale only when marked so, never by the clock
+    async_to_sync(runtime.routing.get)()
+    return runtime
 
 
-def act(client: Client, action: str, *accounts: Account) -> tuple[str, list[tuple[str, str]]]:
+class ClientOf(AsyncClient):
+    """Requests in an ASGI scope that carries `runtime`, as the gateway's ASGI application
+    hands them to Django (proxy/runtime.with_runtime)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__()
+        self.runtime = runtime
+
+    def _base_scope(self, **request: object) -> dict[str, object]:
+        return {**super()._base_scope(**request), RUNTIME_SCOPE_KEY: self.runtime}
+
+
+@pytest.fixture
+def staff_in(runtime: Runtime, staff: Client) -> AsyncClient:
+    """The staff user, in the process whose Runtime is `runtime`."""
+    client = ClientOf(runtime)
+    client.cookies = staff.cookies
+    return client
+
+
+def act(client: Client | AsyncClient, action: str,
+        *accounts: Account) -> tuple[str, list[tuple[str, str]]]:
     """Run an admin action on the change list; (page HTML, [(level, message)])."""
-    response = client.post(CHANGELIST, {"action": action, "index": 0,
-                                        "_selected_action": [a.pk for a in accounts]},
-                           follow=True)
+    post = async_to_sync(client.post) if isinstance(client, AsyncClient) else client.post
+    response = post(CHANGELIST, {"action": action, "index": 0,
+                                 "_selected_action": [a.pk for a in accounts]}, follow=True)
     assert response.status_code == 200
     shown = [(m.level_tag, str(m)) for m in response.context["messages"]]
     return response.content.decode(), shown
@@ -121,26 +145,34 @@ def test_saving_the_form_with_empty_secret_fields_keeps_them(staff):
 # ------------------------------------------------------------------------------ actions
 
 
-def test_enable_disable_and_reset_cooldown(staff, invalidations):
+def test_enable_disable_and_reset_cooldown(staff_in, runtime):
     account = Account.objects.create(
         label="Cool", base_url="http://127.0.0.1:9/v1", api_key="sk-x",
         state=Account.State.COOLING, cooldown_until=timezone.now() + timedelta(minutes=5),
         last_error="429 busy")
     other = Account.objects.create(label="Other", base_url="http://127.0.0.1:9/v1")
 
-    _, shown = act(staff, "disable_accounts", account, other)
+    def routing_read_again() -> bool:
+        """The process's routing snapshot was marked stale (then read, for the next action)."""
+        stale = not runtime.routing.fresh()
+        async_to_sync(runtime.routing.get)()
+        return stale
+
+    _, shown = act(staff_in, "disable_accounts", account, other)
     assert shown == [("success", "Disabled 2 accounts.")]
     assert not Account.objects.filter(enabled=True).exists()
-    _, shown = act(staff, "enable_accounts", account)
+    assert routing_read_again() and runtime.routing.value.accounts == []
+    _, shown = act(staff_in, "enable_accounts", account)
     assert shown == [("success", "Enabled 1 account.")]
     assert Account.objects.get(pk=account.pk).enabled
     assert not Account.objects.get(pk=other.pk).enabled
+    assert routing_read_again()
 
-    _, shown = act(staff, "reset_cooldown", account)
+    _, shown = act(staff_in, "reset_cooldown", account)
     assert shown == [("success", "Reset the cooldown of 1 account.")]
     account.refresh_from_db()
     assert (account.state, account.cooldown_until, account.last_error) == ("active", None, "")
-    assert invalidations == ["admin", "admin", "admin"]
+    assert routing_read_again()
 
 
 def test_test_account_ok_for_openai_and_iflow(staff, openai_upstream, upstream):
@@ -198,12 +230,12 @@ def test_test_account_failure_shows_the_mapped_error_never_the_key(
     assert shown[0][0] == "error" and "upstream_unreachable" in shown[0][1]
 
 
-def test_sync_models_action(staff, openai_upstream, invalidations):
+def test_sync_models_action(staff_in, runtime, openai_upstream):
     generic = Account.objects.create(provider="openai", label="Generic",
                                      base_url=openai_upstream.base_url, api_key=OPENAI_KEY)
     iflow = Account.objects.create(label="iFlow", base_url="http://127.0.0.1:9/v1",
                                    api_key="sk-i")
-    _, shown = act(staff, "sync_account_models", generic, iflow)
+    _, shown = act(staff_in, "sync_account_models", generic, iflow)
     assert ("warning", f"Skipped account {iflow.pk} “iFlow”: iFlow accounts have no dependable "
                        "model list; edit the catalogue instead.") in shown
     assert ("success", f"account {generic.pk} “Generic”: 2 models listed; created: omega-chat, "
@@ -211,7 +243,7 @@ def test_sync_models_action(staff, openai_upstream, invalidations):
     assert any(level == "info" and "Synced 1 of 1" in text for level, text in shown)
     assert set(ModelInfo.objects.filter(accounts=generic).values_list("model_id", flat=True)) \
         == {"omega-chat", "omega-mini"}
-    assert invalidations == ["sync"]
+    assert not runtime.routing.fresh()  # the new models are served at once
 
 
 # ------------------------------------------------------------------------------ logs

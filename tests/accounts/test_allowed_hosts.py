@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from iflow2api_site.hosts import ServedHosts
-from instances import runtime
+from instances.runtime import Listeners
 from tests.instances.helpers import admin_session, wait_until
 from tests.servers import GatewayServer, free_port
 
@@ -81,13 +81,12 @@ def test_the_names_are_worked_out_as_listeners_open():
     assert {"public.example", "gw.example.test", ".corp.example"} <= set(hosts)
     assert hosts.configured == ["public.example", "gw.example.test", ".corp.example"]
     assert ServedHosts([]).configured == []
+    listeners = Listeners()  # a Runtime's, which the ASGI application has the hosts follow
+    hosts.follow(listeners)
     for port, host in ((41071, "10.1.2.3"), (41072, "0.0.0.0"), (41073, "fd00::5")):
-        runtime.register(port, 1, host)
-    try:
-        assert "10.1.2.3" in hosts and "[fd00::5]" in hosts
-        assert "0.0.0.0" not in hosts  # a wildcard names nothing
-        assert [*hosts, "testserver"][-1] == "testserver"  # how Django's test set-up copies it
-    finally:
-        for port in (41071, 41072, 41073):
-            runtime.unregister(port)
+        listeners.register(port, 1, host)
+    assert "10.1.2.3" in hosts and "[fd00::5]" in hosts
+    assert "0.0.0.0" not in hosts  # a wildcard names nothing
+    assert [*hosts, "testserver"][-1] == "testserver"  # how Django's test set-up copies it
+    listeners.unregister(41071)
     assert "10.1.2.3" not in hosts

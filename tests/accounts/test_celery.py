@@ -19,6 +19,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from accounts import scheduler
 from accounts.models import Account
+from accounts.workers import AccountWorkers
 from tests.accounts.test_refresh_race import Site, migrated_template
 from tests.fakes.oauth import FakeOAuth
 from tests.servers import ROOT, GatewayServer
@@ -64,7 +65,7 @@ def test_the_in_process_scheduler_survives_failures(monkeypatch):
             raise RuntimeError("database is locked")
         return True, 0.05
 
-    def failing_cycle():
+    def failing_cycle(*_routing):
         calls["cycle"] += 1
         raise RuntimeError("boom")
 
@@ -72,7 +73,7 @@ def test_the_in_process_scheduler_survives_failures(monkeypatch):
     monkeypatch.setattr(scheduler, "run_cycle", failing_cycle)
 
     async def main():
-        task = scheduler.start(asyncio.get_running_loop())
+        task = scheduler.start(AccountWorkers(), loop=asyncio.get_running_loop())
         await asyncio.sleep(0.6)
         alive = not task.done()
         task.cancel()
@@ -221,9 +222,11 @@ def test_celery_worker_and_beat_refresh_a_due_account_with_redis(fake):
             "import json, datetime; from django.utils import timezone;"
             "from accounts.models import Account;"
             "from accounts.refresh import request_refresh_now;"
+            "from accounts.workers import AccountWorkers;"
             f"Account.objects.filter(pk={account_id}).update("
             "last_refreshed_at=timezone.now() - datetime.timedelta(minutes=5));"
-            f"print('RESULT', json.dumps(request_refresh_now({account_id}).result(30)))")
+            f"future = request_refresh_now({account_id}, AccountWorkers());"
+            "print('RESULT', json.dumps(future.result(30)))")
         assert enqueued is None  # handed to the worker, not run in the caller
         refreshed_before = row["last_refreshed_at"]
         try:

@@ -1,5 +1,6 @@
 """The account pool on real servers: per-account limits, the wait queue, cooldown, failover,
-and the limit held across two web processes sharing Redis."""
+and the limit held across two web processes sharing Redis; in process, that its cooldowns and
+blocks reach its Runtime's routing snapshot at once."""
 
 from __future__ import annotations
 
@@ -176,3 +177,39 @@ def test_a_redis_that_does_not_answer_is_a_503_not_a_hang():
         hung.close()
     assert (error.status, error.code) == (503, "pool_unavailable")
     assert ("retry-after", "5") in error.headers()
+
+
+def test_a_cooldown_or_block_is_routed_around_at_once_in_this_process(db):
+    """The pool marks its Runtime's routing snapshot stale as it writes a cooldown, a block or
+    a recovery: the next request of this process sees the account's new state, not the
+    snapshot's (which would otherwise live up to 2 s more)."""
+    from asgiref.sync import async_to_sync
+
+    from accounts.models import Account
+    from proxy.runtime import Runtime
+
+    runtime = Runtime.build(redis_url="")
+    runtime.routing.ttl_seconds = 3600.0  # stale only when marked so, never by the clock
+    account = Account.objects.create(label="pooled", provider="iflow", api_key=KEYS[0],
+                                     base_url="http://127.0.0.1:9/v1")
+
+    def state_after(change: str) -> tuple[bool, float | None, list[int]]:
+        async def run() -> tuple[bool, float | None, list[int]]:
+            table = await runtime.routing.get()
+            ref = next(a for a in table.accounts if a.id == account.pk)
+            await getattr(runtime.pool, change)(ref, *{"cool_down": (60, "429 busy"),
+                                                       "block": ("key refused",),
+                                                       "recovered": ()}[change])
+            stale = not runtime.routing.fresh()
+            table = await runtime.routing.get()
+            again = next((a for a in table.accounts if a.id == account.pk), None)
+            return stale, again.cooldown_until if again else None, [a.id for a in table.accounts]
+
+        return async_to_sync(run)()
+
+    stale, cooldown, _ids = state_after("cool_down")
+    assert stale and cooldown is not None  # cooling: routed around from the next request
+    stale, cooldown, _ids = state_after("recovered")
+    assert stale and cooldown is None
+    stale, _cooldown, ids = state_after("block")
+    assert stale and account.pk not in ids  # blocked: out of rotation

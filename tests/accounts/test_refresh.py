@@ -10,12 +10,15 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.db import connection
 from django.utils import timezone
 
 from accounts import refresh
 from accounts.models import Account
 from accounts.oauth import OAuthClient, OAuthConfig
+from accounts.services import routing_snapshot
+from accounts.workers import AccountWorkers
 from tests.fakes.oauth import FakeOAuth, china_time
 
 pytestmark = pytest.mark.django_db
@@ -375,11 +378,15 @@ def test_request_refresh_now_returns_at_once_cools_down_then_refreshes(
 
     monkeypatch.setattr(OAuthClient, "refresh", spying_refresh)
     fake.refresh_delay = 0.5
+    workers, routing = AccountWorkers(), routing_snapshot()  # a Runtime's
+    routing.ttl_seconds = 3600.0  # stale only when marked so, never by the clock
+    async_to_sync(routing.get)()
     started = time.monotonic()
-    future = refresh.request_refresh_now(account.pk)
+    future = refresh.request_refresh_now(account.pk, workers, routing=routing)
     assert time.monotonic() - started < 0.2  # the caller (async code) never waits
     result = future.result(timeout=15)
     assert result is not None and result.ok, result
+    assert not routing.fresh()  # the Runtime's snapshot is read again at once
     state, cooldown = seen_states[0]
     assert state == Account.State.COOLING  # cooled down meanwhile, for AUTH_COOLDOWN_SECONDS
     assert cooldown > timezone.now() + timedelta(seconds=250)
@@ -389,7 +396,7 @@ def test_request_refresh_now_returns_at_once_cools_down_then_refreshes(
 
     # More 401s from requests that still carried the old key: no second refresh.
     fake.refresh_delay = 0.0
-    again = refresh.request_refresh_now(account.pk).result(timeout=15)
+    again = refresh.request_refresh_now(account.pk, workers).result(timeout=15)
     assert again.status == refresh.NOT_DUE and fake.calls("refresh") == 1
 
 

@@ -23,8 +23,9 @@ import httpx
 import pytest
 from asgiref.sync import async_to_sync
 
-from instances import runtime
 from instances.models import ClientKey, Instance
+from instances.runtime import NO_INSTANCE, Listeners
+from instances.services import directory_snapshot, invalidate_directory
 from instances.supervisor import Supervisor
 from tests.conftest import FAKE_KEY
 from tests.fakes import scenarios as sc
@@ -67,15 +68,12 @@ class FakeListeners:
 
 
 @pytest.fixture
-def listeners() -> Iterator[FakeListeners]:
-    fake = FakeListeners()
-    yield fake
-    for _host, port in fake.addresses:
-        runtime.unregister(port)
+def listeners() -> FakeListeners:
+    return FakeListeners()
 
 
-def supervise(listeners: FakeListeners, **options: Any) -> tuple[Supervisor, Callable[[], None]]:
-    supervisor = Supervisor(listeners.open_listener, listeners.close_listener, **options)
+def supervise(fake: FakeListeners, **options: Any) -> tuple[Supervisor, Callable[[], None]]:
+    supervisor = Supervisor(fake.open_listener, fake.close_listener, **options)
     return supervisor, async_to_sync(supervisor.reconcile)
 
 
@@ -87,20 +85,24 @@ def test_enabled_instances_listen_and_disabled_ones_stop(db, listeners):
     Instance.objects.create(name="one", port=41001)
     Instance.objects.create(name="two", port=41002)
     Instance.objects.create(name="off", port=41003, enabled=False)
-    supervisor, reconcile = supervise(listeners)
+    table, directory = Listeners(), directory_snapshot()  # a Runtime's
+    directory.ttl_seconds = 3600.0  # stale only when marked so, never by the clock
+    async_to_sync(directory.get)()
+    supervisor, reconcile = supervise(listeners, listeners=table, directory=directory)
     reconcile()
     assert listeners.addresses == {("127.0.0.1", 41001), ("127.0.0.1", 41002)}
     assert state("one") == state("two") == ("running", "")
     assert state("off")[0] == "stopped"
+    assert not directory.fresh()  # a new listener: its instance is read again at once
     two = Instance.objects.get(name="two").pk
-    assert runtime.instance_for_port(41002) == two  # requests on that port are "two"'s
+    assert table.instance_for_port(41002) == two  # requests on that port are "two"'s
     Instance.objects.filter(name="two").update(enabled=False)
     reconcile()
     assert listeners.closed == [("127.0.0.1", 41002)]
     assert listeners.addresses == {("127.0.0.1", 41001)}
     # Connections the closed listener accepted carry on, still "two"'s: never another's policy.
-    assert state("two")[0] == "stopped" and runtime.instance_for_port(41002) == two
-    assert runtime.instance_for_port(41999) == runtime.NO_INSTANCE  # never ours: refused
+    assert state("two")[0] == "stopped" and table.instance_for_port(41002) == two
+    assert table.instance_for_port(41999) == NO_INSTANCE  # never ours: refused
     reconcile()  # nothing changed: nothing reopened or closed again
     assert listeners.closed == [("127.0.0.1", 41002)] and len(listeners.open) == 1
     async_to_sync(supervisor.stop)()
@@ -471,22 +473,20 @@ def test_renaming_an_instance_never_serves_it_without_its_key(server):
 
 
 def test_a_listener_whose_instance_is_gone_refuses_with_503(db):
-    from instances.services import invalidate_directory
     from proxy.errors import ApiError
     from proxy.http import ApiRequest
     from proxy.pipeline import admit
     from proxy.runtime import Runtime
 
+    runtime = Runtime.build()
     gone = Instance.objects.create(name="gone", port=41061)
-    runtime.register(41061, gone.pk)
-    try:
-        gone.delete()
-        invalidate_directory()
-        request = ApiRequest("GET", "/v1/models", {}, b"", Runtime.build(),
-                             instance_id=runtime.instance_for_port(41061))
-        with pytest.raises(ApiError) as refused:
-            async_to_sync(admit)(request)
-        assert refused.value.status == 503 and refused.value.code == "instance_unavailable"
-        assert refused.value.openai_body()["error"]["type"] != "invalid_request_error"
-    finally:
-        runtime.unregister(41061)
+    runtime.listeners.register(41061, gone.pk)
+    async_to_sync(runtime.directory.get)()  # it knew the instance
+    gone.delete()
+    invalidate_directory(runtime.directory)  # read again at once (else within 2 s)
+    request = ApiRequest("GET", "/v1/models", {}, b"", runtime,
+                         instance_id=runtime.listeners.instance_for_port(41061))
+    with pytest.raises(ApiError) as refused:
+        async_to_sync(admit)(request)
+    assert refused.value.status == 503 and refused.value.code == "instance_unavailable"
+    assert refused.value.openai_body()["error"]["type"] != "invalid_request_error"

@@ -166,26 +166,42 @@ def record(**fields: object) -> RequestRecord:
     return RequestRecord(**{**base, **fields})
 
 
-def count(**labels: str) -> float:
-    return metrics.REGISTRY.get_sample_value("iflow2api_requests_total", labels) or 0.0
+def count(counters: metrics.Metrics, **labels: str) -> float:
+    return counters.registry.get_sample_value("iflow2api_requests_total", labels) or 0.0
 
 
 def test_observe_counts_only_when_enabled_and_never_raises(settings):
     labels = {"api": "anthropic", "instance": "unit", "model": "unit-model", "status": "200"}
+    counters = metrics.Metrics()  # a Runtime's
     settings.METRICS_ENABLED = False
-    before = count(**labels)
-    metrics.observe(record())
-    assert count(**labels) == before
+    counters.observe(record())
+    assert count(counters, **labels) == 0
     settings.METRICS_ENABLED = True
-    metrics.observe(record(tokens_in=4, tokens_out=2, ttft_ms=120, stream=True))
-    assert count(**labels) == before + 1
-    assert metrics.REGISTRY.get_sample_value(
+    counters.observe(record(tokens_in=4, tokens_out=2, ttft_ms=120, stream=True))
+    assert count(counters, **labels) == 1
+    assert counters.registry.get_sample_value(
         "iflow2api_tokens_total", {"instance": "unit", "model": "unit-model",
-                                   "direction": "in"}) >= 4
+                                   "direction": "in"}) == 4
     # A client that left is no upstream error; a broken record is skipped, not raised.
-    metrics.observe(record(account_id=1, status=499))
-    assert metrics.REGISTRY.get_sample_value(
+    counters.observe(record(account_id=1, status=499))
+    assert counters.registry.get_sample_value(
         "iflow2api_upstream_errors_total", {"provider": "unknown", "status": "499"}) is None
-    metrics.observe(record(latency_ms="soon"))  # type: ignore[arg-type]
-    metrics.observe(RequestRecord(started_at=datetime.now(), api="openai", model="m" * 500))
-    assert count(api="openai", instance="default", model="m" * 100, status="200") == 1
+    counters.observe(record(latency_ms="soon"))  # type: ignore[arg-type]
+    counters.observe(RequestRecord(started_at=datetime.now(), api="openai", model="m" * 500))
+    assert count(counters, api="openai", instance="default", model="m" * 100, status="200") == 1
+
+
+def test_each_runtime_counts_in_a_registry_of_its_own(settings):
+    """Two Runtimes in one process (tests, or a second ASGI application) never share counters,
+    and nothing lands in prometheus_client's global REGISTRY."""
+    from prometheus_client import REGISTRY as GLOBAL
+
+    from proxy.runtime import Runtime
+
+    settings.METRICS_ENABLED = True
+    one, two = Runtime.build(redis_url=""), Runtime.build(redis_url="")
+    labels = {"api": "openai", "instance": "own", "model": "own-model", "status": "200"}
+    one.requests.on_record(record(api="openai", instance="own", model="own-model"))
+    assert count(one.metrics, **labels) == 1  # the request log reports to its Runtime's
+    assert count(two.metrics, **labels) == 0
+    assert GLOBAL.get_sample_value("iflow2api_requests_total", labels) is None

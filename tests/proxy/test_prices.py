@@ -84,12 +84,13 @@ def test_setprice_refuses_bad_input_clearly(gateway, args):
 def test_spend_and_cached_tokens_are_prometheus_counters(settings):
     settings.METRICS_ENABLED = True
     labels = {"instance": "unit-cost", "model": "priced-model"}
-    metrics.observe(RequestRecord(started_at=datetime.now(), api="openai", model="priced-model",
-                                  instance="unit-cost", tokens_in=1200, tokens_cached=1024,
-                                  cost=Decimal("0.0001742"), currency="USD"))
-    metrics.observe(RequestRecord(started_at=datetime.now(), api="openai", model="priced-model",
-                                  instance="unit-cost", tokens_in=10, cost=None))
-    sample = metrics.REGISTRY.get_sample_value
+    counters = metrics.Metrics()  # a Runtime's
+    counters.observe(RequestRecord(started_at=datetime.now(), api="openai", model="priced-model",
+                                   instance="unit-cost", tokens_in=1200, tokens_cached=1024,
+                                   cost=Decimal("0.0001742"), currency="USD"))
+    counters.observe(RequestRecord(started_at=datetime.now(), api="openai", model="priced-model",
+                                   instance="unit-cost", tokens_in=10, cost=None))
+    sample = counters.registry.get_sample_value
     assert sample("iflow2api_cached_tokens_total", labels) == 1024
     assert sample("iflow2api_spend_total", {**labels, "currency": "USD"}) == pytest.approx(
         0.0001742)

@@ -13,7 +13,6 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from accounts.models import ModelInfo
-from accounts.services import invalidate_routing
 from iflow2api_lib.i18n import TranslatedHelp
 
 # option → field
@@ -95,8 +94,8 @@ class Command(TranslatedHelp, BaseCommand):
             info.price_currency = currency
             changed.append("price_currency")
         if changed:
+            # A running server sees the new price within its routing snapshot's few seconds.
             info.save(update_fields=sorted(set(changed)))
-            invalidate_routing()
         self.stdout.write(describe(info))
         if changed and (info.price_input is None) != (info.price_output is None):
             self.stderr.write(_("warning: a model needs both an input and an output price; "

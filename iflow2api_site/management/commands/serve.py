@@ -134,7 +134,8 @@ class Command(TranslatedHelp, BaseCommand):
         )
         supervisor = Supervisor(server.open_listener, server.close_listener,
                                 overrides=overrides, only=only, on_change=self._state_changed,
-                                active=lambda: server.draining is None)
+                                active=lambda: server.draining is None,
+                                listeners=runtime.listeners, directory=runtime.directory)
 
         async def start() -> None:
             # First: a SIGTERM while the listeners open must drain, not kill.
