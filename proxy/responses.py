@@ -224,7 +224,8 @@ async def create_response(request: ApiRequest) -> JsonResult | StreamResult:
 
         async def keep(response: dict[str, Any]) -> None:
             if store:
-                await _store(response, owner, own_items, body.get("instructions"))
+                await _store(response, owner, own_items, body.get("instructions"),
+                             opts.runtime.responses_cleanup)
 
         if isinstance(result, StreamResult):
             if store:  # else no hop per chunk (Codex sends store: false)
@@ -250,12 +251,13 @@ async def create_response(request: ApiRequest) -> JsonResult | StreamResult:
 
 
 async def _store(response: dict[str, Any], owner: Owner, own_items: list[dict[str, Any]],
-                 instructions: Any) -> None:
+                 instructions: Any, cleanup: responses_state.ExpiryCleanup) -> None:
     try:
         await responses_state.run(
             responses_state.save, response, owner=owner,
             input_items=responses_state.with_item_ids(own_items, response["id"]),
-            instructions=instructions if isinstance(instructions, str) else None)
+            instructions=instructions if isinstance(instructions, str) else None,
+            cleanup=cleanup)
     except Exception:  # the answer stands; a follow-up naming it gets a 404
         log.exception("responses: could not store %s", response.get("id"))
 

@@ -34,7 +34,6 @@ T = TypeVar("T")
 MAX_CHAIN = 10_000
 # Without a Celery beat, expired rows are also deleted by the server itself, at most this often.
 INLINE_CLEANUP_SECONDS = 3600.0
-_last_inline_cleanup = 0.0
 
 # Item ids the API gives input items that came without one, by item type.
 _ID_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco",
@@ -118,9 +117,28 @@ def conversation(response_id: str, owner: Owner) -> list[dict[str, Any]] | None:
     return items
 
 
+class ExpiryCleanup:
+    """Deletes expired stored responses now and then as answers are saved, so a server without
+    a Celery beat keeps to RESPONSES_RETENTION_DAYS too. One per process (the Runtime's)."""
+
+    def __init__(self, every_seconds: float = INLINE_CLEANUP_SECONDS) -> None:
+        self.every_seconds = every_seconds
+        self.last_run: float | None = None
+
+    def run_if_due(self) -> None:
+        now = time.monotonic()
+        if self.last_run is not None and now - self.last_run < self.every_seconds:
+            return
+        self.last_run = now
+        try:
+            delete_expired()
+        except Exception:  # the answer is stored; the next cleanup tries again
+            log.exception("responses: the cleanup of expired stored responses failed")
+
+
 def save(response: dict[str, Any], *, owner: Owner, input_items: list[dict[str, Any]],
-         instructions: str | None) -> None:
-    """Keeps a finished response (completed or incomplete)."""
+         instructions: str | None, cleanup: ExpiryCleanup | None = None) -> None:
+    """Keeps a finished response (completed or incomplete); then runs `cleanup` if due."""
     StoredResponse.objects.create(
         id=response["id"], instance=owner.instance, key_id=owner.key_id,
         model=str(response.get("model") or "")[:200],
@@ -128,7 +146,8 @@ def save(response: dict[str, Any], *, owner: Owner, input_items: list[dict[str, 
                                           tz=UTC),
         previous_response_id=response.get("previous_response_id") or "",
         input_items=input_items, instructions=instructions or "", response=response)
-    _cleanup_now_and_then()
+    if cleanup is not None:
+        cleanup.run_if_due()
 
 
 def delete(response_id: str, owner: Owner) -> bool:
@@ -144,17 +163,6 @@ def delete_expired() -> int:
         log.info("responses: deleted %d stored responses past RESPONSES_RETENTION_DAYS", deleted)
     return deleted
 
-
-def _cleanup_now_and_then() -> None:
-    global _last_inline_cleanup
-    now = time.monotonic()
-    if _last_inline_cleanup and now - _last_inline_cleanup < INLINE_CLEANUP_SECONDS:
-        return
-    _last_inline_cleanup = now
-    try:
-        delete_expired()
-    except Exception:  # the answer is stored; the next cleanup tries again
-        log.exception("responses: the cleanup of expired stored responses failed")
 
 
 def listed_input_items(response_id: str, owner: Owner) -> list[dict[str, Any]] | None:

@@ -15,6 +15,7 @@ server starts and handed to the code that needs it (no module-level singletons).
     workers    the account worker threads: token refreshes, the refresh schedule
     calibration  each model's learnt token-count ratios (proxy/calibration.py; shared in Redis)
     budgets    the budgets and their spend counters (instances/budgets.py)
+    responses_cleanup  when expired stored Responses API answers were last deleted
 
 Who builds one: the ASGI application (iflow2api_site/asgi.py, i.e. `iflow2api serve` or any
 ASGI server) builds the process's Runtime at start and puts it in every request's scope under
@@ -57,6 +58,7 @@ from proxy.calibration import TokenCalibration
 from proxy.lifecycle import Lifecycle
 from proxy.metrics import Metrics
 from proxy.requestlog import RequestLogWriter
+from proxy.responses_state import ExpiryCleanup
 from upstream.client import UpstreamClient
 
 if TYPE_CHECKING:
@@ -96,6 +98,8 @@ class Runtime:
     # The budgets (a snapshot) and their spend counters (instances/budgets.py): the counters in
     # Redis with REDIS_URL, else in process.
     budgets: LocalBudgets | RedisBudgets = field(default_factory=LocalBudgets)
+    # Deletes expired stored Responses API answers now and then (a server without Celery beat).
+    responses_cleanup: ExpiryCleanup = field(default_factory=ExpiryCleanup)
     # The in-process token refresh (accounts/scheduler.py) of a server without Redis.
     refresh_scheduler: asyncio.Task[None] | None = None
 

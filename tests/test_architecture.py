@@ -242,9 +242,6 @@ ALLOWED_STATE = {
     "proxy/cors.py:policy_of": "memo: the CorsPolicy of an instance's origins (hot path)",
     "proxy/requestlog.py:insert_sql": "memo: the request log's INSERT per database vendor",
     "proxy/docs_pages.py:_patched_redoc": "memo: the packaged ReDoc script, patched once",
-    # proxy/responses*.py is being edited by another change; the throttle of the inline cleanup
-    # of stored responses moves onto the Runtime after it (issue 14's last item).
-    "proxy/responses_state.py:_last_inline_cleanup": "when expired responses were last deleted",
 }
 
 
