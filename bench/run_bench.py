@@ -61,6 +61,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=3, help="burst rounds per size (--quick 2)")
     p.add_argument("--json", metavar="FILE", help="write all results as JSON")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, database)")
+    p.add_argument("--code", metavar="DIR", type=Path, default=REPO,
+                   help="run the gateway from this checkout (e.g. a `git worktree` of an "
+                        "earlier commit, for before/after runs with the same harness)")
     a = p.parse_args()
     if a.quick:
         a.duration = 3.0
@@ -208,12 +211,14 @@ def rss_test(args: argparse.Namespace, fake: str, targets: dict[str, tuple[str, 
     return out
 
 
-def gateway_env(home: str, fake_port: int) -> dict[str, str]:
+def gateway_env(home: str, fake_port: int, code: Path = REPO) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("IFLOW", "UPSTREAM_", "DJANGO_", "ANTHROPIC_", "OPENAI_"))}
     env.update(IFLOW2API_HOME=home, IMPORT_IFLOW_SETTINGS="0", PYTHONUNBUFFERED="1",
                UPSTREAM_BASE_URL=f"http://127.0.0.1:{fake_port}/v1", UPSTREAM_API_KEY="sk-bench",
                UPSTREAM_MODELS="bench-model", METRICS_ENABLED="1")
+    if code != REPO:  # that checkout's packages, not the installed (editable) ones
+        env["PYTHONPATH"] = str(code)
     return env
 
 
@@ -231,12 +236,12 @@ RateRule.objects.get_or_create(name="bench", defaults=dict(
 """
 
 
-def prepare_gateway(env: dict[str, str], log: Path) -> str:
+def prepare_gateway(env: dict[str, str], log: Path, code: Path = REPO) -> str:
     """Migrates and adds the rate rule before `serve`; returns a note when that failed."""
     cli = [sys.executable, "-m", "iflow2api_site.cli"]
     for argv in ([*cli, "migrate", "--verbosity", "0"], [*cli, "shell", "-c", RATE_RULE]):
         with open(log, "ab") as out:
-            done = subprocess.run(argv, env=env, cwd=str(REPO), stdout=out,
+            done = subprocess.run(argv, env=env, cwd=str(code), stdout=out,
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                   timeout=180, check=False)
         if done.returncode:
@@ -312,12 +317,13 @@ def main() -> int:
                                  str(fake_port)], LOAD_CPU if pinned else None,
                                 Path(home) / "fake.log")
         procs.wait_http(f"{fake}/v1/models", fake_proc, 15)
-        note = prepare_gateway(gateway_env(home, fake_port), gw_log)
+        note = prepare_gateway(gateway_env(home, fake_port, args.code), gw_log, args.code)
         if note:
             print(note, flush=True)
         gw_proc = procs.start([sys.executable, "-m", "iflow2api_site.cli", "serve", "--port",
                                str(gw_port)], GATEWAY_CPU if pinned else None, gw_log,
-                              env=gateway_env(home, fake_port), cwd=str(REPO))
+                              env=gateway_env(home, fake_port, args.code),
+                              cwd=str(args.code))
         took = procs.wait_http(f"{gw}/health", gw_proc, 90)
         print(f"fake upstream {fake} (pid {fake_proc.pid}), gateway {gw} (pid {gw_proc.pid}, "
               f"healthy after {took:.1f} s), temp dir {home}", flush=True)
