@@ -1,19 +1,26 @@
-"""Real servers for end-to-end tests: `iflow2api serve` in a subprocess, as a user starts it."""
+"""Real servers for end-to-end tests: `iflow2api serve` in a subprocess, as a user starts it.
+
+Each server's home (/tmp/iflow2api-e2e-*) is removed when it stops, its log read first so
+failure messages can still quote it; one never stopped goes when it is collected or at exit.
+IFLOW2API_KEEP_TEST_DIRS=1 keeps them all, to look into a failed test's database and logs."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Self
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+KEEP_DIRS = "IFLOW2API_KEEP_TEST_DIRS"
 
 
 def free_port() -> int:
@@ -28,6 +35,12 @@ class GatewayServer:
     def __init__(self, env: dict[str, str] | None = None, *, port: int | None = None) -> None:
         self.port = port or free_port()
         self.home = tempfile.mkdtemp(prefix="iflow2api-e2e-")
+        # The directory made here (a subclass may point self.home elsewhere: not ours), and
+        # its removal: once, at stop() or else when collected or at exit.
+        self.own_home = Path(self.home)
+        self.removal = (None if os.environ.get(KEEP_DIRS) else
+                        weakref.finalize(self, shutil.rmtree, self.own_home, ignore_errors=True))
+        self.kept: dict[Path, str] = {}  # the logs as they were when the home was removed
         self.env = {
             k: v for k, v in os.environ.items()
             if k not in {"DATABASE_URL", "REDIS_URL", "IFLOW_API_KEY", "IFLOW_BASE_URL",
@@ -66,22 +79,32 @@ class GatewayServer:
         return self.output()
 
     def start(self, timeout: float = 40.0) -> Self:
-        log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "iflow2api_site.cli", "serve", "--port", str(self.port)],
-            cwd=ROOT, env=self.env, stdout=log, stderr=self.stderr_target(),
-        )
+        if self.removal is not None and not self.removal.alive:
+            raise RuntimeError("its home was removed when it stopped: stop(keep_home=True) "
+                               "to start it again")
+        try:
+            self.wait_up(timeout)
+        except BaseException:
+            self.stop()  # `with` never reaches __exit__ when __enter__ fails
+            raise
+        return self
+
+    def wait_up(self, timeout: float) -> None:
+        with self.log_path.open("wb") as log:  # the server holds its own copy
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "iflow2api_site.cli", "serve", "--port", str(self.port)],
+                cwd=ROOT, env=self.env, stdout=log, stderr=self.stderr_target(),
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.everything_written()}")
             try:
                 if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return self
+                    return
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        self.stop()
         raise RuntimeError(f"server did not come up:\n{self.everything_written()}")
 
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -95,9 +118,16 @@ class GatewayServer:
         return self.cli("shell", "-c", code).stdout
 
     def output(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return self.read(self.log_path)
 
-    def stop(self) -> None:
+    def read(self, path: Path) -> str:
+        """A file the server wrote; once its home is removed, the text it had then."""
+        if path in self.kept:
+            return self.kept[path]
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self, *, keep_home: bool = False) -> None:
+        """Ends the server, then removes its home unless `keep_home` (to start it again)."""
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -105,6 +135,14 @@ class GatewayServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+        if not keep_home:
+            self.remove_home()
+
+    def remove_home(self) -> None:
+        if self.removal is None or not self.removal.alive:
+            return
+        self.kept.update((path, self.read(path)) for path in self.own_home.glob("*.log"))
+        self.removal()
 
     def __enter__(self) -> GatewayServer:
         return self if self.process is not None else self.start()

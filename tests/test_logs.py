@@ -228,7 +228,7 @@ class SplitOutputServer(GatewayServer):
         return self.output() + self.log()
 
     def log(self) -> str:
-        return self.err_path.read_text(errors="replace")
+        return self.read(self.err_path)
 
 
 def unparsable_stream() -> sc.Scenario:

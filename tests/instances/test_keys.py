@@ -346,9 +346,11 @@ ENV_ONE = "sk-env-one-" + "a1b2c3d4e5f6" * 3
 ENV_TWO = "sk-env-two-" + "f6e5d4c3b2a1" * 3
 
 
-def test_environment_keys_are_stored_hashed_and_dropped_with_the_variable(fake_iflow, upstream):
+def test_environment_keys_are_stored_hashed_and_dropped_with_the_variable(fake_iflow, upstream,
+                                                                          tmp_path):
+    home = str(tmp_path / "home")  # one for both starts: a server's own goes when it stops
     env = {"IFLOW_API_KEY": FAKE_KEY, "IFLOW_BASE_URL": fake_iflow.base_url,
-           "IFLOW2API_API_KEYS": f"{ENV_ONE},{ENV_TWO}"}
+           "IFLOW2API_API_KEYS": f"{ENV_ONE},{ENV_TWO}", "IFLOW2API_HOME": home}
     with GatewayServer(env) as first:
         rows = query(first, "SELECT i.name AS instance, k.* FROM instances_clientkey k "
                             "JOIN instances_instance i ON i.id = k.instance_id")
@@ -357,9 +359,8 @@ def test_environment_keys_are_stored_hashed_and_dropped_with_the_variable(fake_i
         assert {(r["instance"], r["name"]) for r in rows} == {("default", ENV_KEY_NAME)}
         assert ENV_ONE[PREFIX_LENGTH:].encode() not in db_path(first).read_bytes()
         assert post_chat(first.url, {"x-api-key": ENV_ONE}).status_code == 200
-        home = first.home
     # The next start with one key fewer: that key is gone, the other still works.
-    with GatewayServer({**env, "IFLOW2API_API_KEYS": ENV_TWO, "IFLOW2API_HOME": home}) as second:
+    with GatewayServer({**env, "IFLOW2API_API_KEYS": ENV_TWO}) as second:
         rows = query(second, "SELECT key_hash FROM instances_clientkey")
         assert [r["key_hash"] for r in rows] == [hashlib.sha256(ENV_TWO.encode()).hexdigest()]
         assert post_chat(second.url, {"x-api-key": ENV_ONE}).status_code == 401

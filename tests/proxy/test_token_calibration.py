@@ -133,7 +133,7 @@ def test_with_redis_what_was_learnt_survives_a_restart(fake):
         env = {"DATABASE_URL": database_url, "REDIS_URL": REDIS_URL}
         with gateway(fake, **env) as restarted:
             teach(restarted, fake, [10, 25, 60, 15])
-            restarted.stop()
+            restarted.stop(keep_home=True)
             restarted.start()  # a new process: nothing learnt in its memory
             deadline = time.monotonic() + 10
             learnt = count_tokens(restarted, probe)  # starts reading Redis in the background
