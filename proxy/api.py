@@ -1,5 +1,6 @@
 """The Ninja operations, one per route of the table (proxy/routes.py), and the OpenAPI document
-(/openapi.json, /docs, /redoc) with the routes' typed bodies and the API-key schemes.
+(/openapi.json, /docs, /redoc) with the routes' typed bodies and query parameters and the
+API-key schemes.
 
 With FAST_PATH off, Django carries the API requests: the adapter (proxy/adapter.py) has read
 the request and put its Exchange in the scope; the operation calls the route's handler and hands
@@ -116,8 +117,25 @@ def stream_event(route: Route) -> dict[str, Any]:
             "properties": {"event": {"type": "string"}, "data": data}}
 
 
+def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """Each field of `model` as an optional query parameter, typed by its JSON schema (Ninja
+    appends them to the path's `{response_id}`)."""
+    found = model.model_json_schema()
+    required = set(found.get("required", ()))
+    parameters = []
+    for name, field in found["properties"].items():
+        field = {key: value for key, value in field.items() if key != "title"}
+        if "default" in field and field["default"] is None:  # absent, not `null`
+            del field["default"]
+        parameters.append({"name": name, "in": "query", "required": name in required,
+                           "description": field.pop("description", ""), "schema": field})
+    return parameters
+
+
 def openapi_extra(route: Route) -> dict[str, Any]:
     extra: dict[str, Any] = {}
+    if route.query_schema is not None:
+        extra["parameters"] = query_parameters(route.query_schema)
     if route.request_schema is not None:
         extra["requestBody"] = {"required": True, "content": {
             "application/json": {"schema": ref(route.request_schema)}}}

@@ -24,6 +24,10 @@ from proxy.http import ApiRequest, JsonResult
 from proxy.pipeline import admit
 from proxy.responses import not_found, owner_of
 
+# The query's bounds and defaults; proxy/schemas.py InputItemListQuery documents them.
+ORDERS = ("asc", "desc")
+DEFAULT_ORDER = "desc"
+DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 # Item types the API lists with a status (required by the SDK's models for most of them).
 _WITH_STATUS = frozenset({"message", "function_call", "function_call_output",
@@ -115,25 +119,34 @@ def page_of(items: list[dict[str, Any]], *, order: str, limit: int, after: str |
             "has_more": len(window) > limit}
 
 
+def limit_in(query: dict[str, str]) -> int:
+    """The `limit` parameter: ASCII digits only (`isdigit` alone lets `²` through, which
+    `int` refuses), from 1 to MAX_LIMIT."""
+    text = query.get("limit", str(DEFAULT_LIMIT))
+    digits = text.lstrip("0") or "0"
+    if not (text.isascii() and text.isdigit() and len(digits) <= len(str(MAX_LIMIT))
+            and 1 <= int(digits) <= MAX_LIMIT):
+        raise ApiError(400, gettext("`limit` must be an integer from 1 to %(max)d")
+                       % {"max": MAX_LIMIT}, "invalid_value", "limit")
+    return int(digits)
+
+
 async def list_input_items(request: ApiRequest) -> JsonResult:
     try:
         opts = await admit(request)
         response_id = response_id_in(request.path)
         query = _query(request)
-        order = query.get("order", "desc")
-        if order not in ("asc", "desc"):
+        order = query.get("order", DEFAULT_ORDER)
+        if order not in ORDERS:
             raise ApiError(400, gettext("`order` must be `asc` or `desc`"), "invalid_value",
                            "order")
-        limit_text = query.get("limit", "20")
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
-            raise ApiError(400, gettext("`limit` must be an integer from 1 to %(max)d")
-                           % {"max": MAX_LIMIT}, "invalid_value", "limit")
+        limit = limit_in(query)
         items = await responses_state.run(responses_state.listed_input_items, response_id,
                                           owner_of(opts))
         if items is None:
             raise not_found(response_id)
         return JsonResult.of(page_of(
-            [as_listed(item) for item in items], order=order, limit=int(limit_text),
+            [as_listed(item) for item in items], order=order, limit=limit,
             after=query.get("after") or None, before=query.get("before") or None))
     except ApiError as error:
         return openai_error(error)

@@ -6,7 +6,8 @@ and response bodies and its error statuses. From this table come:
 
 - which paths are API paths (iflow2api_site/asgi.py sends them through CORS and proxy/adapter.py),
 - the lookup by (method, path) the adapter and the listener use (`find`),
-- the Ninja operations and so the OpenAPI document with typed bodies (proxy/api.py).
+- the Ninja operations and so the OpenAPI document with typed bodies and query parameters
+  (proxy/api.py).
 
 Every documented path is also served without the `/v1` prefix and, for the Anthropic routes,
 with a trailing slash (clients built with a base URL of `/` or `/v1/` differ here). A path may
@@ -62,6 +63,7 @@ class Route:
     request_schema: type[BaseModel] | None = None
     response_schema: type[BaseModel] | None = None
     stream_schema: type[BaseModel] | None = None  # the events of a `"stream": true` answer
+    query_schema: type[BaseModel] | None = None  # its query parameters, one field each
     error_schema: type[BaseModel] = schemas.OpenAIError
     errors: tuple[int, ...] = ()
     unprefixed: bool = True  # also without /v1
@@ -118,7 +120,8 @@ ROUTES: tuple[Route, ...] = (
     Route("list_input_items", "GET", "/v1/responses/{response_id}/input_items",
           responses_stored.list_input_items, chat.openai_error,
           "List a stored response's input items", ("OpenAI",),
-          response_schema=schemas.InputItemList, errors=STORED_ERRORS),
+          query_schema=schemas.InputItemListQuery, response_schema=schemas.InputItemList,
+          errors=STORED_ERRORS),
     Route("list_models", "GET", "/v1/models", catalog.list_models, chat.openai_error,
           "List models", ("OpenAI", "Anthropic"), response_schema=schemas.ModelList,
           errors=(401, 503)),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 
 class Open(BaseModel):
@@ -278,3 +279,18 @@ class InputItemList(Open):
     first_id: str | None = None
     last_id: str | None = None
     has_more: bool
+
+
+class InputItemListQuery(BaseModel):
+    """The query of GET /v1/responses/{response_id}/input_items, as proxy/responses_stored.py
+    reads it (other parameters, such as the SDK's `include`, are accepted and ignored)."""
+
+    order: Literal["asc", "desc"] = Field(
+        "desc", description="`desc`: newest first; `asc`: oldest first.")
+    limit: int = Field(20, ge=1, le=100, description="How many items a page holds at most.")
+    # Optional strings, not `null`: a query parameter is present or absent.
+    after: str | SkipJsonSchema[None] = Field(
+        None, description="An item id: the items after it in this order.")
+    before: str | SkipJsonSchema[None] = Field(
+        None, description="An item id: the items just before it in this order (with `after`: "
+        "the items between).")

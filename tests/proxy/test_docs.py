@@ -157,6 +157,26 @@ def test_openapi_security_schemes(openapi):
     assert "security" not in openapi["paths"]["/health"]["get"]
 
 
+def test_openapi_input_items_query_parameters(openapi):
+    """The parameters GET …/input_items reads, with the handler's own bounds and defaults."""
+    from proxy import responses_stored as handler
+
+    operation = openapi["paths"]["/v1/responses/{response_id}/input_items"]["get"]
+    parameters = {p["name"]: p for p in operation["parameters"]}
+    assert parameters["response_id"]["in"] == "path" and parameters["response_id"]["required"]
+    query = {name: p for name, p in parameters.items() if p["in"] == "query"}
+    assert set(query) == {"order", "limit", "after", "before"}
+    assert not any(p["required"] for p in query.values())
+    assert all(p["description"] for p in query.values())
+    assert query["order"]["schema"] == {"type": "string", "enum": list(handler.ORDERS),
+                                        "default": handler.DEFAULT_ORDER}
+    assert query["limit"]["schema"] == {"type": "integer", "minimum": 1,
+                                        "maximum": handler.MAX_LIMIT,
+                                        "default": handler.DEFAULT_LIMIT}
+    for cursor in ("after", "before"):
+        assert query[cursor]["schema"] == {"type": "string"}  # absent, never `null`
+
+
 def test_real_bodies_match_the_documented_schemas(gateway, upstream):
     """The schemas the document is made from accept what the gateway really answers."""
     from proxy import schemas

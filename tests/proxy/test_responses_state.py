@@ -259,7 +259,8 @@ def test_unknown_ids_are_404_in_openai_shape(gateway):
 def test_bad_input_items_query_is_a_400(client, gateway, upstream):
     upstream.script(sc.text("x"))
     created = client.responses.create(model="glm-5", input="hi")
-    for query in ("limit=0", "limit=101", "limit=x", "limit=-1", "order=sideways"):
+    for query in ("limit=0", "limit=101", "limit=x", "limit=-1", "limit=%C2%B2",
+                  "limit=1" + "0" * 5000, "order=sideways"):  # ² and 5,000 digits: not int()
         response = httpx.get(gateway.url + f"/v1/responses/{created.id}/input_items?{query}",
                              timeout=30)
         assert response.status_code == 400, (query, response.text)
