@@ -18,7 +18,8 @@ from accounts.models import DESTINATION_FIELDS, SECRET_FIELDS, Account, ModelInf
 from accounts.presets import PRESETS, preset
 from accounts.refresh import refresh_account
 from accounts.services import invalidate_routing, routing_of, served_model_ids
-from accounts.sync import probe_accounts, sync_models
+from accounts.sync import sync_models
+from accounts.upstream_calls import probe_accounts
 
 # RefreshResult.status codes as the "Refresh now" action reports them.
 STATUS_WORDS = {

@@ -3,8 +3,8 @@ accounts/guided_views.py).
 
 Each preset says which provider kind it is, the base URL its vendor documents, and what the
 user has to enter: a key (required, optional or none) and whether the URL may change. The test
-reads the provider's model list through the model sync (accounts/sync.py, the one upstream
-client); its failures become a sentence in the user's language.
+reads the provider's model list as the model sync does (accounts/upstream_calls.py, the one
+upstream client); its failures become a sentence in the user's language.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from django.utils.translation import gettext_lazy
 
 from accounts.models import Account, Provider
 from accounts.presets import PRESETS as ANTHROPIC_PRESETS
-from accounts.sync import MAX_MESSAGE, describe, read_listing
+from accounts.upstream_calls import MAX_MESSAGE, describe, read_listing
 from upstream.providers import UnknownProviderError
 from upstream.types import UpstreamError
 

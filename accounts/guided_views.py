@@ -30,7 +30,8 @@ from django.views.decorators.http import require_http_methods
 from accounts import guided
 from accounts.models import SECRET_FIELDS, Account, Provider
 from accounts.services import invalidate_routing, routing_of
-from accounts.sync import read_listing, store_chosen
+from accounts.sync import store_chosen
+from accounts.upstream_calls import read_listing
 from accounts.views import _check_perms, _page
 
 SESSION_LISTINGS = "accounts_guided_listings"  # account id → its listing, until models are ticked
