@@ -18,11 +18,14 @@ class Snapshot(Generic[T]):
         self.load = load
         self.ttl_seconds = ttl_seconds
         self.value: T | None = None  # the last one loaded (None before the first)
-        self.loaded_at = 0.0
+        # None: never loaded, or marked stale. Not 0.0: the monotonic clock may be younger than
+        # the TTL (a machine up for less than that), and "loaded at 0" would then look fresh.
+        self.loaded_at: float | None = None
         self.lock = asyncio.Lock()
 
     def fresh(self) -> bool:
-        return self.value is not None and time.monotonic() - self.loaded_at < self.ttl_seconds
+        return (self.value is not None and self.loaded_at is not None
+                and time.monotonic() - self.loaded_at < self.ttl_seconds)
 
     async def get(self) -> T:
         if not self.fresh():
@@ -34,4 +37,4 @@ class Snapshot(Generic[T]):
         return self.value
 
     def invalidate(self) -> None:
-        self.loaded_at = 0.0
+        self.loaded_at = None
