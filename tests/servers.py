@@ -6,6 +6,7 @@ IFLOW2API_KEEP_TEST_DIRS=1 keeps them all, to look into a failed test's database
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
@@ -21,6 +22,24 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 KEEP_DIRS = "IFLOW2API_KEEP_TEST_DIRS"
+# A SQLite database migrated once per test run, copied into each new server's home: `serve`
+# then finds nothing to apply (1.5 s less per server start, ~100 starts a run).
+_migrated: dict[str, Path] = {}
+
+
+def migrated_database() -> Path:
+    """The migrated template database of this test run (built on first use)."""
+    if "db" not in _migrated:
+        home = Path(tempfile.mkdtemp(prefix="iflow2api-template-"))
+        env = {k: v for k, v in os.environ.items()
+               if k not in {"DATABASE_URL", "DJANGO_SETTINGS_MODULE"}}
+        env.update(IFLOW2API_HOME=str(home), IMPORT_IFLOW_SETTINGS="0")
+        subprocess.run([sys.executable, "-m", "iflow2api_site.cli", "migrate", "--noinput",
+                        "--verbosity", "0"], cwd=ROOT, env=env, capture_output=True,
+                       timeout=300, check=True)
+        atexit.register(shutil.rmtree, home, ignore_errors=True)
+        _migrated["db"] = home / "db.sqlite3"
+    return _migrated["db"]
 
 
 def free_port() -> int:
@@ -90,6 +109,11 @@ class GatewayServer:
         return self
 
     def wait_up(self, timeout: float) -> None:
+        database = Path(self.env["IFLOW2API_HOME"]) / "db.sqlite3"
+        if (not self.env.get("DATABASE_URL") and database.parent.is_dir()
+                and not database.exists()):
+            shutil.copyfile(migrated_database(), database)
+            database.chmod(0o600)
         with self.log_path.open("wb") as log:  # the server holds its own copy
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "iflow2api_site.cli", "serve", "--port", str(self.port)],
