@@ -4,6 +4,7 @@ upstream errors, the account pool."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -107,6 +108,9 @@ def test_spend_and_cached_tokens_of_streams_are_counted(server, upstream):
     unpriced model's add cached tokens and no spend."""
     server.cli("setprice", "kimi-k2", "--input", "0.27", "--cached-input", "0.07",
                "--output", "1.10", "--currency", "USD")
+    # Another process changed the prices: the server's routing snapshot (which holds them) may
+    # have been loaded just before, and lives 2 s (accounts/services.py SNAPSHOT_TTL_SECONDS).
+    time.sleep(2.3)
     usage = {"prompt_tokens": 1200, "completion_tokens": 50, "total_tokens": 1250,
              "prompt_cache_hit_tokens": 1024}  # DeepSeek's field: 0.0001742 USD at these prices
     upstream.default = lambda r: sc.text("ok", usage=usage)
