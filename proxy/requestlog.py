@@ -27,9 +27,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from functools import cache
+from functools import cache, partial
 
-from django.db import close_old_connections, connection, transaction
+from django.db import (
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+    transaction,
+)
 
 from iflow2api_lib.redact import redact
 
@@ -113,24 +119,43 @@ def row_values(r: RequestRecord, known_accounts: set[int]) -> tuple[object, ...]
             connection.ops.adapt_decimalfield_value(r.cost, 20, 10), r.currency[:3])
 
 
-def write_rows(records: list[RequestRecord], stats: Stats) -> None:
+def write_rows(records: list[RequestRecord], stats: Stats, *, keep_connection: bool = False
+               ) -> None:
     """Inserts rows in one transaction (in the writer thread, or at exit). Accounts deleted in
-    the meantime are logged as none."""
-    from accounts.models import Account
-
-    close_old_connections()
+    the meantime are logged as none. The writer thread keeps its connection between batches
+    (`keep_connection`: opening one per batch was a tenth of its work) and opens a new one
+    when the kept one fails, trying the batch once more."""
+    if not keep_connection:
+        close_old_connections()
     try:
-        ids = {r.account_id for r in records if r.account_id is not None}
-        known = set(Account.objects.filter(pk__in=ids).values_list("pk", flat=True))
-        rows = [row_values(r, known) for r in records]
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.executemany(insert_sql(connection.vendor), rows)
-        stats.written += len(records)
+        for attempt in (1, 2):
+            try:
+                _insert(records)
+            except (OperationalError, InterfaceError):
+                if not keep_connection or attempt == 2:
+                    raise
+                connection.close()  # gone (a restarted database, say): reconnect and retry
+                continue
+            stats.written += len(records)
+            return
     except Exception:
         stats.failed += len(records)
         log.exception("request log: could not write %d rows", len(records))
+        if keep_connection:
+            connection.close()
     finally:
-        close_old_connections()
+        if not keep_connection:
+            close_old_connections()
+
+
+def _insert(records: list[RequestRecord]) -> None:
+    from accounts.models import Account
+
+    ids = {r.account_id for r in records if r.account_id is not None}
+    known = set(Account.objects.filter(pk__in=ids).values_list("pk", flat=True))
+    rows = [row_values(r, known) for r in records]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(insert_sql(connection.vendor), rows)
 
 
 class _Writer:
@@ -171,8 +196,8 @@ class _Writer:
                 self.collecting.append(self.queue.get_nowait())
             batch, self.collecting = self.collecting, []
             try:
-                await self.loop.run_in_executor(self.owner.executor, write_rows, batch,
-                                                self.stats)
+                await self.loop.run_in_executor(self.owner.executor, partial(
+                    write_rows, batch, self.stats, keep_connection=True))
             finally:
                 for _ in batch:
                     self.queue.task_done()

@@ -17,15 +17,18 @@ class SSEDataParser:
         self._data: list[str] = []
 
     def feed(self, chunk: bytes) -> list[str]:
-        self._buffer += chunk
+        buffer = self._buffer + chunk if self._buffer else chunk
+        end = buffer.rfind(b"\n")
+        if end < 0:
+            self._buffer = buffer
+            return []
+        self._buffer = buffer[end + 1 :]
+        # One decode and one split per chunk (a 20-event chunk was sliced and decoded line by
+        # line). A newline is never part of a multi-byte UTF-8 sequence, so decoding the whole
+        # lines at once gives what decoding each line gives.
         events: list[str] = []
-        while True:
-            newline = self._buffer.find(b"\n")
-            if newline < 0:
-                break
-            line = self._buffer[:newline].rstrip(b"\r")
-            self._buffer = self._buffer[newline + 1 :]
-            self._take_line(line.decode("utf-8", errors="replace"), events)
+        for line in buffer[:end].decode("utf-8", errors="replace").split("\n"):
+            self._take_line(line.rstrip("\r"), events)
         return events
 
     def close(self) -> list[str]:
