@@ -270,8 +270,8 @@ OUR_PAGES = ("/accounts/add/", "/accounts/add/?preset=deepseek", "/admin/connect
              "/admin/proxy/requestlog/", "/admin/")
 
 
-@pytest.mark.parametrize(("lang", "theme"), [("en", "light"), ("en", "dark"),
-                                             ("zh-hans", "light"), ("zh-hans", "dark")])
+# Each language and each theme once (every page takes ~0.25 s; the four combinations took 70 s).
+@pytest.mark.parametrize(("lang", "theme"), [("en", "light"), ("zh-hans", "dark")])
 def test_no_console_errors_on_any_admin_page(browser, server, every_admin_page, lang, theme):
     context, page, errors = open_admin(browser, server, lang=lang, theme=theme)
     try:
