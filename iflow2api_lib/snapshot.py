@@ -1,9 +1,16 @@
 """A value the hot path reads from memory, reloaded from the database at most every few
-seconds (in a thread: the ORM is synchronous). One request at a time reloads it."""
+seconds (in a thread: the ORM is synchronous).
+
+Never older than its TTL: past the TTL, or once marked stale, the next caller reloads it and
+every caller waits for that one load. Under steady traffic the load happens before that: a
+call in the second half of the TTL starts one reload in the background and gets the current
+value, so requests do not queue behind a reload every TTL (a c=50 tail of the benchmark)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import logging
 import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -11,6 +18,8 @@ from typing import Generic, TypeVar
 from asgiref.sync import sync_to_async
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 class Snapshot(Generic[T]):
@@ -21,20 +30,66 @@ class Snapshot(Generic[T]):
         # None: never loaded, or marked stale. Not 0.0: the monotonic clock may be younger than
         # the TTL (a machine up for less than that), and "loaded at 0" would then look fresh.
         self.loaded_at: float | None = None
+        # Bumped by invalidate(): a load that began before the mark must not make its (older)
+        # value look fresh.
+        self.generation = 0
         self.lock = asyncio.Lock()
+        self.refresh: asyncio.Task[None] | None = None  # the background reload, if one runs
+        # The loaded_at of a value whose background reload failed: not tried again for it (a
+        # database that is down is not asked on every call); past the TTL a caller reloads.
+        self.refresh_failed_for: float | None = None
+
+    def age(self) -> float | None:
+        if self.value is None or self.loaded_at is None:
+            return None
+        return time.monotonic() - self.loaded_at
 
     def fresh(self) -> bool:
-        return (self.value is not None and self.loaded_at is not None
-                and time.monotonic() - self.loaded_at < self.ttl_seconds)
+        age = self.age()
+        return age is not None and age < self.ttl_seconds
 
     async def get(self) -> T:
-        if not self.fresh():
-            async with self.lock:
-                if not self.fresh():
-                    self.value = await sync_to_async(self.load)()
-                    self.loaded_at = time.monotonic()
+        age = self.age()
+        if age is not None and age < self.ttl_seconds:
+            if age >= self.ttl_seconds / 2:
+                self._refresh_ahead()
+            assert self.value is not None
+            return self.value
+        async with self.lock:
+            if not self.fresh():
+                await self._reload()
         assert self.value is not None
         return self.value
 
     def invalidate(self) -> None:
         self.loaded_at = None
+        self.generation += 1
+
+    async def _reload(self) -> None:
+        generation = self.generation
+        value = await sync_to_async(self.load)()
+        self.value = value
+        # Marked stale meanwhile: keep the value for the callers waiting now, load again next.
+        self.loaded_at = time.monotonic() if generation == self.generation else None
+
+    def _refresh_ahead(self) -> None:
+        loop = asyncio.get_running_loop()
+        running = self.refresh
+        if running is not None and not running.done() and running.get_loop() is loop:
+            return
+        if self.refresh_failed_for is not None and self.refresh_failed_for == self.loaded_at:
+            return
+        # A fresh context: the reload belongs to no request (its logs carry no request id).
+        self.refresh = loop.create_task(self._refresh_quietly(), name="snapshot-refresh",
+                                        context=contextvars.Context())
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            async with self.lock:
+                age = self.age()
+                if age is None or age >= self.ttl_seconds / 2:  # nobody reloaded meanwhile
+                    await self._reload()
+        except Exception:
+            # The value stays; past the TTL a caller reloads it and sees the error itself.
+            self.refresh_failed_for = self.loaded_at
+            log.warning("reloading a snapshot in the background failed", exc_info=True)

@@ -37,3 +37,84 @@ def test_invalidation_holds_on_a_young_monotonic_clock(monkeypatch: pytest.Monke
     snapshot.invalidate()
     assert not snapshot.fresh()
     assert asyncio.run(snapshot.get()) is not first
+
+
+def test_past_half_its_ttl_it_reloads_in_the_background_and_never_serves_older_than_the_ttl(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under traffic the reload happens before the TTL, while callers get the current value
+    (they do not queue behind a reload); past the TTL a caller waits for the new value."""
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    loads: list[int] = []
+
+    def load() -> int:
+        loads.append(len(loads) + 1)
+        return loads[-1]
+
+    async def scenario() -> list[int]:
+        snapshot = Snapshot(load, ttl_seconds=2)
+        seen = [await snapshot.get()]           # loaded: 1
+        clock[0] += 0.9
+        seen.append(await snapshot.get())       # young: 1, no reload
+        assert snapshot.refresh is None
+        clock[0] += 0.3                         # 1.2 s old: served, reloaded behind
+        seen.append(await snapshot.get())
+        seen.append(await snapshot.get())       # one reload at a time
+        assert snapshot.refresh is not None
+        await snapshot.refresh
+        seen.append(await snapshot.get())       # the reloaded value: 2
+        clock[0] += 2.5                         # past the TTL: the caller waits for 3
+        seen.append(await snapshot.get())
+        return seen
+
+    assert asyncio.run(scenario()) == [1, 1, 1, 1, 2, 3]
+    assert loads == [1, 2, 3]
+
+
+def test_a_load_that_began_before_an_invalidation_is_not_taken_as_fresh() -> None:
+    """The value read by a reload that was running when this process changed the data is
+    older than the change: the next call loads again."""
+    snapshot: Snapshot[int]
+    loads: list[int] = []
+
+    def load() -> int:
+        loads.append(len(loads) + 1)
+        if len(loads) == 1:
+            snapshot.invalidate()  # the change lands while the first load reads
+        return loads[-1]
+
+    async def scenario() -> list[int]:
+        return [await snapshot.get(), await snapshot.get()]
+
+    snapshot = Snapshot(load, ttl_seconds=3600)
+    assert asyncio.run(scenario()) == [1, 2]
+
+
+def test_a_failed_background_reload_keeps_the_value_and_the_caller_past_the_ttl_sees_it(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    calls = [0]
+
+    def load() -> str:
+        calls[0] += 1
+        if calls[0] > 1:
+            raise RuntimeError("database gone")
+        return "first"
+
+    async def scenario() -> str:
+        snapshot = Snapshot(load, ttl_seconds=2)
+        await snapshot.get()
+        clock[0] += 1.5
+        value = await snapshot.get()
+        assert snapshot.refresh is not None
+        await snapshot.refresh  # failed quietly: logged, the value kept
+        assert await snapshot.get() == "first"
+        assert calls[0] == 2  # not tried again for the same value
+        clock[0] += 1.0
+        with pytest.raises(RuntimeError, match="database gone"):
+            await snapshot.get()
+        return value
+
+    assert asyncio.run(scenario()) == "first"
+    assert "reloading a snapshot in the background failed" in caplog.text
