@@ -128,16 +128,14 @@ def write_rows(records: list[RequestRecord], stats: Stats, *, keep_connection: b
     if not keep_connection:
         close_old_connections()
     try:
-        for attempt in (1, 2):
-            try:
-                _insert(records)
-            except (OperationalError, InterfaceError):
-                if not keep_connection or attempt == 2:
-                    raise
-                connection.close()  # gone (a restarted database, say): reconnect and retry
-                continue
-            stats.written += len(records)
-            return
+        try:
+            _insert(records)
+        except (OperationalError, InterfaceError):
+            if not keep_connection:
+                raise
+            connection.close()  # gone (a restarted database, say): once more on a new one
+            _insert(records)
+        stats.written += len(records)
     except Exception:
         stats.failed += len(records)
         log.exception("request log: could not write %d rows", len(records))
