@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
 
 from iflow2api_lib.snapshot import Snapshot
 
 
-def test_loaded_once_within_the_ttl_and_again_when_invalidated() -> None:
+def counting_loader() -> tuple[list[int], Callable[[], int]]:
+    """A load that returns 1, 2, 3, … and the list of what it returned."""
     loads: list[int] = []
 
     def load() -> int:
         loads.append(len(loads) + 1)
         return loads[-1]
+
+    return loads, load
+
+
+def test_loaded_once_within_the_ttl_and_again_when_invalidated() -> None:
+    _, load = counting_loader()
 
     async def scenario() -> list[int]:
         snapshot = Snapshot(load, ttl_seconds=3600)
@@ -45,11 +53,7 @@ def test_past_half_its_ttl_it_reloads_in_the_background_and_never_serves_older_t
     (they do not queue behind a reload); past the TTL a caller waits for the new value."""
     clock = [1000.0]
     monkeypatch.setattr(time, "monotonic", lambda: clock[0])
-    loads: list[int] = []
-
-    def load() -> int:
-        loads.append(len(loads) + 1)
-        return loads[-1]
+    loads, load = counting_loader()
 
     async def scenario() -> list[int]:
         snapshot = Snapshot(load, ttl_seconds=2)
