@@ -15,10 +15,14 @@ settings are still loading.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import secrets
+import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -203,3 +207,62 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             entry["stack_info"] = redact(self.formatStack(record.stack_info))
         return orjson.dumps(entry, default=str).decode()
+
+
+# --- the console handler ------------------------------------------------------------------------
+
+
+class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler whose lines logged on a running event loop are written together, once
+    per pass of the loop (`call_soon`): one write and flush instead of one per line. At proxy
+    rates the per-line write of the access log took ~7 % of a streaming request's CPU. A line
+    waits at most for the callbacks already queued; lines logged elsewhere (other threads, no
+    loop running) are written at once, after the waiting ones, so the order is kept. The
+    handler's lock (held around `emit` by `Handler.handle`) guards the waiting lines."""
+
+    max_waiting = 256  # a burst of lines in one pass is written without waiting further
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._waiting: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        self._waiting.append(line)
+        if loop is None or len(self._waiting) >= self.max_waiting:
+            try:
+                self._write_waiting()
+            except Exception:
+                self.handleError(record)
+        elif len(self._waiting) == 1:
+            loop.call_soon(self._write_soon)
+
+    def flush(self) -> None:  # raises like StreamHandler's (logging.shutdown expects that)
+        with self.lock:  # type: ignore[union-attr]
+            self._write_waiting()
+
+    def _write_soon(self) -> None:
+        # Reported like Handler.handleError, not raised: the loop would log the failure
+        # through this handler again, once per pass.
+        with self.lock:  # type: ignore[union-attr]
+            try:
+                self._write_waiting()
+            except Exception:
+                if logging.raiseExceptions:
+                    with contextlib.suppress(Exception):
+                        traceback.print_exc(file=sys.stderr)
+
+    def _write_waiting(self) -> None:
+        text, self._waiting = "".join(self._waiting), []
+        if text:
+            self.stream.write(text)
+        if self.stream and hasattr(self.stream, "flush"):
+            self.stream.flush()

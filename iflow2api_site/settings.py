@@ -228,7 +228,8 @@ LOGGING = {
         "plain": {"()": "iflow2api_lib.logs.PlainFormatter"},
         "json": {"()": "iflow2api_lib.logs.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT,
+    "handlers": {"console": {"class": "iflow2api_lib.logs.LoopBatchedStreamHandler",
+                             "formatter": LOG_FORMAT,
                              "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {

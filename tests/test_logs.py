@@ -22,6 +22,7 @@ import pytest
 from iflow2api_lib import logs
 from iflow2api_lib.logs import (
     JsonFormatter,
+    LoopBatchedStreamHandler,
     PlainFormatter,
     RequestIdFilter,
     accept_request_id,
@@ -85,9 +86,10 @@ def test_a_sane_client_request_id_is_kept_and_anything_else_replaced():
     assert accept_request_id(None) != accept_request_id(None)
 
 
-def capture(formatter: logging.Formatter) -> tuple[logging.Logger, io.StringIO]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
+def capture(formatter: logging.Formatter,
+            stream: io.StringIO | None = None) -> tuple[logging.Logger, io.StringIO]:
+    stream = stream or io.StringIO()
+    handler = LoopBatchedStreamHandler(stream)  # the console handler of the settings
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(formatter)
     logger = logging.getLogger(f"tests.logs.{uuid.uuid4().hex}")
@@ -136,6 +138,64 @@ def test_plain_lines_show_the_request_id():
     first, second = stream.getvalue().splitlines()
     assert re.fullmatch(r"\S+ \S+ ERROR tests\.logs\.\w+ \[trace-7\] key=\[redacted\]", first)
     assert second.endswith("[-] idle")
+
+
+class WriteCounter(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_lines_logged_on_a_loop_are_written_together_at_the_end_of_its_pass_in_order():
+    stream = WriteCounter()
+    logger, _ = capture(PlainFormatter(fmt="%(message)s"), stream)
+    logger.info("before the loop")  # no loop running: written at once
+    assert (stream.getvalue(), stream.writes) == ("before the loop\n", 1)
+
+    async def burst() -> list[str]:
+        for n in range(3):
+            logger.info("on the loop %d", n)
+        seen = [stream.getvalue()]  # nothing written yet: the lines wait for the pass to end
+        # A thread's line goes out at once, after the waiting ones.
+        await asyncio.to_thread(logger.warning, "from a thread")
+        seen.append(stream.getvalue())
+        logger.info("after")
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        seen.append(stream.getvalue())
+        return seen
+
+    waiting, after_thread, at_end = asyncio.run(burst())
+    assert waiting == "before the loop\n"
+    assert after_thread == "before the loop\non the loop 0\non the loop 1\non the loop 2\n" \
+        "from a thread\n"
+    assert at_end == after_thread + "after\n"
+    assert stream.writes == 3  # the three loop lines and the thread's went out in one write
+
+
+def test_waiting_lines_are_written_by_flush_and_past_the_cap():
+    stream = WriteCounter()
+    logger, _ = capture(PlainFormatter(fmt="%(message)s"), stream)
+    (handler,) = logger.handlers
+
+    async def log_then_flush() -> tuple[str, str]:
+        logger.info("one")
+        before = stream.getvalue()
+        handler.flush()  # logging.shutdown at exit does this
+        return before, stream.getvalue()
+
+    assert asyncio.run(log_then_flush()) == ("", "one\n")
+
+    async def many() -> int:
+        for n in range(LoopBatchedStreamHandler.max_waiting):
+            logger.info("%d", n)
+        return len(stream.getvalue().splitlines())
+
+    assert asyncio.run(many()) == 1 + LoopBatchedStreamHandler.max_waiting
 
 
 def test_a_bad_format_string_is_left_to_the_handler():
