@@ -102,14 +102,15 @@ def stream_body(
             if not pending.done():  # committed before the first chunk: headers out now
                 yield b"".join(session.start()) or session.keepalive
             while True:
-                done, _ = await asyncio.wait({pending, stop}, timeout=keepalive_seconds,
-                                             return_when=asyncio.FIRST_COMPLETED)
+                if not pending.done():  # often it is: read while the last batch was sent
+                    await asyncio.wait({pending, stop}, timeout=keepalive_seconds,
+                                       return_when=asyncio.FIRST_COMPLETED)
                 if stop.done() and not stop.cancelled():
                     error = ApiError(503, gettext("the server is shutting down; retry the "
                                                   "request"), "server_shutting_down")
                     yield b"".join(session.fail(error))
                     return
-                if not done:
+                if not pending.done():
                     yield session.keepalive
                     continue
                 try:
