@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
+import sys
+import threading
 from datetime import datetime
 
 import anthropic
@@ -161,6 +164,42 @@ def test_batches_are_written_by_the_writer_thread():
     asyncio.run(go())
     assert RequestLog.objects.count() == 250
     assert writer.stats.written == 250
+
+
+def thread_nice(executor) -> int:
+    return executor.submit(lambda: os.getpriority(os.PRIO_PROCESS,
+                                                  threading.get_native_id())).result()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="threads are niced one by one on Linux only")
+def test_the_writer_thread_runs_at_the_lowest_priority_and_nothing_else_does():
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    writer = RequestLogWriter()
+    try:
+        assert thread_nice(writer.executor) == requestlog.LOW_PRIORITY_NICE == 19
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own
+        assert os.getpriority(os.PRIO_PROCESS, os.getpid()) == own  # not the whole process
+    finally:
+        writer.executor.shutdown()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="threads are niced one by one on Linux only")
+@pytest.mark.django_db(transaction=True)
+def test_a_backlog_is_written_by_a_normal_priority_thread_until_it_is_short():
+    writer = RequestLogWriter()
+    count = requestlog.BACKLOG_ROWS + 5 * requestlog.BATCH_SIZE
+
+    async def go() -> None:
+        for i in range(count):  # all queued before the writer task runs at all
+            writer.log(record(tokens_in=i))
+        await writer.flush()
+
+    asyncio.run(go())
+    assert RequestLog.objects.count() == count == writer.stats.written
+    # Batches taken while BACKLOG_ROWS or more still waited: 1,400 … 1,000 left after each.
+    assert writer.stats.catch_up_batches == 5
+    assert thread_nice(writer.catch_up_executor()) == os.getpriority(os.PRIO_PROCESS, 0)
+    assert thread_nice(writer.executor) == 19
 
 
 @pytest.mark.django_db(transaction=True)
