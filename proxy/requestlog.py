@@ -15,12 +15,10 @@ server's loop hands batches (100 rows, or whatever arrived within 0.5 s) to one 
 that bulk-creates them. What is still queued at exit is written by an atexit hook the Runtime
 registers, best effort.
 
-On Linux the writer thread runs at the lowest CPU priority (nice 19; Linux nices threads one by
-one). At normal priority a batch's ~1.5 ms of CPU delayed the event loop's thread when it woke
-(the kernel let the running writer finish its slice first): that was the c=1 p99, 4.0 -> 2.8 ms
-with the low priority (bench/seqclient.py). A low-priority thread can fall behind on a saturated
-core, so once more than BACKLOG_ROWS wait, batches go to a second thread at normal priority
-until the queue is short again: nothing is dropped for the sake of latency.
+The writer thread runs at the lowest CPU priority (iflow2api_lib/threads.py): at normal
+priority its batches were most of the c=1 p99 (4.0 -> 2.8 ms without). A low-priority thread
+can fall behind on a saturated core, so once BACKLOG_ROWS or more wait, batches go to a second
+thread at normal priority until the queue is short again: nothing is dropped for latency.
 """
 
 from __future__ import annotations
@@ -29,9 +27,6 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import os
-import sys
-import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,6 +43,7 @@ from django.db import (
 )
 
 from iflow2api_lib.redact import redact
+from iflow2api_lib.threads import low_priority_executor
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +52,6 @@ BATCH_SIZE = 100
 FLUSH_SECONDS = 0.5
 ERROR_MAX = 500
 BACKLOG_ROWS = 10 * BATCH_SIZE  # waiting rows past which the normal-priority thread writes
-LOW_PRIORITY_NICE = 19
 
 
 @dataclass
@@ -169,17 +164,6 @@ def _insert(records: list[RequestRecord]) -> None:
         cursor.executemany(insert_sql(connection.vendor), rows)
 
 
-def lower_thread_priority() -> None:
-    """The calling thread at the lowest CPU priority, on Linux only: elsewhere setpriority
-    applies to the whole process."""
-    if sys.platform != "linux":
-        return
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOW_PRIORITY_NICE)
-    except OSError as exc:  # a sandbox that forbids it: only latency is at stake
-        log.debug("request log: writer priority unchanged (%s)", exc)
-
-
 class _Writer:
     """The queue of one event loop and the task that drains it."""
 
@@ -247,8 +231,7 @@ class RequestLogWriter:
         # told of each record as it is logged (the Runtime passes the Prometheus counters'
         # metrics.observe, which never raises)
         self.on_record = on_record
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="requestlog",
-                                           initializer=lower_thread_priority)
+        self.executor = low_priority_executor("requestlog")
         self._catch_up: ThreadPoolExecutor | None = None
         self._writer: _Writer | None = None
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+import threading
 import time
 from collections.abc import Callable
 
 import pytest
 
 from iflow2api_lib.snapshot import Snapshot
+from iflow2api_lib.threads import LOW_PRIORITY_NICE
 
 
 def counting_loader() -> tuple[list[int], Callable[[], int]]:
@@ -73,6 +77,30 @@ def test_past_half_its_ttl_it_reloads_in_the_background_and_never_serves_older_t
 
     assert asyncio.run(scenario()) == [1, 1, 1, 1, 2, 3]
     assert loads == [1, 2, 3]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="threads are niced one by one on Linux only")
+def test_only_the_background_reload_runs_at_the_lowest_priority() -> None:
+    """Nobody waits for a background reload: its thread yields the core to the event loop's.
+    A reload a caller waits for keeps the normal priority."""
+    nice: list[int] = []
+
+    def load() -> int:
+        nice.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return len(nice)
+
+    async def scenario() -> None:
+        snapshot = Snapshot(load, ttl_seconds=0.2)
+        await snapshot.get()                    # the first load: a caller waits
+        await asyncio.sleep(0.12)
+        await snapshot.get()                    # second half of the TTL: in the background
+        assert snapshot.refresh is not None
+        await snapshot.refresh
+
+    own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    asyncio.run(scenario())
+    assert nice == [own, LOW_PRIORITY_NICE]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own
 
 
 def test_a_load_that_began_before_an_invalidation_is_not_taken_as_fresh() -> None:

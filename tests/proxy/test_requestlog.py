@@ -17,6 +17,7 @@ import httpx
 import pytest
 from django.utils import timezone
 
+from iflow2api_lib.threads import LOW_PRIORITY_NICE
 from proxy import requestlog
 from proxy.models import RequestLog
 from proxy.requestlog import RequestLogWriter, RequestRecord, clean_error
@@ -176,7 +177,7 @@ def test_the_writer_thread_runs_at_the_lowest_priority_and_nothing_else_does():
     own = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     writer = RequestLogWriter()
     try:
-        assert thread_nice(writer.executor) == requestlog.LOW_PRIORITY_NICE == 19
+        assert thread_nice(writer.executor) == LOW_PRIORITY_NICE == 19
         assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own
         assert os.getpriority(os.PRIO_PROCESS, os.getpid()) == own  # not the whole process
     finally:
