@@ -26,7 +26,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,6 +39,7 @@ from accounts.models import Account
 from accounts.refresh import OAUTH, credential_kind
 from iflow2api_lib.redis_client import SharedRedis, configured
 from iflow2api_lib.scope import runtime_of
+from iflow2api_lib.threads import low_priority_executor
 from instances.budgets import budget_status
 from instances.models import Instance
 from instances.state_messages import shown
@@ -143,7 +143,8 @@ class StatusPublisher:
         self.last_sent = float("-inf")
         self.heartbeat: asyncio.Handle | None = None
         # One thread: publishes happen in order, so an older count never overwrites a newer one.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="status")
+        # Nobody waits for them: lowest priority (iflow2api_lib/threads.py).
+        self.executor = low_priority_executor("status")
 
     def my_id(self) -> str:
         # Re-made after a fork: a child must not publish under its parent's key.
