@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.db import InterfaceError, OperationalError, connection
 
 from iflow2api_lib.threads import low_priority_executor
 
@@ -78,7 +77,7 @@ class Snapshot(Generic[T]):
             if self.background is None:
                 self.background = low_priority_executor("snapshot-refresh")
             value = await asyncio.get_running_loop().run_in_executor(
-                self.background, self._load_keeping_connection)
+                self.background, self.load)
         else:
             value = await sync_to_async(self.load)()
         self.value = value
@@ -106,12 +105,3 @@ class Snapshot(Generic[T]):
             # The value stays; past the TTL a caller reloads it and sees the error itself.
             self.refresh_failed_for = self.loaded_at
             log.warning("reloading a snapshot in the background failed", exc_info=True)
-
-    def _load_keeping_connection(self) -> T:
-        # The thread keeps its database connection between reloads; one the database dropped
-        # is closed, so the next reload opens a new one.
-        try:
-            return self.load()
-        except (OperationalError, InterfaceError):
-            connection.close()
-            raise
