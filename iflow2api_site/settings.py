@@ -147,7 +147,13 @@ if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0,
                                                   conn_health_checks=True)}
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = env_bool("DATABASE_POOL", True)
+        # Threads that keep a connection between jobs (the sync thread of the ORM calls, the
+        # request log's writer and its catch-up thread, the live status thread) plus the ones
+        # that borrow one (snapshot reloads, account workers): psycopg_pool's default of 4
+        # leaves requests waiting for a connection.
+        pool_size = max(int(env_float("DATABASE_POOL_SIZE", 10)), 4)
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = env_bool("DATABASE_POOL", True) \
+            and {"min_size": 2, "max_size": pool_size}
 else:
     DATABASES = {
         "default": {
