@@ -225,6 +225,9 @@ class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self, stream: Any = None) -> None:
         super().__init__(stream)
         self._waiting: list[str] = []
+        # The loop whose queue holds a `_write_soon`. Another loop's line queues one there too:
+        # a loop may stop, or be closed, before it runs what it queued.
+        self._queued_on: asyncio.AbstractEventLoop | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -242,7 +245,8 @@ class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 self._write_waiting()
             except Exception:
                 self.handleError(record)
-        elif len(self._waiting) == 1:
+        elif self._queued_on is not loop:
+            self._queued_on = loop
             loop.call_soon(self._write_soon)
 
     def flush(self) -> None:  # raises like StreamHandler's (logging.shutdown expects that)
@@ -253,6 +257,7 @@ class LoopBatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         # Reported like Handler.handleError, not raised: the loop would log the failure
         # through this handler again, once per pass.
         with self.lock:  # type: ignore[union-attr]
+            self._queued_on = None
             try:
                 self._write_waiting()
             except Exception:

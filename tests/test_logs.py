@@ -177,6 +177,29 @@ def test_lines_logged_on_a_loop_are_written_together_at_the_end_of_its_pass_in_o
     assert stream.writes == 3  # the three loop lines and the thread's went out in one write
 
 
+def test_a_line_left_by_a_loop_that_closed_goes_out_with_the_next_loops_lines():
+    stream = WriteCounter()
+    logger, _ = capture(PlainFormatter(fmt="%(message)s"), stream)
+
+    loop = asyncio.new_event_loop()
+
+    def log_then_stop() -> None:
+        logger.info("left behind")
+        loop.stop()  # at the end of this pass: before the write the line queued
+
+    loop.call_soon(log_then_stop)
+    loop.run_forever()
+    loop.close()
+    assert stream.getvalue() == ""
+
+    async def log_then_pass() -> None:
+        logger.info("next")
+        await asyncio.sleep(0)
+
+    asyncio.run(log_then_pass())
+    assert stream.getvalue() == "left behind\nnext\n"
+
+
 def test_waiting_lines_are_written_by_flush_and_past_the_cap():
     stream = WriteCounter()
     logger, _ = capture(PlainFormatter(fmt="%(message)s"), stream)
