@@ -148,9 +148,8 @@ if DATABASE_URL:
                                                   conn_health_checks=True)}
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         # Threads that keep a connection between jobs (the sync thread of the ORM calls, the
-        # request log's writer and its catch-up thread, the live status thread) plus the ones
-        # that borrow one (snapshot reloads, account workers): psycopg_pool's default of 4
-        # leaves requests waiting for a connection.
+        # request log's writer and its catch-up thread) plus the ones that borrow one (snapshot
+        # reloads, account workers): psycopg_pool's default of 4 leaves little for requests.
         pool_size = max(int(env_float("DATABASE_POOL_SIZE", 10)), 4)
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = env_bool("DATABASE_POOL", True) \
             and {"min_size": 2, "max_size": pool_size}
