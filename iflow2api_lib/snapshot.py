@@ -7,9 +7,9 @@ call in the second half of the TTL starts one reload in the background and gets 
 value, so requests do not queue behind a reload every TTL (a c=50 tail of the benchmark).
 Nobody waits for that reload, so it runs in a thread of its own at the lowest CPU priority
 (iflow2api_lib/threads.py): at normal priority the reloads were a fifth of the c=1 p99. That
-one thread serves every snapshot of the process and gives its database connection back after
-each load: with PostgreSQL's pool (a few connections a process) a connection kept by an idle
-thread is one that requests then wait for (30 s, and a PoolTimeout)."""
+thread gives its database connection back after each load: with PostgreSQL's pool (a few
+connections a process) a connection kept by an idle thread is one that requests then wait for
+(30 s, then a PoolTimeout)."""
 
 from __future__ import annotations
 
@@ -29,16 +29,6 @@ from iflow2api_lib.threads import low_priority_executor
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
-
-_background: ThreadPoolExecutor | None = None  # the background reloads' thread (all snapshots)
-
-
-def background_executor() -> ThreadPoolExecutor:
-    global _background
-    if _background is None:
-        _background = low_priority_executor("snapshot-refresh")
-    return _background
-
 
 def _load_then_release(load: Callable[[], T]) -> T:
     try:
@@ -60,6 +50,7 @@ class Snapshot(Generic[T]):
         self.generation = 0
         self.lock = asyncio.Lock()
         self.refresh: asyncio.Task[None] | None = None  # the background reload, if one runs
+        self.background: ThreadPoolExecutor | None = None  # its thread, made on first use
         # The loaded_at of a value whose background reload failed: not tried again for it (a
         # database that is down is not asked on every call); past the TTL a caller reloads.
         self.refresh_failed_for: float | None = None
@@ -93,8 +84,10 @@ class Snapshot(Generic[T]):
     async def _reload(self, *, background: bool = False) -> None:
         generation = self.generation
         if background:
+            if self.background is None:
+                self.background = low_priority_executor("snapshot-refresh")
             value = await asyncio.get_running_loop().run_in_executor(
-                background_executor(), _load_then_release, self.load)
+                self.background, _load_then_release, self.load)
         else:
             value = await sync_to_async(self.load)()
         self.value = value

@@ -1,7 +1,7 @@
 """PostgreSQL's connection pool (DATABASE_POOL, DATABASE_POOL_SIZE) on a real gateway: the
 threads beside the event loop give back what they borrow, so requests never wait for a
-connection. The background reloads of the routing, directory and budget snapshots once ran in
-a thread each and kept their connections: with a pool of 4, requests then waited 30 s."""
+connection. The background reloads of the routing, directory and budget snapshots (a thread
+each) once kept their connections: with a pool of 4, requests then waited 30 s."""
 
 from __future__ import annotations
 

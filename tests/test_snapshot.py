@@ -103,29 +103,6 @@ def test_only_the_background_reload_runs_at_the_lowest_priority() -> None:
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own
 
 
-def test_one_thread_reloads_every_snapshot_in_the_background() -> None:
-    """Not a thread per snapshot: each kept a database connection, which PostgreSQL's pool then
-    lacked for requests (tests/test_database_pool.py)."""
-    threads: list[int] = []
-
-    def load() -> int:
-        threads.append(threading.get_ident())
-        return len(threads)
-
-    async def scenario() -> None:
-        first, second = Snapshot(load, ttl_seconds=0.2), Snapshot(load, ttl_seconds=0.2)
-        await first.get()
-        await second.get()
-        await asyncio.sleep(0.12)
-        await first.get()                       # both in the background now
-        await second.get()
-        assert first.refresh is not None and second.refresh is not None
-        await asyncio.gather(first.refresh, second.refresh)
-
-    asyncio.run(scenario())
-    assert len(threads) == 4 and threads[2] == threads[3] != threads[0]
-
-
 def test_a_load_that_began_before_an_invalidation_is_not_taken_as_fresh() -> None:
     """The value read by a reload that was running when this process changed the data is
     older than the change: the next call loads again."""
