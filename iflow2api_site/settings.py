@@ -152,7 +152,10 @@ if DATABASE_URL:
         # reloads, account workers): psycopg_pool's default of 4 leaves little for requests.
         pool_size = max(int(env_float("DATABASE_POOL_SIZE", 10)), 4)
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = env_bool("DATABASE_POOL", True) \
-            and {"min_size": 2, "max_size": pool_size}
+            and {"min_size": 2, "max_size": pool_size,
+                 # How long a query waits for a connection, then fails (API: 503). psycopg_pool's
+                 # 30 s held requests that long when the database was down.
+                 "timeout": max(env_float("DATABASE_POOL_TIMEOUT", 5.0), 0.1)}
 else:
     DATABASES = {
         "default": {

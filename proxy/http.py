@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, StreamingHttpResponse
 from django.utils import translation
 from django.utils.translation import gettext
@@ -19,6 +20,8 @@ from proxy.errors import ApiError
 from proxy.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+DATABASE_RETRY_AFTER = 5.0  # seconds: a restarting database is usually back within a few
 
 
 @dataclass
@@ -103,6 +106,13 @@ async def call_handler(
         translation.activate(language)
     try:
         return await handler(request)
+    except (OperationalError, InterfaceError) as exc:
+        # Not a bug of ours: the database is down or out of connections (the pool waited
+        # DATABASE_POOL_TIMEOUT). Clients may retry; the log gets one line, no traceback.
+        log.warning("database unavailable in %s: %s", request.path, exc)
+        return render_error(ApiError(503, gettext(
+            "the gateway's database is unavailable; retry the request later"),
+            "database_unavailable", retry_after=DATABASE_RETRY_AFTER))
     except Exception:
         log.exception("unhandled error in %s", request.path)
         return render_error(ApiError(500, gettext("internal error in the gateway"),
