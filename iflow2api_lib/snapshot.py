@@ -30,11 +30,12 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
+
 def _load_then_release(load: Callable[[], T]) -> T:
     try:
         return load()
     finally:
-        connections.close_all()  # this thread's only: back to the pool (see the docstring)
+        connections.close_all()  # this thread's only: back to the pool (see above)
 
 
 class Snapshot(Generic[T]):

@@ -21,7 +21,7 @@ from proxy.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-DATABASE_RETRY_AFTER = 5.0  # seconds: a restarting database is usually back within a few
+DATABASE_RETRY_AFTER = 5.0  # seconds: a restarting database is usually back within that
 
 
 @dataclass
