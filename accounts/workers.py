@@ -14,22 +14,13 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from django.db import close_old_connections, connections
+from iflow2api_lib.threads import with_released_connections
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 MAX_WORKERS = 4
-
-
-def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a sync ORM job in a worker thread with fresh, then released, connections."""
-    close_old_connections()
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        connections.close_all()  # this thread's connections only
 
 
 def _log_failure(future: Future[Any]) -> None:
@@ -47,11 +38,11 @@ class AccountWorkers:
 
     def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
         """Run `fn(*args, **kwargs)` in a worker thread; returns at once."""
-        future = self.executor.submit(in_thread, fn, *args, **kwargs)
+        future = self.executor.submit(with_released_connections, fn, *args, **kwargs)
         future.add_done_callback(_log_failure)
         return future
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Await `fn(*args)` run in a worker thread (from the event loop)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, in_thread, fn, *args)
+        return await loop.run_in_executor(self.executor, with_released_connections, fn, *args)

@@ -22,20 +22,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.db import connections
 
-from iflow2api_lib.threads import low_priority_executor
+from iflow2api_lib.threads import low_priority_executor, with_released_connections
 
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
-
-
-def _load_then_release(load: Callable[[], T]) -> T:
-    try:
-        return load()
-    finally:
-        connections.close_all()  # this thread's only: back to the pool (see above)
 
 
 class Snapshot(Generic[T]):
@@ -88,7 +80,7 @@ class Snapshot(Generic[T]):
             if self.background is None:
                 self.background = low_priority_executor("snapshot-refresh")
             value = await asyncio.get_running_loop().run_in_executor(
-                self.background, _load_then_release, self.load)
+                self.background, with_released_connections, self.load)
         else:
             value = await sync_to_async(self.load)()
         self.value = value

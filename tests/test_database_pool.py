@@ -10,14 +10,18 @@ import time
 
 import httpx
 import psycopg
+from psycopg import sql
 
+from accounts.services import SNAPSHOT_TTL_SECONDS as ROUTING_TTL
+from instances.budgets import SNAPSHOT_TTL_SECONDS as BUDGETS_TTL
+from instances.services import DIRECTORY_TTL_SECONDS
 from tests.conftest import FAKE_KEY
 from tests.fakes.upstream import FakeUpstream
 from tests.servers import GatewayServer
 from tests.services import PG_ADMIN_URL, fresh_postgres_database, require_postgres
 
 BODY = {"model": "glm-5", "messages": [{"role": "user", "content": "hi"}]}
-SNAPSHOT_TTL = 2.0  # accounts/services.py, instances/services.py, instances/budgets.py
+SNAPSHOT_TTL = max(ROUTING_TTL, BUDGETS_TTL, DIRECTORY_TTL_SECONDS)
 
 
 def test_the_smallest_pool_serves_requests_while_every_snapshot_reloads(
@@ -78,7 +82,8 @@ def test_an_unreachable_database_is_a_quick_503_in_each_clients_format_then_serv
 def set_connections(database: str, *, allowed: bool) -> None:
     """Lets our own test database take connections or not (and drops the ones it has)."""
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS {str(allowed).lower()}')
+        admin.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
+            sql.Identifier(database), sql.SQL("true" if allowed else "false")))
         if not allowed:
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                           "WHERE datname = %s", (database,))
