@@ -32,6 +32,13 @@ def make_key(server: GatewayServer, name: str) -> str:
     return server.cli("createkey", "--instance", "default", "--name", name).stdout.split()[-1]
 
 
+def start_early_in_a_minute() -> None:
+    """The per-minute window is the clock's minute: a test that counts requests in it must not
+    straddle a minute's end (CI once saw the window reset between two of its requests)."""
+    if time.time() % 60 > 45:
+        time.sleep(60 - time.time() % 60 + 0.05)
+
+
 def set_rule(server: GatewayServer, scope: str, **limits: int) -> None:
     server.shell(RULE.format(scope=scope, limits=limits))
     time.sleep(2.5)  # every process rereads its instance directory within 2 s
@@ -53,6 +60,7 @@ def limited(fake_iflow):
 def test_per_key_requests_per_minute_answer_429_in_each_clients_format(limited, upstream):
     alice, bob = limited.keys
     set_rule(limited, "key", requests_per_minute=2)
+    start_early_in_a_minute()
     assert [chat(limited, alice).status_code for _ in range(2)] == [200, 200]
     refused = chat(limited, alice)
     assert refused.status_code == 429
@@ -136,6 +144,7 @@ def test_refusals_are_in_the_request_log(limited, upstream):
 def test_responses_are_counted_and_refused_in_the_openai_shape(limited, upstream):
     carol = make_key(limited, "carol")  # a fresh key: nothing counted for it yet this minute
     set_rule(limited, "key", requests_per_minute=2)
+    start_early_in_a_minute()
     client = openai.OpenAI(base_url=limited.url + "/v1", api_key=carol, max_retries=0)
     assert client.responses.create(model="glm-5", input="hi").status == "completed"
     assert chat(limited, carol).status_code == 200  # one rule for every API of the key
