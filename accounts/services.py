@@ -17,6 +17,7 @@ from django.db import close_old_connections
 from django.db.models import Q
 from django.utils import timezone
 
+from accounts import config_version
 from accounts.models import Account, ModelInfo
 from accounts.pricing import Prices, prices_of
 from iflow2api_lib.scope import runtime_of
@@ -125,9 +126,7 @@ def load_routing() -> Routing:
     # Runs outside Django's request cycle (the API fast path): drop a broken or expired
     # connection here, as the request signals would.
     close_old_connections()
-    # A cooldown ends by itself: show the account as active again once it is over.
-    Account.objects.filter(state=Account.State.COOLING, cooldown_until__lt=timezone.now()).update(
-        state=Account.State.ACTIVE, cooldown_until=None)
+    end_cooldowns()
     routing = Routing()
     unusable = [Account.State.BLOCKED, Account.State.NEEDS_LOGIN]
     listing = accounts_with_models()
@@ -173,9 +172,22 @@ def load_routing() -> Routing:
     return routing
 
 
+def end_cooldowns() -> None:
+    """A cooldown ends by itself: show the account as active again once it is over (the
+    change moves the configuration version: the snapshots reload)."""
+    Account.objects.filter(state=Account.State.COOLING, cooldown_until__lt=timezone.now()).update(
+        state=Account.State.ACTIVE, cooldown_until=None)
+
+
+def routing_version() -> int | None:
+    close_old_connections()
+    end_cooldowns()  # before the read: a cooldown it ends moves the number
+    return config_version.read()
+
+
 def routing_snapshot() -> Snapshot[Routing]:
     """A process's routing snapshot (its Runtime holds it; tests build their own)."""
-    return Snapshot(load_routing, SNAPSHOT_TTL_SECONDS)
+    return Snapshot(load_routing, SNAPSHOT_TTL_SECONDS, version=routing_version)
 
 
 class HoldsRouting(Protocol):

@@ -9,7 +9,13 @@ Nobody waits for that reload, so it runs in a thread of its own at the lowest CP
 (iflow2api_lib/threads.py): at normal priority the reloads were a fifth of the c=1 p99. That
 thread gives its database connection back after each load: with PostgreSQL's pool (a few
 connections a process) a connection kept by an idle thread is one that requests then wait for
-(30 s, then a PoolTimeout)."""
+(30 s, then a PoolTimeout).
+
+With a `version` (a cheap read of a number that moves whenever the loaded rows change:
+accounts/config_version.py), a reload past the TTL first reads the number and keeps the value
+when it has not moved; a snapshot marked stale, one without a number, and one fully loaded
+more than FULL_RELOAD_SECONDS ago load in full (what the number could miss is never older
+than that)."""
 
 from __future__ import annotations
 
@@ -27,13 +33,19 @@ from iflow2api_lib.threads import low_priority_executor, with_released_connectio
 
 T = TypeVar("T")
 
+FULL_RELOAD_SECONDS = 30.0
+
 log = logging.getLogger(__name__)
 
 
 class Snapshot(Generic[T]):
-    def __init__(self, load: Callable[[], T], ttl_seconds: float) -> None:
+    def __init__(self, load: Callable[[], T], ttl_seconds: float,
+                 version: Callable[[], object | None] | None = None) -> None:
         self.load = load
         self.ttl_seconds = ttl_seconds
+        self.version = version
+        self.loaded_version: object | None = None  # the number the value was loaded at
+        self.fully_loaded_at: float | None = None
         self.value: T | None = None  # the last one loaded (None before the first)
         # None: never loaded, or marked stale. Not 0.0: the monotonic clock may be younger than
         # the TTL (a machine up for less than that), and "loaded at 0" would then look fresh.
@@ -76,16 +88,30 @@ class Snapshot(Generic[T]):
 
     async def _reload(self, *, background: bool = False) -> None:
         generation = self.generation
+        full = self.loaded_at is None  # never loaded, or marked stale
         if background:
             if self.background is None:
                 self.background = low_priority_executor("snapshot-refresh")
-            value = await asyncio.get_running_loop().run_in_executor(
-                self.background, with_released_connections, self.load)
+            loaded = await asyncio.get_running_loop().run_in_executor(
+                self.background, with_released_connections, self._fetch, full)
         else:
-            value = await sync_to_async(self.load)()
-        self.value = value
+            loaded = await sync_to_async(self._fetch)(full)
+        if loaded is not None:
+            self.value, self.loaded_version, self.fully_loaded_at = loaded
         # Marked stale meanwhile: keep the value for the callers waiting now, load again next.
         self.loaded_at = time.monotonic() if generation == self.generation else None
+
+    def _fetch(self, full: bool) -> tuple[T, object | None, float] | None:
+        """(value, its version, when) from the database, or None when the version says the
+        value is still the current one (runs in a thread)."""
+        version = self.version() if self.version is not None else None
+        if (not full and version is not None and version == self.loaded_version
+                and self.value is not None and self.fully_loaded_at is not None
+                and time.monotonic() - self.fully_loaded_at < FULL_RELOAD_SECONDS):
+            return None
+        # The number is read before the rows: a change between the two is loaded now and
+        # loaded again at the next check, never missed.
+        return self.load(), version, time.monotonic()
 
     def _refresh_ahead(self) -> None:
         loop = asyncio.get_running_loop()

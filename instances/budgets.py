@@ -20,6 +20,7 @@ from django.db import close_old_connections
 from django.db.models import Q, Sum
 from django.utils import timezone
 
+from accounts import config_version
 from iflow2api_lib.scope import runtime_of
 from iflow2api_lib.snapshot import Snapshot
 
@@ -166,7 +167,7 @@ class BudgetStore:
 
     def __init__(self) -> None:
         self.table: Snapshot[dict[tuple[str, int], list[BudgetRef]]] = Snapshot(
-            load_budgets, SNAPSHOT_TTL_SECONDS)
+            load_budgets, SNAPSHOT_TTL_SECONDS, version=config_version.read)
         self.warned: set[tuple[int, int]] = set()  # (budget, period start) logged as near
 
     async def budgets_for(self, instance_id: int, key_id: int | None) -> list[BudgetRef]:

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from accounts import config_version
 from iflow2api_lib.scope import runtime_of
 from iflow2api_lib.snapshot import Snapshot
 from instances.models import DEFAULT_INSTANCE, ClientKey, Instance, hash_key
@@ -161,7 +162,7 @@ def load_directory() -> Directory:
 
 def directory_snapshot() -> Snapshot[Directory]:
     """A process's instance directory (its Runtime holds it; tests build their own)."""
-    return Snapshot(load_directory, DIRECTORY_TTL_SECONDS)
+    return Snapshot(load_directory, DIRECTORY_TTL_SECONDS, version=config_version.read)
 
 
 class HoldsDirectory(Protocol):

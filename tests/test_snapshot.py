@@ -150,3 +150,73 @@ def test_a_failed_background_reload_keeps_the_value_and_the_caller_past_the_ttl_
 
     assert asyncio.run(scenario()) == "first"
     assert "reloading a snapshot in the background failed" in caplog.text
+
+
+def test_with_a_version_it_reloads_only_when_the_number_moved(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the TTL the version is read first; an unchanged number keeps the value (no load),
+    a moved one loads. Marked stale, a missing number, or a full load older than
+    FULL_RELOAD_SECONDS load in full whatever the number says."""
+    from iflow2api_lib import snapshot as module
+
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    loads, load = counting_loader()
+    version: list[int | None] = [7]
+    checks: list[int | None] = []
+
+    def read_version() -> int | None:
+        checks.append(version[0])
+        return version[0]
+
+    async def scenario() -> list[int]:
+        snapshot = Snapshot(load, ttl_seconds=2, version=read_version)
+        seen = [await snapshot.get()]         # first load
+        clock[0] += 3
+        seen.append(await snapshot.get())     # past the TTL, same number: no load
+        assert snapshot.fresh()               # and fresh again for another TTL
+        version[0] = 8
+        clock[0] += 3
+        seen.append(await snapshot.get())     # the number moved: load
+        snapshot.invalidate()
+        seen.append(await snapshot.get())     # marked stale: load, the number unchanged
+        version[0] = None
+        clock[0] += 3
+        seen.append(await snapshot.get())     # no number: load
+        clock[0] += 3
+        seen.append(await snapshot.get())     # still none: load again
+        version[0] = 9
+        clock[0] += 3
+        seen.append(await snapshot.get())     # a number again (it differs): load
+        clock[0] += module.FULL_RELOAD_SECONDS
+        seen.append(await snapshot.get())     # same number, but the full load is too old
+        clock[0] += 3
+        seen.append(await snapshot.get())     # and now recent again: no load
+        return seen
+
+    assert asyncio.run(scenario()) == [1, 1, 2, 3, 4, 5, 6, 7, 7]
+    assert loads == [1, 2, 3, 4, 5, 6, 7]
+    assert len(checks) == 9  # the number is read on every reload, full or not
+
+
+def test_a_version_check_in_the_background_keeps_the_value_and_its_freshness(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refresh ahead of the TTL (second half) checks the number too: unchanged, the value
+    stays and counts as just confirmed."""
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    loads, load = counting_loader()
+
+    async def scenario() -> None:
+        snapshot = Snapshot(load, ttl_seconds=2, version=lambda: 1)
+        assert await snapshot.get() == 1
+        clock[0] += 1.5
+        assert await snapshot.get() == 1  # starts the background check
+        assert snapshot.refresh is not None
+        await snapshot.refresh
+        assert snapshot.loaded_at == clock[0]
+        if snapshot.background is not None:
+            snapshot.background.shutdown()
+
+    asyncio.run(scenario())
+    assert loads == [1]
