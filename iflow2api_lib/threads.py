@@ -50,7 +50,7 @@ def with_released_connections(fn: Callable[..., T], *args: Any, **kwargs: Any) -
     """Runs a sync ORM job in a worker thread on fresh connections and gives them back after:
     with PostgreSQL's pool (a few connections a process) a connection an idle thread keeps is
     one that requests then wait for. A SQLite connection is kept (no pool to give it back to;
-    opening one costs ~1 ms of CPU, ten times a snapshot's version check)."""
+    opening one costs ~1 ms of CPU, many times a snapshot's version check)."""
     close_old_connections()
     try:
         return fn(*args, **kwargs)
