@@ -22,7 +22,7 @@ from django.utils.translation import gettext
 from proxy.errors import ApiError
 from proxy.http import SSE_HEADERS, StreamResult
 from proxy.lifecycle import Lifecycle
-from upstream.types import UpstreamError
+from upstream.types import FinalBatch, UpstreamError
 
 Batches = AsyncIterator[list[dict]]
 
@@ -123,19 +123,29 @@ def stream_body(
                     if out:
                         yield b"".join(out)
                     return
-                pending = asyncio.ensure_future(_next(batches))
+                final = isinstance(batch, FinalBatch)
+                if not final:
+                    pending = asyncio.ensure_future(_next(batches))
                 out = [data for chunk in batch for data in session.feed(chunk)]
+                if final:  # nothing follows: the ending goes out in the same write
+                    out += ending()
+                    yield b"".join(out)
+                    return
                 if out:
                     yield b"".join(out)
-            try:
-                out = session.close()
-            except ApiError as exc:
-                error = exc
-                out = session.fail(exc)
+            out = ending()
             if out:
                 yield b"".join(out)
         finally:
             await cleanup()
+
+    def ending() -> list[bytes]:
+        nonlocal error
+        try:
+            return session.close()
+        except ApiError as exc:
+            error = exc
+            return session.fail(exc)
 
     return StreamResult(body(), headers=list(SSE_HEADERS), cleanup=cleanup)
 

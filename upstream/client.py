@@ -20,7 +20,7 @@ from iflow2api_lib.wire import loads
 from upstream.images import ImageFetcher
 from upstream.providers.base import Provider
 from upstream.sse import SSEDataParser, SSEEvent, SSEEventParser
-from upstream.types import PreparedRequest, UpstreamError
+from upstream.types import FinalBatch, PreparedRequest, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -145,14 +145,14 @@ class UpstreamClient:
                     batch, ended = _event_batch(provider, parser.feed(raw), first=count == 0)
                     if batch:
                         count += len(batch)
-                        yield batch
+                        yield FinalBatch(batch) if ended else batch
                     if ended:
                         break
                 else:
                     batch, ended = _event_batch(provider, parser.close(), first=count == 0)
                     if batch:
                         count += len(batch)
-                        yield batch
+                        yield FinalBatch(batch) if ended else batch
         except (TimeoutError, aiohttp.ClientError) as exc:
             if not ended:
                 raise _transport_error(exc, started=count > 0) from exc
@@ -185,17 +185,15 @@ class UpstreamClient:
                 parser = SSEDataParser()
                 async for raw in response.content.iter_any():
                     batch, end.done = _parse_batch(provider, parser.feed(raw))
+                    count += end.see(batch)
                     if batch:
-                        end.see(batch)
-                        count += len(batch)
-                        yield batch
+                        yield batch  # a FinalBatch when [DONE] came: may be closed there
                     if end.done:
                         break
                 else:
                     batch, end.done = _parse_batch(provider, parser.close())
+                    count += end.see(batch)
                     if batch:
-                        end.see(batch)
-                        count += len(batch)
                         yield batch
         except (TimeoutError, aiohttp.ClientError) as exc:
             if not end.complete:
@@ -208,8 +206,6 @@ class UpstreamClient:
             # However the body was framed: a close-delimited body cut short ends like a whole one.
             raise UpstreamError(502, "upstream connection lost mid-stream",
                                 "upstream_disconnected")
-        if not end.finished:
-            log.info("upstream sent [DONE] without a finish_reason: taken as complete")
 
     async def fetch_image(
         self, url: str, *, max_bytes: int, timeout: float, allow_private: bool
@@ -252,7 +248,9 @@ class StreamEnd:
         self.open: set[int] = set()  # choices started, no finish_reason yet
         self.closed: set[int] = set()  # choices with their finish_reason
 
-    def see(self, batch: list[dict[str, Any]]) -> None:
+    def see(self, batch: list[dict[str, Any]]) -> int:
+        """Notes the batch's choices; returns its size. Called before the batch is yielded
+        (the relay may close the stream at its last batch)."""
         for chunk in batch:
             choices = chunk.get("choices")
             for choice in choices if isinstance(choices, list) else ():
@@ -265,6 +263,9 @@ class StreamEnd:
                     self.open.discard(index)
                 elif index not in self.closed:
                     self.open.add(index)
+        if self.done and not self.finished:
+            log.info("upstream sent [DONE] without a finish_reason: taken as complete")
+        return len(batch)
 
     @property
     def finished(self) -> bool:
@@ -281,7 +282,7 @@ def _parse_batch(provider: Provider, payloads: list[str]) -> tuple[list[dict[str
     for data in payloads:
         for chunk in _parse_data(provider, data):
             if chunk is None:
-                return batch, True
+                return FinalBatch(batch), True
             batch.append(chunk)
     return batch, False
 
