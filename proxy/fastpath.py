@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
 
 from proxy.adapter import Exchange, Receive, Scope, Send, encode_headers, send_json
 from proxy.http import SSE_HEADERS, JsonResult, StreamResult, call_handler
@@ -25,18 +24,53 @@ async def carry(exchange: Exchange, scope: Scope, receive: Receive, send: Send) 
     route = exchange.route
     # From here on the client may leave at any moment: the work for it stops at once (the
     # upstream request is closed), whether it is still being prepared or already streaming.
-    client_left = asyncio.ensure_future(_client_leaves(receive))
+    # The handler and the relay run in this request's own task, which the client's leaving
+    # cancels: a task of their own each cost two loop passes and a task per request.
+    watch = _ClientWatch(receive)
     try:
-        result = await _unless_client_leaves(
-            call_handler(route.handler, exchange.request, route.render_error), client_left,
-            exchange)
+        result = await call_handler(route.handler, exchange.request, route.render_error)
         if isinstance(result, JsonResult):
             await send_json(send, result)
-        elif result is not None:
+        else:
             exchange.stream = result  # the adapter runs its cleanup however this ends
-            await _send_stream(send, client_left, result)
+            await _relay(send, result)
+    except asyncio.CancelledError:
+        if not watch.stopped_us():
+            raise  # cancelled for another reason (the server's own shutdown): not ours
     finally:
-        client_left.cancel()
+        watch.close()
+
+
+class _ClientWatch:
+    """Cancels the current task when the client goes away (the request body was read
+    before), until closed."""
+
+    __slots__ = ("_cancelled", "_leaving", "_task")
+
+    def __init__(self, receive: Receive) -> None:
+        self._task = asyncio.current_task()
+        self._cancelled = False
+        self._leaving = asyncio.ensure_future(_client_leaves(receive))
+        self._leaving.add_done_callback(self._left)
+
+    def _left(self, leaving: asyncio.Future[None]) -> None:
+        # Closed, the watch does nothing: a callback scheduled just before must not cancel
+        # what follows the answer (the stream's cleanup, the access line).
+        if self._task is not None and not leaving.cancelled():
+            self._cancelled = True
+            self._task.cancel()
+
+    def stopped_us(self) -> bool:
+        """Whether the CancelledError being handled came from the client's leaving (and from
+        nothing else): then it is consumed."""
+        if self._task is None or not self._cancelled:
+            return False
+        self._cancelled = False
+        return self._task.uncancel() == 0
+
+    def close(self) -> None:
+        self._task = None
+        self._leaving.cancel()
 
 
 async def _client_leaves(receive: Receive) -> None:
@@ -45,51 +79,12 @@ async def _client_leaves(receive: Receive) -> None:
         pass
 
 
-async def _unless_client_leaves(
-    work: Awaitable[JsonResult | StreamResult], client_left: asyncio.Future[None],
-    exchange: Exchange,
-) -> JsonResult | StreamResult | None:
-    """The handler's result, or None when the client left first (the handler is cancelled
-    at once). A result that comes just as the client leaves is returned: a stream's relay
-    then ends it. A stream that comes as this request is cancelled itself goes to the
-    exchange, whose cleanup the adapter runs."""
-    task = asyncio.ensure_future(work)
-
-    def stop(_left: asyncio.Future[None]) -> None:
-        task.cancel()
-
-    client_left.add_done_callback(stop)  # cheaper per request than asyncio.wait
-    try:
-        return await task
-    except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():  # this request is cancelled itself
-            if task.done() and not task.cancelled() and isinstance(task.result(), StreamResult):
-                exchange.stream = task.result()
-            raise
-        return None
-    finally:
-        client_left.remove_done_callback(stop)
-
-
-async def _send_stream(send: Send, client_left: asyncio.Future[None],
-                       result: StreamResult) -> None:
-    """Relays the stream; a disconnect cancels it at once (closing the upstream request).
-    Its cleanup is the adapter's (never started or not, it runs)."""
-
-    async def relay() -> None:
-        extra = [h for h in result.headers if h not in SSE_HEADERS]
-        await send({"type": "http.response.start", "status": result.status,
-                    "headers": [*SSE_START_HEADERS, *encode_headers(extra)]})
-        async with contextlib.aclosing(result.chunks) as chunks:
-            async for chunk in chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
-
-    relay_task = asyncio.ensure_future(relay())
-    try:
-        await asyncio.wait({relay_task, client_left}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        relay_task.cancel()
-        with contextlib.suppress(BaseException):
-            await relay_task
+async def _relay(send: Send, result: StreamResult) -> None:
+    """Relays the stream; its cleanup is the adapter's (started or not, it runs)."""
+    extra = [h for h in result.headers if h not in SSE_HEADERS]
+    await send({"type": "http.response.start", "status": result.status,
+                "headers": [*SSE_START_HEADERS, *encode_headers(extra)]})
+    async with contextlib.aclosing(result.chunks) as chunks:
+        async for chunk in chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
