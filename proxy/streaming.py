@@ -129,7 +129,8 @@ def stream_body(
                 out = [data for chunk in batch for data in session.feed(chunk)]
                 if final:  # nothing follows: the ending goes out in the same write
                     out += ending()
-                    yield b"".join(out)
+                    if out:
+                        yield b"".join(out)
                     return
                 if out:
                     yield b"".join(out)
