@@ -145,14 +145,14 @@ class UpstreamClient:
                     batch, ended = _event_batch(provider, parser.feed(raw), first=count == 0)
                     if batch:
                         count += len(batch)
-                        yield FinalBatch(batch) if ended else batch
+                        yield batch
                     if ended:
                         break
                 else:
                     batch, ended = _event_batch(provider, parser.close(), first=count == 0)
                     if batch:
                         count += len(batch)
-                        yield FinalBatch(batch) if ended else batch
+                        yield batch
         except (TimeoutError, aiohttp.ClientError) as exc:
             if not ended:
                 raise _transport_error(exc, started=count > 0) from exc
@@ -325,7 +325,8 @@ def _parse_data(provider: Provider, data: str) -> list[dict[str, Any] | None]:
 def _event_batch(provider: Provider, events: list[SSEEvent],
                  *, first: bool) -> tuple[list[SSEEvent], bool]:
     """Parsed events (data as a dict; unparsable ones skipped), and whether the stream ended
-    (message_stop or an error event). An error event that comes first raises."""
+    (message_stop or an error event: the batch is then a FinalBatch). An error event that
+    comes first raises."""
     batch: list[SSEEvent] = []
     for event in events:
         try:
@@ -342,10 +343,10 @@ def _event_batch(provider: Provider, events: list[SSEEvent],
             if first and not batch and error is not None:
                 raise error
             batch.append(event)
-            return batch, True
+            return FinalBatch(batch), True
         batch.append(event)
         if kind == "message_stop":
-            return batch, True
+            return FinalBatch(batch), True
     return batch, False
 
 
