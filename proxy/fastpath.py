@@ -69,6 +69,10 @@ class _ClientWatch:
         return self._task.uncancel() == 0
 
     def close(self) -> None:
+        if self._task is not None and self._cancelled:
+            # The handler swallowed our cancel (a cleanup that suppresses it): give the
+            # request back, so what follows does not see it as being cancelled.
+            self._task.uncancel()
         self._task = None
         self._leaving.cancel()
 
