@@ -89,9 +89,12 @@ def stream_body(
             return
         finished = True
         stop.cancel()
-        pending.cancel()  # a no-op when done; awaiting also retrieves a finished result
-        with contextlib.suppress(BaseException):
-            await pending
+        if not pending.done():
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+        elif not pending.cancelled():
+            pending.exception()  # retrieved (not raised: see body), so asyncio logs nothing
         await _close(batches)
         if on_finish is not None:
             await on_finish(error)
@@ -113,16 +116,20 @@ def stream_body(
                 if not pending.done():
                     yield session.keepalive
                     continue
-                try:
-                    batch = pending.result()
-                except StopAsyncIteration:
+                # The outcome is read, never re-raised here: a raise would add this frame to
+                # the traceback of the exception the task keeps, a reference cycle (frame →
+                # task → exception → frame) holding the whole request until a full
+                # garbage-collector pass, which under load is what costs the most.
+                failure = pending.exception()
+                if isinstance(failure, StopAsyncIteration):
                     break
-                except Exception as exc:  # every failure becomes an in-band event
-                    error = _as_api_error(exc)
+                if failure is not None:  # every failure becomes an in-band event
+                    error = _as_api_error(failure)
                     out = session.fail(error)
                     if out:
                         yield b"".join(out)
                     return
+                batch = pending.result()
                 final = isinstance(batch, FinalBatch)
                 if not final:
                     pending = asyncio.ensure_future(_next(batches))
