@@ -27,14 +27,18 @@ def test_media_type_matches_twisted(value: bytes) -> None:
 
 def test_tune_for_serving_freezes_start_up_objects_and_patches_twisted() -> None:
     interval = sys.getswitchinterval()
+    thresholds = gc.get_threshold()
     try:
         tuning.tune_for_serving()
         assert gc.get_freeze_count() > 0
+        # Full passes are rarer; the young and middle generations keep Python's thresholds.
+        assert gc.get_threshold() == (*thresholds[:2], tuning.FULL_PASS_AFTER)
         assert sys.getswitchinterval() == tuning.SWITCH_INTERVAL_SECONDS
         assert http._parseContentType is tuning.media_type
         assert http.HTTPFactory.log is tuning.no_access_line
     finally:
         http.HTTPFactory.log = TWISTED_ACCESS_LINE  # type: ignore[method-assign]
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
         sys.setswitchinterval(interval)
         http._parseContentType = TWISTED_PARSER
