@@ -27,13 +27,14 @@ import functools
 import math
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
+
+from iflow2api_lib.ids import random_hex
 
 MINUTE, HOUR, DAY = 60, 3600, 86400
 # A stream slot is held at most this long unless released: longer than any sane stream, short
@@ -228,6 +229,12 @@ class LocalLimiter:
             del leases[lease]
         return len(leases)
 
+    def _at_limit(self, bucket_id: str, limit: int, now: float) -> bool:
+        # Dropping expired leases walks them all: with thousands of streams open that walk
+        # per admission was quadratic, so it is done only when the count reaches the limit.
+        held = len(self._leases.get(bucket_id) or ())
+        return held >= limit and self._live(bucket_id, now) >= limit
+
     def _sweep(self, now: float) -> None:
         # Per-IP buckets come and go: drop counters whose window is over, now and then.
         if now < self._sweep_at:
@@ -253,7 +260,7 @@ class LocalLimiter:
                            if self._used(b.id, kind, window_start(now, period)) >= limit]
                 if b.tpm is not None and self._used(b.id, "t", minute) >= b.tpm:
                     blocks.append((b, "t"))
-                if stream and b.streams is not None and self._live(b.id, now) >= b.streams:
+                if stream and b.streams is not None and self._at_limit(b.id, b.streams, now):
                     blocks.append((b, "s"))
             if blocks:
                 return refusal(blocks, now)
@@ -263,7 +270,7 @@ class LocalLimiter:
             slots = tuple(b.id for b in relevant if stream and b.streams is not None)
             if not slots:
                 return ADMITTED
-            lease = uuid.uuid4().hex
+            lease = random_hex(32)
             for bucket_id in slots:
                 self._leases.setdefault(bucket_id, {})[lease] = now + self.lease_seconds
         return Admission(True, lease=lease, slots=slots)
