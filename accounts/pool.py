@@ -19,7 +19,6 @@ import itertools
 import logging
 import math
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,6 +32,7 @@ from django.utils.translation import gettext
 from accounts.affinity import LocalAffinity, RedisAffinity, build_affinity
 from accounts.models import Account
 from accounts.services import AccountRef, Routing, invalidate_routing
+from iflow2api_lib.ids import random_hex
 from iflow2api_lib.redis_client import SharedRedis
 from iflow2api_lib.snapshot import Snapshot
 
@@ -294,7 +294,7 @@ class AccountPool:
                  for i, a in enumerate(order)]
         ranked = sorted(loads, key=lambda item: (item[2].id != prefer, item[0], item[1]))
         for _, _, account in ranked:
-            token = uuid.uuid4().hex
+            token = random_hex(32)
             if not account.max_concurrency:
                 return Lease(account, token, counted=False)
             if await self.slots.try_take(account, token):

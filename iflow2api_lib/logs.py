@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import re
-import secrets
 import sys
 import time
 import traceback
@@ -30,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from iflow2api_lib.ids import random_hex
 from iflow2api_lib.redact import redact
 
 Scope = MutableMapping[str, Any]
@@ -50,7 +50,7 @@ access_log = logging.getLogger("iflow2api.access")
 
 
 def new_request_id() -> str:
-    return "req_" + secrets.token_hex(12)
+    return "req_" + random_hex(24)
 
 
 def accept_request_id(value: bytes | str | None) -> str:

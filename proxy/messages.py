@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.utils.translation import gettext
 
+from iflow2api_lib.ids import random_hex
 from iflow2api_lib.wire import sse_event
 from proxy.affinity import conversation_of
 from proxy.errors import ApiError
@@ -50,7 +50,7 @@ PING = sse_event("ping", {"type": "ping"})
 
 
 def new_message_id() -> str:
-    return "msg_" + uuid.uuid4().hex[:24]
+    return "msg_" + random_hex(24)
 
 
 def anthropic_error(error: ApiError, request_id: str | None = None) -> JsonResult:

@@ -9,7 +9,7 @@ and `content` is never left empty.
 
 from __future__ import annotations
 
-import uuid
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,9 @@ REASONING_SEPARATOR = "\n\n"
 
 
 def new_completion_id() -> str:
-    return "chatcmpl-" + uuid.uuid4().hex[:24]
+    # Unique, not secret: no system call per id (iflow2api_lib/ids.py says why; translation
+    # imports only the standard library).
+    return f"chatcmpl-{random.getrandbits(96):024x}"
 
 
 def _reasoning_of(message: dict[str, Any]) -> str:
@@ -141,7 +143,7 @@ class OpenAIStreamNormalizer:
                 state.tool_indexes[upstream_index] = ours
                 out.append({
                     "index": ours,
-                    "id": call.get("id") or f"call_{uuid.uuid4().hex[:24]}",
+                    "id": call.get("id") or f"call_{random.getrandbits(96):024x}",
                     "type": "function",
                     "function": {"name": function.get("name") or "",
                                  "arguments": arguments or ""},
