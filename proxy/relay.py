@@ -178,7 +178,7 @@ class _Relay:
             await self.settle()
             return result
         batches = exchange.open(client, route, prepared, proxy)
-        pending = await open_stream(batches, prelude_seconds=self.opts.prelude_seconds)
+        reads = await open_stream(batches, prelude_seconds=self.opts.prelude_seconds)
 
         async def finish(error: ApiError | None) -> None:
             await self.runtime.pool.release(lease)
@@ -186,7 +186,7 @@ class _Relay:
             await self.settle()
 
         self.trace.stream_started()
-        return stream_body(batches, pending, self.trace.observe(exchange.session(route)),
+        return stream_body(reads, self.trace.observe(exchange.session(route)),
                            lifecycle=self.runtime.lifecycle,
                            keepalive_seconds=self.opts.keepalive_seconds, on_finish=finish)
 

@@ -13,6 +13,7 @@ the generator).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
@@ -42,37 +43,120 @@ class StreamSession(Protocol):
     def fail(self, error: ApiError) -> list[bytes]: ...
 
 
-async def _next(iterator: Batches) -> list[dict]:
-    return await iterator.__anext__()
+class UpstreamReads:
+    """The upstream's batches, read by one task per stream into a queue the relay takes from.
+
+    A task and an `asyncio.wait` (a timer, callbacks on two futures) per batch were a fifth of
+    the gateway's CPU with many paced streams open. Here the relay waits on one future at a
+    time, which a batch, the end of the reads, the server's stop signal or the keep-alive
+    interval completes; the keep-alive timer is one per stream, moved only when it fires.
+    """
+
+    def __init__(self, batches: Batches) -> None:
+        self._batches = batches
+        self._loop = asyncio.get_running_loop()
+        self._ready: collections.deque[list[dict]] = collections.deque()
+        self._failure: BaseException | None = None
+        self.stopped = False  # no batch will follow those ready: the reads ended or failed
+        self._waiter: asyncio.Future[None] | None = None
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for batch in self._batches:
+                self._ready.append(batch)
+                self._wake()
+                if isinstance(batch, FinalBatch):
+                    break  # the upstream said it is done: it is not asked again
+        except Exception as exc:  # any failure ends the stream with an in-band error
+            self._failure = exc  # a cycle through this frame until taken or closed
+        finally:
+            self.stopped = True
+            self._wake()
+
+    @property
+    def has_batch(self) -> bool:
+        return bool(self._ready)
+
+    def take(self) -> list[dict] | None:
+        return self._ready.popleft() if self._ready else None
+
+    def take_failure(self) -> BaseException | None:
+        """Why the reads stopped early; None when the upstream's iterator simply ended."""
+        failure, self._failure = self._failure, None
+        return failure
+
+    def wake_on(self, signal: asyncio.Future[None]) -> None:
+        signal.add_done_callback(self._wake)
+
+    async def wait(self, timeout: float) -> None:
+        """Until a batch is ready, the reads stop, a watched signal fires or `timeout` passed
+        (then nothing is ready: time for a keep-alive)."""
+        if self._ready or self.stopped:
+            return
+        self._deadline = self._loop.time() + timeout
+        if self._timer is None or self._timer.when() > self._deadline:  # none, or too late
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(self._deadline, self._tick)
+        self._waiter = self._loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def _tick(self) -> None:
+        self._timer = None
+        if self._waiter is None:
+            return  # nobody waits; the next wait arms the timer again
+        if self._loop.time() >= self._deadline:
+            self._wake()
+        else:  # the deadline moved on since the timer was set
+            self._timer = self._loop.call_at(self._deadline, self._tick)
+
+    def _wake(self, _signal: object = None) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def close(self) -> None:
+        """Stops reading (a read in progress is cancelled) and closes the upstream iterator."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._reader.done():
+            self._reader.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reader
+        self._failure = None
+        self._ready.clear()
+        await _close(self._batches)
 
 
-async def open_stream(batches: Batches, *, prelude_seconds: float) -> asyncio.Future[list[dict]]:
-    """The pending first batch; raises UpstreamError if the upstream failed within the
-    prelude (the upstream request is closed then)."""
-    pending: asyncio.Future[list[dict]] = asyncio.ensure_future(_next(batches))
+async def open_stream(batches: Batches, *, prelude_seconds: float) -> UpstreamReads:
+    """The stream's reads, its first batch perhaps ready; raises UpstreamError if the upstream
+    failed within the prelude (the upstream request is closed then)."""
+    reads = UpstreamReads(batches)
     try:
-        await asyncio.wait({pending}, timeout=prelude_seconds)
+        await reads.wait(prelude_seconds)
     except BaseException:  # cancelled: the client left meanwhile, the upstream request ends
-        pending.cancel()
-        with contextlib.suppress(BaseException):
-            await pending
-        await _close(batches)
+        await reads.close()
         raise
-    if pending.done() and pending.exception() is not None:
-        exc = pending.exception()
-        await _close(batches)
-        if isinstance(exc, UpstreamError):
-            raise exc
-        if isinstance(exc, StopAsyncIteration):
-            raise UpstreamError(502, gettext("upstream returned an empty stream"), "empty_stream")
-        raise UpstreamError(502, gettext("upstream stream failed: %(error)s")
-                            % {"error": type(exc).__name__}, "upstream_error")
-    return pending
+    if reads.has_batch or not reads.stopped:
+        return reads
+    failure = reads.take_failure()
+    await reads.close()
+    if isinstance(failure, UpstreamError):
+        raise failure
+    if failure is None:
+        raise UpstreamError(502, gettext("upstream returned an empty stream"), "empty_stream")
+    raise UpstreamError(502, gettext("upstream stream failed: %(error)s")
+                        % {"error": type(failure).__name__}, "upstream_error")
 
 
 def stream_body(
-    batches: Batches,
-    pending: asyncio.Future[list[dict]],
+    reads: UpstreamReads,
     session: StreamSession,
     *,
     lifecycle: Lifecycle,
@@ -82,6 +166,7 @@ def stream_body(
     error: ApiError | None = None
     finished = False
     stop = lifecycle.stop_signal()
+    reads.wake_on(stop)
 
     async def cleanup() -> None:
         nonlocal finished
@@ -89,53 +174,39 @@ def stream_body(
             return
         finished = True
         stop.cancel()
-        if not pending.done():
-            pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
-        elif not pending.cancelled():
-            pending.exception()  # retrieved (not raised: see body), so asyncio logs nothing
-        await _close(batches)
+        await reads.close()
         if on_finish is not None:
             await on_finish(error)
 
     async def body() -> AsyncIterator[bytes]:
-        nonlocal pending, error
+        nonlocal error
         try:
-            if not pending.done():  # committed before the first chunk: headers out now
+            if not reads.has_batch:  # committed before the first chunk: headers out now
                 yield b"".join(session.start()) or session.keepalive
             while True:
-                if not pending.done():  # often it is: read while the last batch was sent
-                    await asyncio.wait({pending, stop}, timeout=keepalive_seconds,
-                                       return_when=asyncio.FIRST_COMPLETED)
+                if not reads.has_batch:
+                    await reads.wait(keepalive_seconds)
                 if stop.done() and not stop.cancelled():
                     error = ApiError(503, gettext("the server is shutting down; retry the "
                                                   "request"), "server_shutting_down")
                     yield b"".join(session.fail(error))
                     return
-                if not pending.done():
-                    yield session.keepalive
-                    continue
-                # The outcome is read, never re-raised here: a raise would add this frame to
-                # the traceback of the exception the task keeps, a reference cycle (frame →
-                # task → exception → frame) holding the whole request until a full
-                # garbage-collector pass, which under load is what costs the most.
-                failure = pending.exception()
-                if isinstance(failure, StopAsyncIteration):
-                    break
-                if failure is not None:  # every failure becomes an in-band event
-                    error = _as_api_error(failure)
+                batch = reads.take()
+                if batch is None:
+                    if not reads.stopped:
+                        yield session.keepalive
+                        continue
+                    failure = reads.take_failure()
+                    if failure is None:
+                        break  # the upstream's iterator ended
+                    error = _as_api_error(failure)  # every failure becomes an in-band event
                     out = session.fail(error)
                     if out:
                         yield b"".join(out)
                     return
-                batch = pending.result()
-                final = isinstance(batch, FinalBatch)
-                if not final:
-                    pending = asyncio.ensure_future(_next(batches))
                 out = [data for chunk in batch for data in session.feed(chunk)]
-                if final:  # nothing follows: the ending goes out in the same write
-                    out += ending()
+                if isinstance(batch, FinalBatch):  # nothing follows: the ending goes out
+                    out += ending()                 # in the same write
                     if out:
                         yield b"".join(out)
                     return

@@ -34,8 +34,8 @@ def session() -> OpenAIStreamSession:
 
 
 async def relay(batches: AsyncIterator[list[dict[str, Any]]]) -> list[bytes]:
-    pending = await open_stream(batches, prelude_seconds=5)
-    result = stream_body(batches, pending, session(), lifecycle=Lifecycle(), keepalive_seconds=5)
+    reads = await open_stream(batches, prelude_seconds=5)
+    result = stream_body(reads, session(), lifecycle=Lifecycle(), keepalive_seconds=5)
     return [chunk async for chunk in result.chunks]
 
 

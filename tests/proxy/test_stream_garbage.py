@@ -59,9 +59,9 @@ async def run_stream(upstream: Upstream, *, leave_after: int | None = None
         finished.append((state, error))
 
     batches = upstream()
-    pending = await open_stream(batches, prelude_seconds=5)
+    reads = await open_stream(batches, prelude_seconds=5)
     session = OpenAIStreamSession(OpenAIStreamNormalizer(model="ours", created=1))
-    result = stream_body(batches, pending, session, lifecycle=Lifecycle(), keepalive_seconds=5,
+    result = stream_body(reads, session, lifecycle=Lifecycle(), keepalive_seconds=5,
                          on_finish=on_finish)
     writes: list[bytes] = []
     chunks = result.chunks

@@ -1,0 +1,76 @@
+"""The relay's wake-ups (proxy/streaming.py, UpstreamReads): one reader task and one keep-alive
+timer per stream, no longer a task and an `asyncio.wait` with its own timer per batch.
+
+The timer is moved lazily (re-armed only when it fires), so these check what that must keep:
+no keep-alive while batches keep coming, keep-alives at the interval during a silence, and the
+server's stop signal ending a silent stream at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from proxy.chat import OpenAIStreamSession
+from proxy.lifecycle import Lifecycle
+from proxy.streaming import open_stream, stream_body
+from proxy.translate.openai_chat import OpenAIStreamNormalizer
+
+PING = b": ping\n\n"
+
+
+def chunk(text: str, finish: str | None = None) -> dict[str, Any]:
+    return {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}]}
+
+
+async def collect(batches: AsyncIterator[list[dict[str, Any]]], *, keepalive: float,
+                  lifecycle: Lifecycle | None = None) -> list[tuple[float, bytes]]:
+    reads = await open_stream(batches, prelude_seconds=5)
+    session = OpenAIStreamSession(OpenAIStreamNormalizer(model="ours", created=1))
+    result = stream_body(reads, session, lifecycle=lifecycle or Lifecycle(),
+                         keepalive_seconds=keepalive)
+    started = time.monotonic()
+    return [(time.monotonic() - started, piece) async for piece in result.chunks]
+
+
+def test_no_keepalive_while_batches_keep_coming_and_keepalives_during_a_silence():
+    async def upstream() -> AsyncIterator[list[dict[str, Any]]]:
+        for i in range(12):  # 0.6 s of batches 50 ms apart: each gap under the 0.2 s interval
+            yield [chunk(f"w{i} ")]
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.7)  # silence: keep-alives at 0.2 s, 0.4 s, 0.6 s
+        yield [chunk("end", "stop")]
+
+    writes = asyncio.run(collect(upstream(), keepalive=0.2))
+    pings = [at for at, piece in writes if piece == PING]
+    content = [at for at, piece in writes if piece != PING]
+    last_batch = content[11]
+    assert not [at for at in pings if at < last_batch]  # none while batches came
+    assert 2 <= len(pings) <= 4
+    assert all(b - a >= 0.15 for a, b in zip([last_batch, *pings], pings, strict=False))
+    assert writes[-1][1].endswith(b"data: [DONE]\n\n")
+
+
+def test_the_servers_stop_signal_ends_a_silent_stream_at_once():
+    lifecycle = Lifecycle()
+
+    async def upstream() -> AsyncIterator[list[dict[str, Any]]]:
+        yield [chunk("first ")]
+        await asyncio.sleep(30)
+        yield [chunk("never", "stop")]
+
+    async def main() -> tuple[float, list[tuple[float, bytes]]]:
+        relaying = asyncio.ensure_future(collect(upstream(), keepalive=10, lifecycle=lifecycle))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        await lifecycle.drain(grace_seconds=0)
+        writes = await asyncio.wait_for(relaying, 5)
+        return time.monotonic() - started, writes
+
+    took, writes = asyncio.run(main())
+    assert took < 3
+    assert b"server_shutting_down" in writes[-1][1]
+    assert b"never" not in b"".join(piece for _, piece in writes)
