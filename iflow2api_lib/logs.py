@@ -169,7 +169,13 @@ class PlainFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         if not hasattr(record, "request_id"):
             record.request_id = request_id.get()
-        return redact(super().format(record))
+        line = super().format(record)
+        if (getattr(record, "_redacted", False) and not record.exc_text
+                and not record.stack_info):
+            # RequestIdFilter masked the message; the time, level, logger and request id
+            # (a sane one: accept_request_id) hold no secret: no second pass over the line.
+            return line
+        return redact(line)
 
 
 # Attributes every LogRecord has; anything else was passed as `extra` and becomes a field.

@@ -140,6 +140,23 @@ def test_plain_lines_show_the_request_id():
     assert second.endswith("[-] idle")
 
 
+def test_plain_lines_mask_exceptions_and_records_no_filter_saw():
+    # The filter masks the message; the formatter skips a second pass over such a line only
+    # when nothing else (a traceback, a stack) was added to it.
+    logger, stream = capture(PlainFormatter())
+    try:
+        raise RuntimeError(f"upstream refused key {FAKE_KEY}")
+    except RuntimeError:
+        logger.exception("failed")
+    logger.info("stack", stack_info=True)
+    unfiltered = logging.makeLogRecord({"msg": "key=%s", "args": (FAKE_KEY,), "name": "x",
+                                        "levelno": logging.INFO, "levelname": "INFO"})
+    text = stream.getvalue() + PlainFormatter().format(unfiltered)
+    assert "Traceback" in text and "RuntimeError: upstream refused key" in text
+    assert "key=[redacted]" in text
+    assert FAKE_KEY not in text
+
+
 class WriteCounter(io.StringIO):
     def __init__(self) -> None:
         super().__init__()

@@ -4,6 +4,7 @@ cheap Content-Type parser answers like Twisted's for what Twisted compares it wi
 from __future__ import annotations
 
 import gc
+import logging
 import sys
 
 import pytest
@@ -28,8 +29,14 @@ def test_media_type_matches_twisted(value: bytes) -> None:
 def test_tune_for_serving_freezes_start_up_objects_and_patches_twisted() -> None:
     interval = sys.getswitchinterval()
     thresholds = gc.get_threshold()
+    log_switches = (logging._srcfile, logging.logThreads, logging.logProcesses,  # type: ignore[attr-defined]
+                    logging.logMultiprocessing)
     try:
         tuning.tune_for_serving()
+        record = logging.getLogger("iflow2api.test").makeRecord(
+            "iflow2api.test", logging.INFO, __file__, 1, "m", None, None)
+        assert (record.thread, record.process, record.processName) == (None, None, None)
+        assert logging._srcfile is None  # type: ignore[attr-defined]
         assert gc.get_freeze_count() > 0
         # Full passes are rarer; the young and middle generations keep Python's thresholds.
         assert gc.get_threshold() == (*thresholds[:2], tuning.FULL_PASS_AFTER)
@@ -40,5 +47,7 @@ def test_tune_for_serving_freezes_start_up_objects_and_patches_twisted() -> None
         http.HTTPFactory.log = TWISTED_ACCESS_LINE  # type: ignore[method-assign]
         gc.unfreeze()
         gc.set_threshold(*thresholds)
+        (logging._srcfile, logging.logThreads, logging.logProcesses,  # type: ignore[attr-defined]
+         logging.logMultiprocessing) = log_switches
         sys.setswitchinterval(interval)
         http._parseContentType = TWISTED_PARSER
