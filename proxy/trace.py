@@ -175,6 +175,8 @@ class RelayTrace:
             self.runtime.calibration.observe(self.model, self.estimate, prompt_tokens)
         try:
             usage = self.usage or {}
+            read = read_usage(self.usage) if self.usage else None
+            cost = request_cost(read, self.prices) if read is not None else None
             ttft = None
             if self.stream and self.first_token is not None:
                 ttft = round((self.first_token - self.start) * 1000)
@@ -185,8 +187,8 @@ class RelayTrace:
                 latency_ms=round((time.monotonic() - self.start) * 1000), ttft_ms=ttft,
                 tokens_in=_count(usage.get("prompt_tokens")),
                 tokens_out=_count(usage.get("completion_tokens")),
-                tokens_cached=read_usage(self.usage).cached if self.usage else None,
-                cost=self.cost, currency=self.prices.currency if self.cost is not None
+                tokens_cached=read.cached if read is not None else None,
+                cost=cost, currency=self.prices.currency if cost is not None
                 and self.prices else "",
                 error=clean_error(error, self.secrets), instance=self.instance,
                 key_label=self.key_label, request_body=self.request_body,
