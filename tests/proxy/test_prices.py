@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from datetime import datetime
 from decimal import Decimal
 
@@ -13,6 +14,7 @@ import httpx
 import pytest
 from django.utils import timezone
 
+from accounts.services import SNAPSHOT_TTL_SECONDS
 from proxy import metrics
 from proxy.requestlog import RequestRecord
 from tests.fakes import scenarios as sc
@@ -51,6 +53,9 @@ def test_setprice_then_each_request_has_its_cost(gateway, upstream):
         shown = setprice(gateway, "glm-5")  # no options: shows them
         assert "output 1.1" in shown.stdout and "priced" in shown.stdout
         upstream.script(sc.text("ok", usage=DEEPSEEK))
+        # The CLI is another process: the server's routing snapshot (the prices) takes the
+        # change within its TTL. A faster machine made the chat land inside it.
+        time.sleep(SNAPSHOT_TTL_SECONDS + 0.2)
         start = timezone.now()
         assert chat(gateway).status_code == 200
         # 176 × 0.27 + 1024 × 0.07 + 50 × 1.10 = 174.20 per million tokens
