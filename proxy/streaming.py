@@ -147,12 +147,16 @@ async def open_stream(batches: Batches, *, prelude_seconds: float) -> UpstreamRe
         return reads
     failure = reads.take_failure()
     await reads.close()
-    if isinstance(failure, UpstreamError):
-        raise failure
-    if failure is None:
-        raise UpstreamError(502, gettext("upstream returned an empty stream"), "empty_stream")
-    raise UpstreamError(502, gettext("upstream stream failed: %(error)s")
-                        % {"error": type(failure).__name__}, "upstream_error")
+    try:
+        if isinstance(failure, UpstreamError):
+            raise failure
+        if failure is None:
+            raise UpstreamError(502, gettext("upstream returned an empty stream"),
+                                "empty_stream")
+        raise UpstreamError(502, gettext("upstream stream failed: %(error)s")
+                            % {"error": type(failure).__name__}, "upstream_error")
+    finally:
+        del failure  # this frame is in the raised error's traceback: no cycle through it
 
 
 def stream_body(

@@ -118,3 +118,25 @@ def test_a_stream_the_client_leaves_while_the_upstream_is_silent_is_freed_at_onc
     ref, writes = ended(upstream, leave_after=1)
     assert len(writes) == 1
     assert ref() is None
+
+
+def test_an_upstream_that_fails_before_its_first_batch_leaves_nothing_behind():
+    # open_stream raises the upstream's error (the relay then fails over); once the caller is
+    # done with the error, what the failed upstream request held is freed.
+    refs: list[weakref.ref[RequestState]] = []
+
+    async def upstream() -> AsyncIterator[list[dict[str, Any]]]:
+        state = RequestState()  # held by this frame, which the error's traceback holds
+        refs.append(weakref.ref(state))
+        raise UpstreamError(429, "rate limited", "rate_limit_exceeded")
+        yield [CONTENT]  # an async generator
+
+    async def main() -> str:
+        try:
+            await open_stream(upstream(), prelude_seconds=5)
+        except UpstreamError as error:
+            return error.code or ""
+        return "no error"
+
+    assert asyncio.run(main()) == "rate_limit_exceeded"
+    assert refs and refs[0]() is None
