@@ -22,16 +22,10 @@ from typing import Any
 
 import pytest
 
-from proxy.chat import OpenAIStreamSession
 from proxy.lifecycle import Lifecycle
 from proxy.streaming import open_stream, stream_body
-from proxy.translate.openai_chat import OpenAIStreamNormalizer
+from tests.proxy.test_stream_ending import CONTENT, FINISH, session
 from upstream.types import FinalBatch, UpstreamError
-
-CONTENT = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m",
-           "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hello"},
-                        "finish_reason": None}]}
-FINISH = {**CONTENT, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
 
 Upstream = Callable[[], AsyncIterator[list[dict[str, Any]]]]
 
@@ -60,8 +54,7 @@ async def run_stream(upstream: Upstream, *, leave_after: int | None = None
 
     batches = upstream()
     reads = await open_stream(batches, prelude_seconds=5)
-    session = OpenAIStreamSession(OpenAIStreamNormalizer(model="ours", created=1))
-    result = stream_body(reads, session, lifecycle=Lifecycle(), keepalive_seconds=5,
+    result = stream_body(reads, session(), lifecycle=Lifecycle(), keepalive_seconds=5,
                          on_finish=on_finish)
     writes: list[bytes] = []
     chunks = result.chunks

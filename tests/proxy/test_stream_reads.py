@@ -13,10 +13,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from proxy.chat import OpenAIStreamSession
 from proxy.lifecycle import Lifecycle
 from proxy.streaming import open_stream, stream_body
-from proxy.translate.openai_chat import OpenAIStreamNormalizer
+from tests.proxy.test_stream_ending import session
 
 PING = b": ping\n\n"
 
@@ -29,8 +28,7 @@ def chunk(text: str, finish: str | None = None) -> dict[str, Any]:
 async def collect(batches: AsyncIterator[list[dict[str, Any]]], *, keepalive: float,
                   lifecycle: Lifecycle | None = None) -> list[tuple[float, bytes]]:
     reads = await open_stream(batches, prelude_seconds=5)
-    session = OpenAIStreamSession(OpenAIStreamNormalizer(model="ours", created=1))
-    result = stream_body(reads, session, lifecycle=lifecycle or Lifecycle(),
+    result = stream_body(reads, session(), lifecycle=lifecycle or Lifecycle(),
                          keepalive_seconds=keepalive)
     started = time.monotonic()
     return [(time.monotonic() - started, piece) async for piece in result.chunks]
