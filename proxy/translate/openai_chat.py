@@ -18,10 +18,14 @@ from proxy.translate.usage import chunk_usage, openai_usage
 REASONING_SEPARATOR = "\n\n"
 
 
-def new_completion_id() -> str:
+def _random_hex24() -> str:
     # Unique, not secret: no system call per id (iflow2api_lib/ids.py says why; translation
     # imports only the standard library).
-    return f"chatcmpl-{random.getrandbits(96):024x}"
+    return f"{random.getrandbits(96):024x}"
+
+
+def new_completion_id() -> str:
+    return "chatcmpl-" + _random_hex24()
 
 
 def _reasoning_of(message: dict[str, Any]) -> str:
@@ -143,7 +147,7 @@ class OpenAIStreamNormalizer:
                 state.tool_indexes[upstream_index] = ours
                 out.append({
                     "index": ours,
-                    "id": call.get("id") or f"call_{random.getrandbits(96):024x}",
+                    "id": call.get("id") or "call_" + _random_hex24(),
                     "type": "function",
                     "function": {"name": function.get("name") or "",
                                  "arguments": arguments or ""},
