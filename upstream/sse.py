@@ -17,6 +17,10 @@ class SSEDataParser:
         self._data: list[str] = []
 
     def feed(self, chunk: bytes) -> list[str]:
+        if not self._buffer and not self._data:
+            plain = _plain_events(chunk)
+            if plain is not None:
+                return plain
         buffer = self._buffer + chunk if self._buffer else chunk
         end = buffer.rfind(b"\n")
         if end < 0:
@@ -53,6 +57,18 @@ class SSEDataParser:
         name, _, value = line.partition(":")
         if name == "data":
             self._data.append(value[1:] if value.startswith(" ") else value)
+
+
+def _plain_events(chunk: bytes) -> list[str] | None:
+    """The data of a chunk made only of whole one-line `data: ...` events, as most upstreams
+    send them (one or more per network read); None for anything else, which the line parser
+    takes. Gives exactly what the line parser gives, without a step per line."""
+    if not (chunk.startswith(b"data: ") and chunk.endswith(b"\n\n")) or b"\r" in chunk:
+        return None
+    events = chunk[6:-2].decode("utf-8", errors="replace").split("\n\ndata: ")
+    if chunk.count(b"\n") != 2 * len(events):  # a multi-line event, a comment, a named one
+        return None
+    return events
 
 
 class SSEEvent:
