@@ -280,6 +280,16 @@ def _parse_batch(provider: Provider, payloads: list[str]) -> tuple[list[dict[str
     """The chunks of some data payloads, and whether [DONE] came."""
     batch: list[dict[str, Any]] = []
     for data in payloads:
+        try:  # the usual payload, one JSON object, without a step more than it needs
+            value = loads(data)
+        except ValueError:
+            value = None
+        if type(value) is dict:
+            error = provider.error_from_payload(value)
+            if error is not None:
+                raise error
+            batch.append(value)
+            continue
         for chunk in _parse_data(provider, data):
             if chunk is None:
                 return FinalBatch(batch), True

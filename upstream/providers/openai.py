@@ -116,6 +116,8 @@ def error_from_response(status: int, headers: dict[str, str], body: bytes) -> Up
 
 def error_from_payload(obj: dict[str, Any]) -> UpstreamError | None:
     """`{"error": ...}` (or vLLM's `{"object": "error"}`) received with HTTP 200, else None."""
+    if obj.get("error") is None and obj.get("object") != "error":
+        return None  # every chunk of a stream comes here: the usual one in one step
     return error_from_openai_object(obj)
 
 
