@@ -7,7 +7,7 @@ from typing import Any
 
 from django.utils.translation import gettext
 
-from iflow2api_lib.wire import SSE_COMMENT_PING, SSE_DONE, sse_data
+from iflow2api_lib.wire import SSE_COMMENT_PING, SSE_DONE, dumps, sse_data
 from proxy.affinity import conversation_of
 from proxy.errors import ApiError
 from proxy.http import ApiRequest, JsonResult, StreamResult
@@ -92,12 +92,30 @@ class OpenAIStreamSession:
 
     def __init__(self, normalizer: OpenAIStreamNormalizer) -> None:
         self.normalizer = normalizer
+        self._text_frame: tuple[bytes, bytes] | None = None
+        self._frame_fingerprint: str | None = None
 
     def start(self) -> list[bytes]:
         return []  # the first chunk carries the role: nothing to send before it
 
     def feed(self, chunk: dict) -> list[bytes]:
+        text = self.normalizer.plain_text(chunk)
+        if text is not None:  # most chunks: the text goes into the bytes around it
+            return [self._text_event(text)]
         return [sse_data(c) for c in self.normalizer.feed(chunk)]
+
+    def _text_event(self, text: str) -> bytes:
+        """The bytes sse_data gives for a text-only chunk of choice 0, without building and
+        serialising the chunk each time: the frame is cut from those very bytes, once (again
+        when the system_fingerprint changes)."""
+        fingerprint = self.normalizer.system_fingerprint
+        if self._text_frame is None or fingerprint != self._frame_fingerprint:
+            whole = sse_data(self.normalizer.text_chunk(""))
+            before, _, after = whole.partition(b'"content":""')
+            self._text_frame = (before + b'"content":', after)
+            self._frame_fingerprint = fingerprint
+        before, after = self._text_frame
+        return before + dumps(text) + after
 
     def close(self) -> list[bytes]:
         return [*(sse_data(c) for c in self.normalizer.close()), SSE_DONE]

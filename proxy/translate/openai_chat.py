@@ -45,6 +45,21 @@ class _ChoiceState:
     finish_reason: str | None = None
 
 
+_PLAIN_KEYS = frozenset(("role", "content"))
+
+
+def _plain_text(state: _ChoiceState, fragment: dict[str, Any]) -> str | None:
+    """The text of the usual fragment, text only once the answer is under way (its delta is
+    {"content": text}); None for any other (OpenAIStreamNormalizer._delta), which gives the
+    same for this one, in more steps."""
+    content = fragment.get("content")
+    if (type(content) is str and content and state.role_sent and not state.in_reasoning
+            and _PLAIN_KEYS.issuperset(fragment)):
+        state.content_sent = True
+        return content
+    return None
+
+
 class OpenAIStreamNormalizer:
     """One per request: feed(chunk) -> chunks to send; close() -> the final chunks."""
 
@@ -82,18 +97,29 @@ class OpenAIStreamNormalizer:
     def feed(self, upstream: dict[str, Any]) -> list[dict[str, Any]]:
         if self._closed:
             return []
+        text = self.plain_text(upstream)
+        if text is not None:
+            return [self.text_chunk(text)]
         usage = chunk_usage(upstream)
         if usage is not None:
             self.usage = openai_usage(usage)
-        if isinstance(upstream.get("system_fingerprint"), str):
-            self.system_fingerprint = upstream["system_fingerprint"]
+        fingerprint = upstream.get("system_fingerprint")
+        if isinstance(fingerprint, str):
+            self.system_fingerprint = fingerprint
         out = []
         for choice in upstream.get("choices") or []:
             if not isinstance(choice, dict):
                 continue
-            index = choice.get("index") if isinstance(choice.get("index"), int) else 0
-            state = self._choices.setdefault(index, _ChoiceState())
-            delta = self._delta(state, choice.get("delta") or {})
+            index = choice.get("index")
+            if not isinstance(index, int):
+                index = 0
+            state = self._choices.get(index)
+            if state is None:
+                state = self._choices[index] = _ChoiceState()
+            fragment = choice.get("delta")
+            if not isinstance(fragment, dict):
+                fragment = {}
+            delta = self._delta(state, fragment)
             if choice.get("finish_reason"):
                 # Held back until close(): a usage chunk or mirrored content may still follow.
                 state.finish_reason = choice["finish_reason"]
@@ -103,6 +129,34 @@ class OpenAIStreamNormalizer:
                     entry["logprobs"] = choice["logprobs"]
                 out.append(self._chunk([entry]))
         return out
+
+    def text_chunk(self, text: str) -> dict[str, Any]:
+        """The chunk feed() gives for a text fragment of choice 0 (see plain_text)."""
+        return self._chunk([{"index": 0, "delta": {"content": text}, "finish_reason": None}])
+
+    def plain_text(self, upstream: dict[str, Any]) -> str | None:
+        """The text of a chunk that feed() would turn into one text-only chunk for choice 0,
+        noted as feed() notes it; None for any other chunk (usage, a finish_reason, logprobs,
+        reasoning, tools, another choice, the role not yet sent), which feed() must take.
+        Most chunks of an answer are such text, so it is read in as few steps as will do."""
+        choices = upstream.get("choices")
+        if (self._closed or type(choices) is not list or len(choices) != 1
+                or "usage" in upstream):
+            return None
+        choice = choices[0]
+        if (type(choice) is not dict or choice.get("index", 0) != 0 or "usage" in choice
+                or choice.get("finish_reason") or choice.get("logprobs") is not None):
+            return None
+        state = self._choices.get(0)
+        fragment = choice.get("delta")
+        if state is None or type(fragment) is not dict:
+            return None
+        text = _plain_text(state, fragment)
+        if text is not None:
+            fingerprint = upstream.get("system_fingerprint")
+            if isinstance(fingerprint, str):
+                self.system_fingerprint = fingerprint
+        return text
 
     def _delta(self, state: _ChoiceState, upstream: dict[str, Any]) -> dict[str, Any]:
         delta: dict[str, Any] = {}

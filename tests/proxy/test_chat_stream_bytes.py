@@ -1,0 +1,66 @@
+"""proxy/chat.py's OpenAIStreamSession: a text chunk framed from cut bytes is, byte for byte,
+what serialising the normaliser's chunk gives, whatever the text, the fingerprint or the
+chunks around it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from iflow2api_lib.wire import sse_data
+from proxy.chat import OpenAIStreamSession
+from proxy.translate.openai_chat import OpenAIStreamNormalizer
+
+TEXTS = ["plain", 'a "quote" and \\ backslash', "line\nbreak\ttab\r", "\u2028\u2029 separators",
+         "日本語 é", "🙂 emoji", "\x00\x1f control", "</script>", '"content":""']
+
+
+def upstream(delta: dict[str, Any], **top: Any) -> dict[str, Any]:
+    return {"id": "up", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": None}], **top}
+
+
+def both(chunks: list[dict[str, Any]], **options: Any) -> tuple[list[bytes], list[bytes]]:
+    def normalizer() -> OpenAIStreamNormalizer:
+        return OpenAIStreamNormalizer(model='odd "model" name', completion_id="chatcmpl-1",
+                                      created=7, include_usage=True, **options)
+
+    session, reference = OpenAIStreamSession(normalizer()), normalizer()
+    ours = [data for chunk in chunks for data in session.feed(chunk)] + session.close()
+    theirs = [sse_data(c) for chunk in chunks for c in reference.feed(chunk)]
+    theirs += [sse_data(c) for c in reference.close()] + [b"data: [DONE]\n\n"]
+    return ours, theirs
+
+
+def test_text_chunks_are_the_serialised_chunks() -> None:
+    chunks = [upstream({"role": "assistant", "content": "first"})]
+    chunks += [upstream({"content": text}) for text in TEXTS]
+    ours, theirs = both(chunks)
+    assert ours == theirs
+    texts = [json.loads(data[6:])["choices"][0]["delta"].get("content")
+             for data in ours[1:len(TEXTS) + 1]]
+    assert texts == TEXTS
+
+
+def test_the_fingerprint_as_it_comes_and_changes() -> None:
+    chunks = [upstream({"content": "a"}), upstream({"content": "b"}, system_fingerprint="fp_1"),
+              upstream({"content": "c"}), upstream({"content": "d"}, system_fingerprint="fp_2"),
+              upstream({"content": "e"})]
+    ours, theirs = both(chunks)
+    assert ours == theirs
+    assert [json.loads(data[6:]).get("system_fingerprint") for data in ours[:5]] == [
+        None, "fp_1", "fp_1", "fp_2", "fp_2"]
+
+
+def test_text_between_other_chunks() -> None:
+    tool = {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                            "function": {"name": "f", "arguments": "{}"}}]}
+    chunks = [upstream({"reasoning_content": "think"}), upstream({"content": "a"}),
+              upstream({"content": "b"}), upstream(tool), upstream({"content": "c"}),
+              {"choices": [{"index": 1, "delta": {"content": "other"}}]},
+              upstream({"content": "d"}),
+              upstream({"content": "e"}, usage={"prompt_tokens": 1, "completion_tokens": 2,
+                                                "total_tokens": 3})]
+    for options in ({}, {"preserve_reasoning": True}):
+        ours, theirs = both(chunks, **options)
+        assert ours == theirs
