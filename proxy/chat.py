@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from django.utils.translation import gettext
@@ -47,6 +48,18 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+_FIELD_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "stream": lambda v: isinstance(v, bool),
+    "max_tokens": lambda v: _is_int(v) and v > 0,
+    "max_completion_tokens": lambda v: _is_int(v) and v > 0,
+    "n": lambda v: _is_int(v) and v > 0,
+    "temperature": _is_number,
+    "top_p": _is_number,
+    "tools": lambda v: isinstance(v, list),
+    "stream_options": lambda v: isinstance(v, dict),
+}
+
+
 def validate_chat_body(body: dict[str, Any]) -> None:
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
@@ -71,17 +84,7 @@ def validate_chat_body(body: dict[str, Any]) -> None:
             raise ApiError(400, gettext("messages[%(i)d].content must be a string or an array of "
                                         "parts") % {"i": i},
                            "invalid_type", f"messages[{i}].content")
-    checks = {
-        "stream": lambda v: isinstance(v, bool),
-        "max_tokens": lambda v: _is_int(v) and v > 0,
-        "max_completion_tokens": lambda v: _is_int(v) and v > 0,
-        "n": lambda v: _is_int(v) and v > 0,
-        "temperature": _is_number,
-        "top_p": _is_number,
-        "tools": lambda v: isinstance(v, list),
-        "stream_options": lambda v: isinstance(v, dict),
-    }
-    for name, ok in checks.items():
+    for name, ok in _FIELD_CHECKS.items():
         if body.get(name) is not None and not ok(body[name]):
             raise ApiError(400, gettext("invalid value for `%(name)s`") % {"name": name},
                            "invalid_type", name)
