@@ -29,6 +29,7 @@ from typing import Any
 
 import burst
 import loadgen
+import paired
 import procs
 import report
 import seqclient
@@ -59,6 +60,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--burst", default="500,2000", metavar="N,N",
                    help="streams opened at once per burst round (default 500,2000; '' skips)")
     p.add_argument("--rounds", type=int, default=3, help="burst rounds per size (--quick 2)")
+    p.add_argument("--paired", type=int, default=5, metavar="N",
+                   help="rounds of the paired share of the bare proxy: both loaded at the same "
+                        "time on the same core (default 5, --quick 3; 0 skips)")
     p.add_argument("--json", metavar="FILE", help="write all results as JSON")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, database)")
     p.add_argument("--code", metavar="DIR", type=Path, default=REPO,
@@ -69,8 +73,10 @@ def parse_args() -> argparse.Namespace:
         a.duration = 3.0
         a.seq = min(a.seq, 3000)
         a.rounds = min(a.rounds, 2)
+        a.paired = min(a.paired, 3)
     a.burst_sizes = [max(1, min(int(n), 5000)) for n in a.burst.split(",") if n.strip()]
     a.rounds = max(1, min(a.rounds, 10))
+    a.paired = max(0, min(a.paired, 20))
     a.warmup = 1.0 if a.quick else 2.0
     a.repeats = max(1, min(a.repeats, 10))
     a.streams = max(1, min(a.streams, 5000))
@@ -341,6 +347,8 @@ def main() -> int:
                                              responses_na)) if on)
         cases = run_cases(args, targets, extra)
         seq = sequential(targets, args.seq, extra) if args.seq > 0 else {}
+        shares = paired.run({"ours": targets["ours"], "bare": targets["bare"]}, args.paired,
+                            args.duration) if args.paired and "bare" in targets else None
         bursts = burst.run(fake, {"ours": (gw, gw_proc.pid), "direct": (fake, fake_proc.pid)},
                            args.burst_sizes, args.rounds, args.hold) if args.burst_sizes else None
         rss = rss_test(args, fake, {"ours": (gw, gw_proc.pid), "direct": (fake, fake_proc.pid)}
@@ -348,7 +356,7 @@ def main() -> int:
         if gw_proc.poll() is not None:
             print(f"!! the gateway exited with {gw_proc.returncode} during the run")
         apis = report.Apis(args.messages, messages_na, args.responses, responses_na)
-        text, data = report.summary(cases, apis, rss, seq, bursts)
+        text, data = report.summary(cases, apis, rss, seq, bursts, shares)
         print("\n" + report.table(cases, apis, rss) + "\n")
         for extra in (report.seq_table(seq, cases), report.burst_table(bursts)):
             if extra:
@@ -357,7 +365,7 @@ def main() -> int:
         if errs:
             print("errors:\n" + "\n".join(errs) + "\n")
         print(text)
-        results.update(cases=cases, seq=seq, bursts=bursts, rss=rss, summary=data,
+        results.update(cases=cases, seq=seq, bursts=bursts, rss=rss, paired=shares, summary=data,
                        messages_na=messages_na, responses_na=responses_na)
         code = 0
     except KeyboardInterrupt:
