@@ -280,10 +280,10 @@ def _parse_batch(provider: Provider, payloads: list[str]) -> tuple[list[dict[str
     """The chunks of some data payloads, and whether [DONE] came."""
     batch: list[dict[str, Any]] = []
     for data in payloads:
-        try:  # the usual payload, one JSON object, without a step more than it needs
-            value = loads(data)
+        try:  # the usual payload: one JSON object, parsed in one step
+            value = loads(data) if data[:1] == "{" else None
         except ValueError:
-            value = None
+            value = None  # the long way below reads it line by line
         if type(value) is dict:
             error = provider.error_from_payload(value)
             if error is not None:
