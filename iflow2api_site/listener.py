@@ -105,6 +105,15 @@ class GuardedChannel(HTTPChannel):
         self._drop_left = 0
         self._request_began = 0.0
 
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # Writes go out as soon as they are made (iflow2api_site/tuning.py): the head and the
+        # body of an answer can be two sends, which Nagle's algorithm would hold apart until
+        # the client acknowledges the first (up to its delayed-ACK time, 40 ms on Linux).
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
+
     # --- read deadlines ---------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:

@@ -8,12 +8,14 @@ import logging
 import sys
 
 import pytest
+from twisted.internet import tcp
 from twisted.web import http
 
 from iflow2api_site import tuning
 
 TWISTED_PARSER = http._parseContentType
 TWISTED_ACCESS_LINE = http.HTTPFactory.log
+TWISTED_WRITES = (tcp.Connection.write, tcp.Connection.writeSequence)
 
 
 @pytest.mark.parametrize("value", [
@@ -43,7 +45,9 @@ def test_tune_for_serving_freezes_start_up_objects_and_patches_twisted() -> None
         assert sys.getswitchinterval() == tuning.SWITCH_INTERVAL_SECONDS
         assert http._parseContentType is tuning.media_type
         assert http.HTTPFactory.log is tuning.no_access_line
+        assert (tcp.Connection.write, tcp.Connection.writeSequence) != TWISTED_WRITES
     finally:
+        tcp.Connection.write, tcp.Connection.writeSequence = TWISTED_WRITES  # type: ignore[method-assign]
         http.HTTPFactory.log = TWISTED_ACCESS_LINE  # type: ignore[method-assign]
         gc.unfreeze()
         gc.set_threshold(*thresholds)

@@ -284,3 +284,53 @@ def test_a_stream_longer_than_every_timeout_is_not_cut(server, upstream):
     assert time.monotonic() - began > max(HEADER_TIMEOUT, BODY_TIMEOUT, KEEPALIVE_TIMEOUT) + 1
     assert response.status_code == 200
     assert b"[DONE]" in response.content and b"six" in response.content
+
+
+# --- writes to a client (iflow2api_site/tuning.py: write_through_tcp) --------------------------
+
+
+def read_http_answer(sock: socket.socket) -> tuple[bytes, bytes]:
+    """The head and the de-chunked body of one chunked HTTP/1.1 answer."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        more = sock.recv(65536)
+        assert more, "the connection closed before the head"
+        data += more
+    head, rest = data.split(b"\r\n\r\n", 1)
+    body = b""
+    while True:
+        while b"\r\n" not in rest:
+            more = sock.recv(65536)
+            assert more, "the connection closed between chunks"
+            rest += more
+        size_line, rest = rest.split(b"\r\n", 1)
+        size = int(size_line, 16)
+        while len(rest) < size + 2:
+            more = sock.recv(65536)
+            assert more, "the connection closed inside a chunk"
+            rest += more
+        if size == 0:
+            return head, body
+        body, rest = body + rest[:size], rest[size + 2:]
+
+
+def test_a_client_reading_slowly_gets_every_byte_in_order(server, upstream):
+    # Sends meet a full socket buffer: what the socket does not take at once must follow in
+    # order, after what it took, whatever the mix of sent-at-once and buffered writes.
+    content = "".join(f"{i:07d} " for i in range(300_000))  # 2.4 MB, every word distinct
+    upstream.script(sc.text(content, chunks=48))
+    request = json.dumps({"model": "glm-5", "stream": True,
+                          "messages": [{"role": "user", "content": "hi"}]}).encode()
+    head = (f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(request)}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(head + request)
+        time.sleep(1.0)  # not reading: the server's socket buffer fills
+        status, body = read_http_answer(sock)
+    assert status.startswith(b"HTTP/1.1 200")
+    chunks = [json.loads(line[6:]) for line in body.decode().split("\n")
+              if line.startswith("data: {")]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks
+                   if c["choices"]) == content
+    assert body.endswith(b"data: [DONE]\n\n")
