@@ -19,7 +19,7 @@ import hmac
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -98,6 +98,19 @@ class Metrics:
             "iflow2api_upstream_errors",
             "Requests that reached an upstream account and failed, by provider and client status",
             ["provider", "status"], registry=registry)
+        # Each labelled series, once made: prometheus_client's labels() checks and converts its
+        # values and takes a lock on every call (~20 % of observe()). The labels are bounded
+        # (see the module docstring), so is this.
+        self._series: dict[tuple[object, ...], Any] = {}
+
+    def _one(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """metric.labels(*labels), made on first use only: a series appears in the exposition
+        when first counted, as before."""
+        key = (id(metric), *labels)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = metric.labels(*labels)
+        return series
 
     def _provider(self, record: RequestRecord) -> str:
         """From the routing snapshot already in memory; never a database query on the hot
@@ -116,24 +129,23 @@ class Metrics:
         if not enabled():
             return
         try:
-            instance, model = _label(record.instance), _label(record.model)
-            self.requests.labels(record.api, instance, model, str(record.status)).inc()
-            self.latency.labels(instance, model, "true" if record.stream else "false").observe(
+            instance, model, one = _label(record.instance), _label(record.model), self._one
+            one(self.requests, record.api, instance, model, str(record.status)).inc()
+            one(self.latency, instance, model, "true" if record.stream else "false").observe(
                 max(0, record.latency_ms) / 1000)
             if record.ttft_ms is not None:
-                self.ttft.labels(instance, model).observe(max(0, record.ttft_ms) / 1000)
+                one(self.ttft, instance, model).observe(max(0, record.ttft_ms) / 1000)
             if record.tokens_in:
-                self.tokens.labels(instance, model, "in").inc(record.tokens_in)
+                one(self.tokens, instance, model, "in").inc(record.tokens_in)
             if record.tokens_out:
-                self.tokens.labels(instance, model, "out").inc(record.tokens_out)
+                one(self.tokens, instance, model, "out").inc(record.tokens_out)
             if record.tokens_cached:
-                self.cached_tokens.labels(instance, model).inc(record.tokens_cached)
+                one(self.cached_tokens, instance, model).inc(record.tokens_cached)
             if record.cost:
-                self.spend.labels(instance, model, _label(record.currency)).inc(
-                    float(record.cost))
+                one(self.spend, instance, model, _label(record.currency)).inc(float(record.cost))
             # 499: the client left; that is no upstream failure.
             if record.account_id is not None and record.status >= 400 and record.status != 499:
-                self.upstream_errors.labels(self._provider(record), str(record.status)).inc()
+                one(self.upstream_errors, self._provider(record), str(record.status)).inc()
         except Exception:
             log.debug("metrics: a request was not counted", exc_info=True)
 

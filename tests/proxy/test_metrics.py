@@ -209,3 +209,26 @@ def test_each_runtime_counts_in_a_registry_of_its_own(settings):
     assert count(one.metrics, **labels) == 1  # the request log reports to its Runtime's
     assert count(two.metrics, **labels) == 0
     assert GLOBAL.get_sample_value("iflow2api_requests_total", labels) is None
+
+
+def test_series_are_made_once_and_only_when_first_counted(settings):
+    """observe() keeps each labelled series it made (prometheus_client's labels() costs a lock
+    and conversions per call); a series still appears only once something counted in it."""
+    settings.METRICS_ENABLED = True
+    counters = metrics.Metrics()
+    tokens = {"instance": "unit", "model": "unit-model"}
+    counters.observe(record(tokens_in=4))
+    assert counters.registry.get_sample_value(
+        "iflow2api_tokens_total", {**tokens, "direction": "out"}) is None
+    made = dict(counters._series)
+    counters.observe(record(tokens_in=6, status=503))
+    counters.observe(record(tokens_in=1))
+    assert all(counters._series[key] is series for key, series in made.items())
+    assert len(counters._series) == len(made) + 1  # the 503's request series
+    labels = {"api": "anthropic", **tokens}
+    assert count(counters, **labels, status="200") == 2
+    assert count(counters, **labels, status="503") == 1
+    assert counters.registry.get_sample_value(
+        "iflow2api_tokens_total", {**tokens, "direction": "in"}) == 11
+    assert counters.registry.get_sample_value(
+        "iflow2api_request_duration_seconds_count", {**tokens, "stream": "false"}) == 3
