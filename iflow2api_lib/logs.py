@@ -119,6 +119,28 @@ def log_answered_by_listener(method: str, path: str, status: int, seconds: float
     _log_access({"method": method, "path": path}, status, seconds)
 
 
+# Methods that cannot join a path into anything the redaction rules look for ("Bearer /x…"):
+# with one of these, the access line's only text from the client is its path.
+_PLAIN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_CLEAN_PATHS_MAX = 512
+_clean_paths: dict[str, str] = {}
+
+
+def _loggable_path(path: str) -> str:
+    """A path as the access line shows it: control characters escaped, secrets masked. The
+    same few routes come again and again; those the masking leaves alone (no secret, so none
+    is kept in memory) are remembered."""
+    clean = _clean_paths.get(path)
+    if clean is not None:
+        return clean
+    clean = redact(_printable(path))
+    if clean == path and len(path) <= 256:
+        if len(_clean_paths) >= _CLEAN_PATHS_MAX:
+            _clean_paths.clear()
+        _clean_paths[path] = path
+    return clean
+
+
 def _log_access(scope: Scope, status: int | None, seconds: float) -> None:
     path = scope.get("path", "")
     if path in QUIET_PATHS:
@@ -130,12 +152,16 @@ def _log_access(scope: Scope, status: int | None, seconds: float) -> None:
     if not access_log.isEnabledFor(level):
         return
     method = scope.get("method", "")
-    path = _printable(path)
     duration_ms = round(seconds * 1000)
+    path = _loggable_path(path)
+    extra = {"method": method, "path": path, "status": status, "duration_ms": duration_ms}
+    if method in _PLAIN_METHODS:
+        # The path is masked, the rest is ours (a method, numbers): RequestIdFilter need not
+        # mask the whole message again (a fifth of the access line's cost in cProfile).
+        extra["_redacted"] = True
     # status None: no answer was started (and the client did not leave: that is 499).
     access_log.log(level, "%s %s %s %dms", method, path, status or "-", duration_ms,
-                   extra={"method": method, "path": path, "status": status,
-                          "duration_ms": duration_ms})
+                   extra=extra)
 
 
 # --- the filter and the formatters --------------------------------------------------------------
@@ -165,6 +191,19 @@ class PlainFormatter(logging.Formatter):
     def __init__(self, fmt: str | None = None, datefmt: str | None = None) -> None:
         super().__init__(fmt or "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
                          datefmt)
+        self._second: tuple[int, str | None, str] = (-1, None, "")  # (second, datefmt, text)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """Formatter.formatTime's text, the second's part made once a second: localtime and
+        strftime on every line were half of formatting one."""
+        second = int(record.created)
+        cached_second, cached_fmt, text = self._second
+        if second != cached_second or datefmt != cached_fmt:
+            text = time.strftime(datefmt or self.default_time_format, self.converter(second))
+            self._second = (second, datefmt, text)
+        if datefmt or not self.default_msec_format:
+            return text
+        return self.default_msec_format % (text, record.msecs)
 
     def format(self, record: logging.LogRecord) -> str:
         if not hasattr(record, "request_id"):

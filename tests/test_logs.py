@@ -157,6 +157,48 @@ def test_plain_lines_mask_exceptions_and_records_no_filter_saw():
     assert FAKE_KEY not in text
 
 
+
+def test_plain_times_match_the_standard_formatter_across_seconds():
+    """PlainFormatter makes the second's text once a second; the text is Formatter's."""
+    ours, standard = PlainFormatter(), logging.Formatter()
+    start = 1_700_000_000.0
+    for created in [start + step * 0.0997 for step in range(40)] + [start - 86_400 * 200.5]:
+        record = logging.makeLogRecord({"created": created,
+                                        "msecs": (created - int(created)) * 1000})
+        assert ours.formatTime(record) == standard.formatTime(record)
+        assert ours.formatTime(record, "%H:%M:%S") == standard.formatTime(record, "%H:%M:%S")
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "BEARER", "KEY"])
+def test_the_access_line_masks_a_secret_in_the_path_and_remembers_no_secret(caplog, method):
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    caplog.set_level(logging.INFO, logger="iflow2api.access")
+    caplog.handler.addFilter(RequestIdFilter())
+    handler = logging.StreamHandler(stream := io.StringIO())
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(PlainFormatter())
+    logs.access_log.addHandler(handler)
+    try:
+        for path in (f"/v1/keys/{CLIENT_KEY}", "/v1/models?x", f"/v1/x/token={FAKE_KEY}"):
+            scope = {"type": "http", "method": method, "path": path, "headers": []}
+            asyncio.run(with_request_id(app)(scope, None, lambda m: asyncio.sleep(0)))
+    finally:
+        logs.access_log.removeHandler(handler)
+    text = stream.getvalue() + "".join(r.getMessage() + str(r.path) for r in caplog.records)
+    assert CLIENT_KEY not in text and FAKE_KEY not in text
+    assert text.count("[redacted]") >= 4
+    assert not any(CLIENT_KEY in p or FAKE_KEY in p for p in logs._clean_paths)
+    if method in ("GET", "POST"):  # the path is masked alone, and a clean one remembered
+        assert " /v1/models?x 404 " in stream.getvalue()
+        assert "/v1/models?x" in logs._clean_paths
+    else:  # any other method: the whole line is masked, as ever ("Bearer <path>")
+        expected = redact(f"{method} /v1/models?x 404 ")  # BEARER: "BEARER [redacted]?x"
+        assert f"] {expected}" in stream.getvalue()
+
+
 class WriteCounter(io.StringIO):
     def __init__(self) -> None:
         super().__init__()
