@@ -4,6 +4,7 @@ the standard library on the per-chunk path), the standard library otherwise."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 try:
@@ -16,17 +17,19 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def loads(data: bytes | str) -> Any:
-    """Strict JSON, for client bodies and upstream answers alike: NaN/Infinity, lone surrogates
-    (they cannot be re-encoded as UTF-8) and nesting beyond 1024 levels are a ValueError, never
-    a value or a RecursionError further on. No second try with the standard library: it
-    accepts all three."""
-    if orjson is not None:
-        return orjson.loads(data)
-    try:  # pragma: no cover - without orjson
+def _loads_without_orjson(data: bytes | str) -> Any:  # pragma: no cover - orjson is installed
+    try:
         return json.loads(data, parse_constant=_refuse_constant)
-    except RecursionError as exc:  # pragma: no cover
+    except RecursionError as exc:
         raise ValueError("depth limit exceeded") from exc
+
+
+# Strict JSON, for client bodies and upstream answers alike: NaN/Infinity, lone surrogates (they
+# cannot be re-encoded as UTF-8) and nesting beyond 1024 levels are a ValueError, never a value
+# or a RecursionError further on. No second try with the standard library: it accepts all
+# three. orjson's own function, not a wrapper: it is called for every upstream event.
+loads: Callable[[bytes | str], Any] = (
+    orjson.loads if orjson is not None else _loads_without_orjson)
 
 
 def dumps(data: Any) -> bytes:
