@@ -17,6 +17,7 @@ import aiohttp
 from yarl import URL
 
 from iflow2api_lib.wire import loads
+from upstream.deadline import ReadDeadline
 from upstream.images import ImageFetcher
 from upstream.providers.base import Provider
 from upstream.sse import SSEDataParser, SSEEvent, SSEEventParser
@@ -141,18 +142,21 @@ class UpstreamClient:
                     raise provider.error_from_payload(payload) or UpstreamError(
                         502, "upstream sent an unexpected answer", "upstream_invalid_json")
                 parser = SSEEventParser()
-                async for raw in response.content.iter_any():
-                    batch, ended = _event_batch(provider, parser.feed(raw), first=count == 0)
-                    if batch:
-                        count += len(batch)
-                        yield batch
-                    if ended:
-                        break
-                else:
-                    batch, ended = _event_batch(provider, parser.close(), first=count == 0)
-                    if batch:
-                        count += len(batch)
-                        yield batch
+                with ReadDeadline(response, self.timeout.sock_read) as deadline:
+                    async for raw in response.content.iter_any():
+                        deadline.touch()
+                        batch, ended = _event_batch(provider, parser.feed(raw),
+                                                    first=count == 0)
+                        if batch:
+                            count += len(batch)
+                            yield batch
+                        if ended:
+                            break
+                    else:
+                        batch, ended = _event_batch(provider, parser.close(), first=count == 0)
+                        if batch:
+                            count += len(batch)
+                            yield batch
         except (TimeoutError, aiohttp.ClientError) as exc:
             if not ended:
                 raise _transport_error(exc, started=count > 0) from exc
@@ -183,18 +187,20 @@ class UpstreamClient:
                     yield batch
                     return
                 parser = SSEDataParser()
-                async for raw in response.content.iter_any():
-                    batch, end.done = _parse_batch(provider, parser.feed(raw))
-                    count += end.see(batch)
-                    if batch:
-                        yield batch  # a FinalBatch when [DONE] came: may be closed there
-                    if end.done:
-                        break
-                else:
-                    batch, end.done = _parse_batch(provider, parser.close())
-                    count += end.see(batch)
-                    if batch:
-                        yield batch
+                with ReadDeadline(response, self.timeout.sock_read) as deadline:
+                    async for raw in response.content.iter_any():
+                        deadline.touch()
+                        batch, end.done = _parse_batch(provider, parser.feed(raw))
+                        count += end.see(batch)
+                        if batch:
+                            yield batch  # a FinalBatch when [DONE] came: may be closed there
+                        if end.done:
+                            break
+                    else:
+                        batch, end.done = _parse_batch(provider, parser.close())
+                        count += end.see(batch)
+                        if batch:
+                            yield batch
         except (TimeoutError, aiohttp.ClientError) as exc:
             if not end.complete:
                 raise _transport_error(exc, started=count > 0) from exc

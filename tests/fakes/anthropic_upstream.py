@@ -54,6 +54,7 @@ class Reply:
     cut_after: int | None = None  # stream: drop the connection after this many events
     raw_events: tuple[bytes, ...] = ()
     name: str = "message"
+    delays: tuple[float, ...] = ()  # stream: seconds before each event (missing ones: none)
 
 
 def message(content: Sequence[dict[str, Any]], *, stop_reason: str = "end_turn",
@@ -235,7 +236,8 @@ class FakeAnthropic(FakeUpstream):
                 200, _message_json(reply, model, rec.body)))
         parts = stream_events(reply, model, rec.body)
         plan = Plan(200, [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")],
-                    parts, framing="chunked", drop_after=reply.cut_after)
+                    parts, framing="chunked", drop_after=reply.cut_after,
+                    delays=[*reply.delays, *(0.0,) * max(0, len(parts) - len(reply.delays))])
         self.in_flight += 1
         try:
             await self._execute(conn, rec, plan)

@@ -223,6 +223,27 @@ def test_a_truncated_upstream_stream_ends_with_an_error_event(server, upstream):
     assert json.loads(blocks[-1].split(b"data: ", 1)[1])["error"]["type"] == "api_error"
 
 
+def test_a_pause_longer_than_the_read_timeout_ends_the_stream_with_an_error_event(server,
+                                                                                  upstream):
+    """UPSTREAM_READ_TIMEOUT (5 s here) is the longest silent gap (upstream/deadline.py): the
+    error event comes when it runs out, not when the upstream speaks again."""
+    upstream.script(Reply(content=(text_block("one two three four"),), delays=(0, 0, 0, 8.0)))
+    body = b'{"model":"glm-drop","max_tokens":64,"stream":true,"messages":[{"role":"user",' \
+           b'"content":"hi"}]}'
+    arrivals: list[tuple[float, bytes]] = []
+    with httpx.stream("POST", server.url + "/v1/messages", content=body, timeout=30) as response:
+        for piece in response.iter_bytes():
+            arrivals.append((time.monotonic(), piece))
+    received = b"".join(piece for _, piece in arrivals)
+    blocks = [b for b in received.split(b"\n\n") if b and not b.startswith(b":")]
+    assert blocks[-1].startswith(b"event: error"), received
+    assert b"message_stop" not in received and b"four" not in received
+    assert "timed out" in json.loads(blocks[-1].split(b"data: ", 1)[1])["error"]["message"]
+    last_event = max(at for at, piece in arrivals if b"content_block_delta" in piece
+                     or b"content_block_start" in piece)
+    assert 4.5 <= arrivals[-1][0] - last_event < 6.5
+
+
 def test_an_upstream_error_event_is_passed_on_as_it_came(server, upstream):
     upstream.script(Reply(content=(text_block("partial answer"),), error_event_after=4))
     body = b'{"model":"glm-drop","max_tokens":64,"stream":true,"messages":[{"role":"user",' \
