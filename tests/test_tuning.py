@@ -6,8 +6,10 @@ from __future__ import annotations
 import gc
 import logging
 import sys
+import types
 
 import pytest
+from daphne import http_protocol
 from twisted.internet import tcp
 from twisted.web import http
 
@@ -16,6 +18,7 @@ from iflow2api_site import tuning
 TWISTED_PARSER = http._parseContentType
 TWISTED_ACCESS_LINE = http.HTTPFactory.log
 TWISTED_WRITES = (tcp.Connection.write, tcp.Connection.writeSequence)
+DAPHNES_HTTP = http_protocol.http
 
 
 @pytest.mark.parametrize("value", [
@@ -46,7 +49,13 @@ def test_tune_for_serving_freezes_start_up_objects_and_patches_twisted() -> None
         assert http._parseContentType is tuning.media_type
         assert http.HTTPFactory.log is tuning.no_access_line
         assert (tcp.Connection.write, tcp.Connection.writeSequence) != TWISTED_WRITES
+        # Daphne reads Twisted's HTTP module itself, not its deprecation proxy.
+        assert type(DAPHNES_HTTP) is not types.ModuleType
+        assert type(http_protocol.http) is types.ModuleType
+        assert http_protocol.http.Request is http.Request
+        assert http_protocol.http.HTTPFactory is http.HTTPFactory
     finally:
+        http_protocol.http = DAPHNES_HTTP
         tcp.Connection.write, tcp.Connection.writeSequence = TWISTED_WRITES  # type: ignore[method-assign]
         http.HTTPFactory.log = TWISTED_ACCESS_LINE  # type: ignore[method-assign]
         gc.unfreeze()
