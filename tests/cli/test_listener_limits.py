@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import shutil
 import socket
@@ -256,6 +257,25 @@ def test_a_client_sending_its_body_slowly_is_cut_off(server):
     assert seconds < BODY_TIMEOUT + 3
 
 
+def health_answer(sock: socket.socket) -> bytes:
+    """One GET /health on a kept-alive connection: its whole answer (head and body may come in
+    separate reads)."""
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        more = sock.recv(65536)
+        assert more, "closed before the answer"
+        data += more
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))
+    while len(body) < length:
+        more = sock.recv(65536)
+        assert more, "closed inside the answer"
+        body += more
+    assert len(body) == length
+    return head
+
+
 def closed_after(sock: socket.socket, give_up: float = 10.0) -> float:
     began = time.monotonic()
     sock.settimeout(give_up)
@@ -269,11 +289,25 @@ def test_idle_connections_are_closed(server):
         assert closed_after(sock) < KEEPALIVE_TIMEOUT + 3  # never sent a request
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         for _ in range(2):  # kept alive between requests while within the timeout
-            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             sock.settimeout(5)
-            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+            assert health_answer(sock).startswith(b"HTTP/1.1 200 ")
             time.sleep(KEEPALIVE_TIMEOUT / 4)
         assert closed_after(sock) < KEEPALIVE_TIMEOUT + 3
+
+
+def test_the_idle_timeout_counts_from_the_end_of_the_last_answer(server):
+    """The connection lives as long as requests keep coming within KEEPALIVE_TIMEOUT of each
+    other (however long that is in all), and closes KEEPALIVE_TIMEOUT after the last answer,
+    not earlier (the listener's one timer per connection is set again while it is in use)."""
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.settimeout(5)
+        began = time.monotonic()
+        for _ in range(4):
+            time.sleep(KEEPALIVE_TIMEOUT * 0.6)
+            assert health_answer(sock).startswith(b"HTTP/1.1 200 ")
+        assert time.monotonic() - began > KEEPALIVE_TIMEOUT * 2  # open all along
+        idle = closed_after(sock)
+        assert KEEPALIVE_TIMEOUT - 0.3 < idle < KEEPALIVE_TIMEOUT + 1.5, idle
 
 
 def test_a_stream_longer_than_every_timeout_is_not_cut(server, upstream):
