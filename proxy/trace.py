@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 
 def _count(value: Any) -> int | None:
+    if type(value) is int:  # the usual case, in one step
+        return value if value >= 0 else None
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 

@@ -17,6 +17,10 @@ from typing import Any
 
 def _count(value: Any) -> int:
     """Upstreams send ints, floats, strings or null; anything unusable counts as 0."""
+    if value is None:  # the usual two first: read several times for every request
+        return 0
+    if type(value) is int:
+        return value if value > 0 else 0
     if isinstance(value, bool):
         return 0
     if isinstance(value, int | float):

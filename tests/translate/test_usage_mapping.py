@@ -91,3 +91,18 @@ def test_an_anthropic_upstreams_cache_reads_and_writes_survive_the_round_trip() 
     assert anthropic_usage(chat) == upstream
     assert responses_usage(chat)["input_tokens_details"] == {"cached_tokens": 700,
                                                             "cache_write_tokens": 100}
+
+
+def test_counts_take_ints_floats_and_digit_strings_and_nothing_else() -> None:
+    class Count(int):
+        pass
+
+    usage = read_usage({"prompt_tokens": Count(40), "completion_tokens": "7",
+                        "prompt_tokens_details": {"cached_tokens": 12.9},
+                        "prompt_cache_hit_tokens": True})
+    assert (usage.prompt, usage.completion, usage.cached) == (40, 7, 12)
+    for odd in (True, False, None, -3, -2.5, "x", "-4", [], {}):
+        usage = read_usage({"prompt_tokens": odd, "completion_tokens": odd,
+                            "prompt_tokens_details": {"cached_tokens": odd}})
+        assert (usage.prompt, usage.completion, usage.cached) == (0, 0, 0), odd
+    assert read_usage({"prompt_tokens": 0, "completion_tokens": 5}).completion == 5
