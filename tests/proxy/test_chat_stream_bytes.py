@@ -64,3 +64,41 @@ def test_text_between_other_chunks() -> None:
     for options in ({}, {"preserve_reasoning": True}):
         ours, theirs = both(chunks, **options)
         assert ours == theirs
+
+
+def test_the_request_logs_trace_sees_the_first_token_the_usage_and_the_bytes() -> None:
+    """RelayTrace.observe (proxy/trace.py) around the session: the same bytes, the first
+    token's time at the first text, the usage from the chunk that carries it (top level, or
+    Moonshot's in the choice), every byte sent kept when the instance logs bodies."""
+    from proxy.trace import RelayTrace
+
+    usage = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+    chunks = [upstream({"role": "assistant", "content": ""}), upstream({"content": "Hel"}),
+              upstream({"content": "lo"}), upstream({"reasoning_content": "hmm"}),
+              upstream({"content": " there"}),
+              {"id": "up", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop",
+                                        "usage": usage}]},
+              {"id": "up", "choices": [], "usage": {**usage, "completion_tokens": 4}}]
+
+    def normalizer() -> OpenAIStreamNormalizer:
+        return OpenAIStreamNormalizer(model="m", completion_id="chatcmpl-1", created=7,
+                                      include_usage=True)
+
+    trace = RelayTrace("m", "openai", "m", True, runtime=None,  # type: ignore[arg-type]
+                       keep_bodies=True)
+    observed, bare = trace.observe(OpenAIStreamSession(normalizer())), \
+        OpenAIStreamSession(normalizer())
+    ours, theirs = [], []
+    for n, chunk in enumerate(chunks):
+        ours += observed.feed(chunk)
+        theirs += bare.feed(chunk)
+        if n == 0:
+            assert trace.first_token is None  # the role alone is no token
+        if n == 1:
+            assert trace.first_token is not None
+            first = trace.first_token
+    ending = observed.close()
+    assert ours + ending == theirs + bare.close()
+    assert trace.first_token == first
+    assert trace.usage == {**usage, "completion_tokens": 4}  # the last one sent
+    assert b"".join(trace.response_parts) == b"".join(ours + ending)  # every byte sent
