@@ -142,7 +142,8 @@ class UpstreamClient:
                     raise provider.error_from_payload(payload) or UpstreamError(
                         502, "upstream sent an unexpected answer", "upstream_invalid_json")
                 parser = SSEEventParser()
-                with ReadDeadline(response, self.timeout.sock_read) as deadline:
+                with ReadDeadline.of(response, self.timeout.sock_read,
+                                     aiohttp.ServerTimeoutError) as deadline:
                     async for raw in response.content.iter_any():
                         deadline.touch()
                         batch, ended = _event_batch(provider, parser.feed(raw),
@@ -187,7 +188,8 @@ class UpstreamClient:
                     yield batch
                     return
                 parser = SSEDataParser()
-                with ReadDeadline(response, self.timeout.sock_read) as deadline:
+                with ReadDeadline.of(response, self.timeout.sock_read,
+                                     aiohttp.ServerTimeoutError) as deadline:
                     async for raw in response.content.iter_any():
                         deadline.touch()
                         batch, end.done = _parse_batch(provider, parser.feed(raw))

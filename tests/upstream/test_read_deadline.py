@@ -1,6 +1,6 @@
 """upstream/deadline.py's ReadDeadline: the longest silent gap of a stream, kept by one timer
 instead of aiohttp's timer moved on every read. Real sockets: a loopback server writes a chunked
-SSE body on a schedule, aiohttp reads it."""
+SSE body on a schedule, aiohttp reads it, as upstream/client.py does."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ async def read_stream(delays: Sequence[float], seconds: float | None
         async with aiohttp.ClientSession(timeout=timeout) as session, \
                 session.get(f"http://127.0.0.1:{port}/") as response:
             protocol = response.connection.protocol  # type: ignore[union-attr]
-            with ReadDeadline(response, seconds) as deadline:
+            with ReadDeadline.of(response, seconds, aiohttp.ServerTimeoutError) as deadline:
                 during = protocol.read_timeout
                 try:
                     async for raw in response.content.iter_any():
