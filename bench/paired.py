@@ -55,7 +55,9 @@ def run(targets: dict[str, tuple[str, procs.CpuMeter]], rounds: int,
     for kind in KINDS:
         per: list[dict[str, Any]] = []
         for n in range(rounds):
-            r = one_round(targets, kind, duration)
+            # Who is started first alternates: the order alone moved a comparison of the same
+            # code on both sides by ~2 % (bench/ab.py does the same).
+            r = one_round(dict(sorted(targets.items(), reverse=n % 2 == 1)), kind, duration)
             per.append(r)
             o, b = r["ours"], r["bare"]
             print(f"  {time.strftime('%H:%M:%S')} paired {kind:12} round {n + 1}: ours "
