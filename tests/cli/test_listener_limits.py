@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -257,21 +257,31 @@ def test_a_client_sending_its_body_slowly_is_cut_off(server):
     assert seconds < BODY_TIMEOUT + 3
 
 
+def received(sock: socket.socket, data: bytes, enough: Callable[[bytes], bool],
+             gone: str) -> bytes:
+    """`data` and what the socket sends after it, until `enough(data)`; `gone` if it closes
+    first."""
+    while not enough(data):
+        more = sock.recv(65536)
+        assert more, gone
+        data += more
+    return data
+
+
+def read_head(sock: socket.socket) -> tuple[bytes, bytes]:
+    """The head of an answer on a kept-alive connection, and what came after it."""
+    data = received(sock, b"", lambda d: b"\r\n\r\n" in d, "the connection closed before the head")
+    head, rest = data.split(b"\r\n\r\n", 1)
+    return head, rest
+
+
 def health_answer(sock: socket.socket) -> bytes:
     """One GET /health on a kept-alive connection: its whole answer (head and body may come in
     separate reads)."""
     sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-    data = b""
-    while b"\r\n\r\n" not in data:
-        more = sock.recv(65536)
-        assert more, "closed before the answer"
-        data += more
-    head, body = data.split(b"\r\n\r\n", 1)
+    head, body = read_head(sock)
     length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))
-    while len(body) < length:
-        more = sock.recv(65536)
-        assert more, "closed inside the answer"
-        body += more
+    body = received(sock, body, lambda b: len(b) >= length, "closed inside the answer")
     assert len(body) == length
     return head
 
@@ -325,24 +335,14 @@ def test_a_stream_longer_than_every_timeout_is_not_cut(server, upstream):
 
 def read_http_answer(sock: socket.socket) -> tuple[bytes, bytes]:
     """The head and the de-chunked body of one chunked HTTP/1.1 answer."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        more = sock.recv(65536)
-        assert more, "the connection closed before the head"
-        data += more
-    head, rest = data.split(b"\r\n\r\n", 1)
+    head, rest = read_head(sock)
     body = b""
     while True:
-        while b"\r\n" not in rest:
-            more = sock.recv(65536)
-            assert more, "the connection closed between chunks"
-            rest += more
+        rest = received(sock, rest, lambda r: b"\r\n" in r, "the connection closed between chunks")
         size_line, rest = rest.split(b"\r\n", 1)
         size = int(size_line, 16)
-        while len(rest) < size + 2:
-            more = sock.recv(65536)
-            assert more, "the connection closed inside a chunk"
-            rest += more
+        rest = received(sock, rest, lambda r, size=size: len(r) >= size + 2,
+                        "the connection closed inside a chunk")
         if size == 0:
             return head, body
         body, rest = body + rest[:size], rest[size + 2:]
