@@ -118,29 +118,38 @@ def main() -> int:
             print(f"{name}: {spec} at {servers[name][0]}", flush=True)
         if args.burst:
             procs.http_post(f"{fake}/__config?chunks=20&chunk_delay_ms={args.hold * 50}", b"")
-            for n in range(args.rounds):
-                r = burst_round(dict(sorted(servers.items(), reverse=n % 2 == 1)), args.burst,
-                                args.hold)
-                ratios.append(r["A"]["cpu_s"] / r["B"]["cpu_s"])
-                print(f"round {n + 1}: " + "; ".join(
-                    f"{name} {r[name]['cpu_s']:.2f} s CPU, {r[name]['streaming_peak']} at once, "
-                    f"TTFB p99 {r[name]['ttfb_p99_ms']} ms, errors {r[name]['errors']}"
-                    for name in servers) + f"; CPU A/B {ratios[-1]:.3f}", flush=True)
+
+            def play(order: dict[str, Any]) -> dict[str, Any]:
+                return burst_round(order, args.burst, args.hold)
+
+            def ratio(r: dict[str, Any]) -> float:
+                return float(r["A"]["cpu_s"] / r["B"]["cpu_s"])
+
+            def describe(one: dict[str, Any]) -> str:
+                return (f"{one['cpu_s']:.2f} s CPU, {one['streaming_peak']} at once, "
+                        f"TTFB p99 {one['ttfb_p99_ms']} ms, errors {one['errors']}")
+
             what = f"CPU per burst of {args.burst}, A/B (lower: A is cheaper)"
+            targets: dict[str, Any] = servers
         else:
-            meters = {name: (base, procs.CpuMeter(pid)) for name, (base, pid) in servers.items()}
-            paired.one_round(meters, args.kind, 2)  # warm-up
-            for n in range(args.rounds):
-                # Who is started first alternates: the order alone moved an A/A comparison
-                # (the same code on both sides) by ~2 %.
-                order = dict(sorted(meters.items(), reverse=n % 2 == 1))
-                r = paired.one_round(order, args.kind, args.duration)
-                ratios.append(r["A"]["rps_per_cpu"] / r["B"]["rps_per_cpu"])
-                print(f"round {n + 1}: " + "; ".join(
-                    f"{name} {r[name]['rps']:,.0f} req/s at {r[name]['cpu_pct']}% CPU, "
-                    f"{r[name]['rps_per_cpu']} per CPU-second, errors {r[name]['errors']}"
-                    for name in servers) + f"; A/B {ratios[-1]:.3f}", flush=True)
+            def play(order: dict[str, Any]) -> dict[str, Any]:
+                return paired.one_round(order, args.kind, args.duration)
+
+            def ratio(r: dict[str, Any]) -> float:
+                return float(r["A"]["rps_per_cpu"] / r["B"]["rps_per_cpu"])
+
+            def describe(one: dict[str, Any]) -> str:
+                return (f"{one['rps']:,.0f} req/s at {one['cpu_pct']}% CPU, "
+                        f"{one['rps_per_cpu']} per CPU-second, errors {one['errors']}")
+
             what = f"{args.kind} requests per CPU-second, A/B (higher: A is cheaper)"
+            targets = {name: (base, procs.CpuMeter(pid)) for name, (base, pid) in servers.items()}
+            paired.one_round(targets, args.kind, 2)  # warm-up
+        for n in range(args.rounds):
+            r = play(paired.alternating(targets, n))
+            ratios.append(ratio(r))
+            print(f"round {n + 1}: " + "; ".join(f"{name} {describe(r[name])}" for name in servers)
+                  + f"; A/B {ratios[-1]:.3f}", flush=True)
         print(f"{what}: median {statistics.median(ratios):.3f}, lowest {min(ratios):.3f}, "
               f"highest {max(ratios):.3f}")
         return 0

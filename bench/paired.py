@@ -48,6 +48,12 @@ def one_round(targets: dict[str, tuple[str, procs.CpuMeter]], kind: str,
     return out
 
 
+def alternating(targets: dict[str, Any], n: int) -> dict[str, Any]:
+    """The targets in the order round `n` starts them: it alternates, as the order alone moved
+    a comparison of the same code on both sides by ~2 % (against the one started first)."""
+    return dict(sorted(targets.items(), reverse=n % 2 == 1))
+
+
 def run(targets: dict[str, tuple[str, procs.CpuMeter]], rounds: int,
         duration: float) -> dict[str, Any]:
     """{kind: {"rounds": [...], "shares": [...], "median", "min", "max"}} for ours/bare."""
@@ -55,9 +61,7 @@ def run(targets: dict[str, tuple[str, procs.CpuMeter]], rounds: int,
     for kind in KINDS:
         per: list[dict[str, Any]] = []
         for n in range(rounds):
-            # Who is started first alternates: the order alone moved a comparison of the same
-            # code on both sides by ~2 % (bench/ab.py does the same).
-            r = one_round(dict(sorted(targets.items(), reverse=n % 2 == 1)), kind, duration)
+            r = one_round(alternating(targets, n), kind, duration)
             per.append(r)
             o, b = r["ours"], r["bare"]
             print(f"  {time.strftime('%H:%M:%S')} paired {kind:12} round {n + 1}: ours "
