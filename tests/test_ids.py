@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 
 from iflow2api_lib.ids import random_hex
 from iflow2api_lib.logs import new_request_id
@@ -34,3 +35,14 @@ def test_a_forked_child_draws_other_ids_than_its_parent():
 
 def test_request_ids_keep_their_shape():
     assert re.fullmatch(r"req_[0-9a-f]{24}", new_request_id())
+
+
+def test_request_ids_sort_by_the_time_they_were_made():
+    # The request log indexes them: ids in the order made keep that index's inserts at its
+    # end (random ones each dirtied another page of it).
+    first = new_request_id()
+    time.sleep(0.002)
+    later = [new_request_id() for _ in range(500)]
+    assert all(first < one for one in later)
+    assert len(set(later)) == len(later)  # unique within one millisecond too
+    assert abs(int(first[4:15], 16) - time.time() * 1000) < 60_000
