@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from iflow2api_lib.ids import random_hex
+from iflow2api_lib.presence import ClientPresence
 from iflow2api_lib.redact import redact
 
 Scope = MutableMapping[str, Any]
@@ -83,19 +84,14 @@ def with_request_id(app: ASGIApp) -> ASGIApp:
         token = request_id.set(rid)
         started = time.monotonic()
         status: int | None = None
-        complete = client_left = False
-
-        async def receive_watched() -> Message:
-            nonlocal client_left
-            message = await receive()
-            if message["type"] == "http.disconnect" and not complete:
-                client_left = True
-            return message
+        # Reads pass through it; it notes a client gone before the end of the answer, and the
+        # fast path watches it for that (iflow2api_lib/presence.py).
+        presence = ClientPresence(receive)
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, complete
+            nonlocal status
             if message["type"] == "http.response.body" and not message.get("more_body"):
-                complete = True
+                presence.answer_ends()
             elif message["type"] == "http.response.start":
                 status = message["status"]
                 headers = list(message.get("headers") or ())
@@ -105,12 +101,12 @@ def with_request_id(app: ASGIApp) -> ASGIApp:
             await send(message)
 
         try:
-            await app(scope, receive_watched, send_with_id)
+            await app(scope, presence, send_with_id)
         except BaseException:
             status = status or 500
             raise
         finally:
-            if client_left:  # before the end of the answer: as the request log says
+            if presence.left:  # before the end of the answer: as the request log says
                 status = 499
             _log_access(scope, status, time.monotonic() - started)
             request_id.reset(token)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from iflow2api_lib.presence import ClientPresence
 from proxy.adapter import Exchange, Receive, Scope, Send, encode_headers, send_json
 from proxy.http import SSE_HEADERS, JsonResult, StreamResult, call_handler
 
@@ -43,20 +44,21 @@ async def carry(exchange: Exchange, scope: Scope, receive: Receive, send: Send) 
 
 class _ClientWatch:
     """Cancels the current task when the client goes away (the request body was read
-    before), until closed."""
+    before), until closed. The server's `receive` is watched without a task of its own where
+    it can be (iflow2api_lib/presence.py)."""
 
-    __slots__ = ("_cancelled", "_leaving", "_task")
+    __slots__ = ("_cancelled", "_task", "_watch")
 
     def __init__(self, receive: Receive) -> None:
         self._task = asyncio.current_task()
         self._cancelled = False
-        self._leaving = asyncio.ensure_future(_client_leaves(receive))
-        self._leaving.add_done_callback(self._left)
+        presence = receive if isinstance(receive, ClientPresence) else ClientPresence(receive)
+        self._watch = presence.watch(self._left)
 
-    def _left(self, leaving: asyncio.Future[None]) -> None:
+    def _left(self) -> None:
         # Closed, the watch does nothing: a callback scheduled just before must not cancel
         # what follows the answer (the stream's cleanup, the access line).
-        if self._task is not None and not leaving.cancelled():
+        if self._task is not None:
             self._cancelled = True
             self._task.cancel()
 
@@ -74,13 +76,7 @@ class _ClientWatch:
             # request back, so what follows does not see it as being cancelled.
             self._task.uncancel()
         self._task = None
-        self._leaving.cancel()
-
-
-async def _client_leaves(receive: Receive) -> None:
-    """Returns when the client has gone (the request body was read before)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
+        self._watch.close()
 
 
 async def _relay(send: Send, result: StreamResult) -> None:
