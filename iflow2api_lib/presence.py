@@ -66,8 +66,9 @@ class ClientPresence:
         on has had its answer; the watch ends here, before the server's own `http.disconnect`
         after the answer (Daphne sends one) would wake it for nothing."""
         self.answered = True
-        if self._watch is not None:
-            self._watch.close()
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.close()
 
     @property
     def watched_without_task(self) -> bool:
@@ -95,7 +96,10 @@ class _QueueWatch:
 
     def __init__(self, presence: ClientPresence, queue: asyncio.Queue[Message],
                  on_leave: Callable[[], None]) -> None:
-        self._presence = presence
+        # The presence holds its watch and the watch its presence until closed: the cycle is
+        # broken there, so both go when the request's last reference does, not at a pass of
+        # the cyclic garbage collector.
+        self._presence: ClientPresence | None = presence
         self._queue = queue
         self._on_leave: Callable[[], None] | None = on_leave
         self._waiter: asyncio.Future[None] | None = None
@@ -112,10 +116,12 @@ class _QueueWatch:
 
     def _woken(self, waiter: asyncio.Future[None] | None) -> None:
         self._waiter = None
-        if self._on_leave is None or (waiter is not None and waiter.cancelled()):
+        presence = self._presence
+        if self._on_leave is None or presence is None or (
+                waiter is not None and waiter.cancelled()):
             return
         while not self._queue.empty():
-            if self._presence.saw(self._queue.get_nowait()):
+            if presence.saw(self._queue.get_nowait()):
                 on_leave, self._on_leave = self._on_leave, None
                 on_leave()
                 return
@@ -123,6 +129,7 @@ class _QueueWatch:
 
     def close(self) -> None:
         self._on_leave = None
+        self._presence = None
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             # Out of the queue's waiters, so that a later message goes to a later reader.

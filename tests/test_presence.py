@@ -4,6 +4,8 @@ under Daphne (its `receive` is an asyncio.Queue's `get`) and with one under any 
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 
 import pytest
 from daphne.server import Server
@@ -134,3 +136,29 @@ def test_any_other_receive_is_watched_by_a_task(goes):
         assert len(asyncio.all_tasks()) == 1  # the watching task is gone
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("how", ["answered", "closed", "client left"])
+def test_a_finished_watch_leaves_no_reference_cycle(how):
+    # A cycle would keep the request's presence (and what it reaches) until a pass of the
+    # cyclic collector: every request would add to that collector's work.
+    async def main() -> weakref.ref[asyncio.Queue]:
+        queue: asyncio.Queue = asyncio.Queue()
+        presence = ClientPresence(queue.get)
+        watch = presence.watch(lambda: None)
+        if how == "answered":
+            presence.answer_ends()
+        elif how == "client left":
+            queue.put_nowait(DISCONNECT)
+            await settle()
+            assert presence.left
+        watch.close()
+        return weakref.ref(queue)  # what the presence reaches: the request's own queue
+
+    gc.collect()
+    gc.disable()
+    try:
+        ref = asyncio.run(main())
+        assert ref() is None
+    finally:
+        gc.enable()
