@@ -3,13 +3,17 @@ cheap Content-Type parser answers like Twisted's for what Twisted compares it wi
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import sys
 import types
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from daphne import http_protocol
+from daphne.server import Server
 from twisted.internet import tcp
 from twisted.web import http
 
@@ -19,6 +23,7 @@ TWISTED_PARSER = http._parseContentType
 TWISTED_ACCESS_LINE = http.HTTPFactory.log
 TWISTED_WRITES = (tcp.Connection.write, tcp.Connection.writeSequence)
 DAPHNES_HTTP = http_protocol.http
+DAPHNES_SERVER = (Server.create_application, Server.protocol_disconnected)
 
 
 @pytest.mark.parametrize("value", [
@@ -54,7 +59,10 @@ def test_tune_for_serving_freezes_start_up_objects_and_patches_twisted() -> None
         assert type(http_protocol.http) is types.ModuleType
         assert http_protocol.http.Request is http.Request
         assert http_protocol.http.HTTPFactory is http.HTTPFactory
+        assert (Server.create_application, Server.protocol_disconnected) != DAPHNES_SERVER
     finally:
+        (Server.create_application,  # type: ignore[method-assign]
+         Server.protocol_disconnected) = DAPHNES_SERVER
         http_protocol.http = DAPHNES_HTTP
         tcp.Connection.write, tcp.Connection.writeSequence = TWISTED_WRITES  # type: ignore[method-assign]
         http.HTTPFactory.log = TWISTED_ACCESS_LINE  # type: ignore[method-assign]
@@ -64,3 +72,72 @@ def test_tune_for_serving_freezes_start_up_objects_and_patches_twisted() -> None
          logging.logMultiprocessing) = log_switches
         sys.setswitchinterval(interval)
         http._parseContentType = TWISTED_PARSER
+
+
+@pytest.fixture
+def reaping() -> Iterator[None]:
+    tuning.reap_finished_requests()
+    try:
+        yield
+    finally:
+        (Server.create_application,  # type: ignore[method-assign]
+         Server.protocol_disconnected) = DAPHNES_SERVER
+
+
+def run_request(app: Any, *, disconnect_first: bool) -> tuple[Server, object]:
+    """One request through Daphne's own bookkeeping (not listening): connected, application
+    started and run to its end, disconnected before or after it ends."""
+    server = Server(application=app, endpoints=["tcp:port=0:interface=127.0.0.1"])
+    server.connections = {}
+    protocol = object()
+
+    async def main() -> None:
+        server.protocol_connected(protocol)
+        server.create_application(protocol, {"type": "http"})
+        if disconnect_first:
+            server.protocol_disconnected(protocol)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        if not disconnect_first:
+            server.protocol_disconnected(protocol)
+
+    asyncio.run(main())
+    return server, protocol
+
+
+async def answers(scope: Any, receive: Any, send: Any) -> None:
+    return None
+
+
+async def fails(scope: Any, receive: Any, send: Any) -> None:
+    raise RuntimeError("a bug")
+
+
+@pytest.mark.parametrize("disconnect_first", [True, False],
+                         ids=["answer, then app ends", "app ends, then close"])
+def test_a_finished_request_leaves_daphnes_connections_at_once(reaping, disconnect_first):
+    server, protocol = run_request(answers, disconnect_first=disconnect_first)
+    assert protocol not in server.connections  # not kept until the checker's next round
+
+
+def test_a_failed_application_is_left_to_daphnes_checker(reaping):
+    server, protocol = run_request(fails, disconnect_first=True)
+    # Kept, with its failure still there for the checker to log ("Exception inside
+    # application") as without the tuning.
+    instance = server.connections[protocol]["application_instance"]
+    assert isinstance(instance.exception(), RuntimeError)
+
+
+def test_an_open_connection_is_left_to_daphnes_checker(reaping):
+    server = Server(application=answers, endpoints=["tcp:port=0:interface=127.0.0.1"])
+    server.connections = {}
+    protocol = object()
+
+    async def main() -> None:
+        server.protocol_connected(protocol)
+        server.create_application(protocol, {"type": "http"})
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert protocol in server.connections
