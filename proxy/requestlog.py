@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import cache, partial
+from typing import Any
 
 from django.db import (
     InterfaceError,
@@ -118,13 +119,18 @@ def insert_sql(vendor: str) -> str:
     return f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({marks})"
 
 
-def row_values(r: RequestRecord, known_accounts: set[int]) -> tuple[object, ...]:
-    return (connection.ops.adapt_datetimefield_value(r.started_at), r.instance[:64],
-            r.key_label[:100], r.account_id if r.account_id in known_accounts else None,
-            r.model[:200], r.requested_model[:200], r.api, r.stream, r.status,
-            max(0, r.latency_ms), r.ttft_ms, r.tokens_in, r.tokens_out, r.error[:ERROR_MAX],
-            r.request_body, r.response_body, r.request_id[:64], r.tokens_cached,
-            connection.ops.adapt_decimalfield_value(r.cost, 20, 10), r.currency[:3])
+def row_values(records: list[RequestRecord], known_accounts: set[int]) -> list[tuple[object, ...]]:
+    """The rows of a batch, in ROW_FIELDS order. The database's adapters are looked up once
+    per batch: `connection` finds the thread's connection on every attribute read, which
+    per row was a third of building it."""
+    ops = connection.ops
+    adapt_time, adapt_decimal = ops.adapt_datetimefield_value, ops.adapt_decimalfield_value
+    return [(adapt_time(r.started_at), r.instance[:64], r.key_label[:100],
+             r.account_id if r.account_id in known_accounts else None,
+             r.model[:200], r.requested_model[:200], r.api, r.stream, r.status,
+             max(0, r.latency_ms), r.ttft_ms, r.tokens_in, r.tokens_out, r.error[:ERROR_MAX],
+             r.request_body, r.response_body, r.request_id[:64], r.tokens_cached,
+             adapt_decimal(r.cost, 20, 10), r.currency[:3]) for r in records]
 
 
 def write_rows(records: list[RequestRecord], stats: Stats, *, keep_connection: bool = False
@@ -155,13 +161,23 @@ def write_rows(records: list[RequestRecord], stats: Stats, *, keep_connection: b
 
 
 def _insert(records: list[RequestRecord]) -> None:
+    ids = sorted({r.account_id for r in records if r.account_id is not None})
+    with transaction.atomic(), connection.cursor() as cursor:
+        known = _existing_accounts(cursor, ids) if ids else set()
+        cursor.executemany(insert_sql(connection.vendor), row_values(records, known))
+
+
+def _existing_accounts(cursor: Any, ids: list[int]) -> set[int]:
+    """Which of these accounts still exist (a deleted one is logged as none). Plain SQL in
+    the batch's transaction: the ORM query compiled per batch cost more than its rows."""
     from accounts.models import Account
 
-    ids = {r.account_id for r in records if r.account_id is not None}
-    known = set(Account.objects.filter(pk__in=ids).values_list("pk", flat=True))
-    rows = [row_values(r, known) for r in records]
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.executemany(insert_sql(connection.vendor), rows)
+    quote = connection.ops.quote_name
+    pk = quote(Account._meta.pk.column)
+    marks = ", ".join(["%s"] * len(ids))
+    cursor.execute(f"SELECT {pk} FROM {quote(Account._meta.db_table)} WHERE {pk} IN ({marks})",
+                   ids)
+    return {row[0] for row in cursor.fetchall()}
 
 
 class _Writer:

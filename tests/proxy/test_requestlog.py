@@ -145,6 +145,40 @@ def test_queued_rows_are_written_at_shutdown(fake_iflow, upstream, database):
         assert "request log" not in server.output()  # no write failed
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_rows_keep_existing_accounts_and_drop_deleted_ones(fake_iflow, upstream, database):
+    # The writer checks a batch's accounts with its own SQL in the batch's transaction: the
+    # account of a served request is kept, one deleted meanwhile is logged as none.
+    with contextlib.ExitStack() as stack:
+        env = {"IFLOW_API_KEY": FAKE_KEY, "IFLOW_BASE_URL": fake_iflow.base_url}
+        if database == "postgres":
+            env["DATABASE_URL"] = stack.enter_context(fresh_postgres_database())
+        server = stack.enter_context(GatewayServer(env))
+        start = timezone.now()
+        assert post_chat(server).status_code == 200
+        [row] = rows_since(server, start)
+        assert row["account__provider"] == "iflow"
+        code = """
+from django.utils import timezone
+from accounts.models import Account
+from proxy.models import RequestLog
+from proxy.requestlog import RequestRecord, Stats, write_rows
+kept = Account.objects.get().pk
+stats = Stats()
+write_rows([RequestRecord(started_at=timezone.now(), api="openai", account_id=kept,
+                          request_id="kept-1"),
+            RequestRecord(started_at=timezone.now(), api="openai", account_id=987654,
+                          request_id="gone-1")], stats)
+print(stats.written, stats.failed, kept,
+      *RequestLog.objects.filter(request_id__in=["kept-1", "gone-1"])
+      .order_by("request_id").values_list("account_id", flat=True))
+"""
+        written, failed, kept, gone_account, kept_account = \
+            server.shell(code).strip().splitlines()[-1].split()
+        assert (written, failed) == ("2", "0")
+        assert gone_account == "None" and kept_account == kept
+
+
 # --- the queue ----------------------------------------------------------------------------------
 
 
