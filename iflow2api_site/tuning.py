@@ -185,6 +185,8 @@ def reap_finished_requests() -> None:
         return queue
 
     def protocol_disconnected(self: Any, protocol: Any) -> None:
+        if protocol not in self.connections:  # reaped already: Daphne's own would KeyError
+            return
         disconnected(self, protocol)
         _reap(self, protocol)
 
