@@ -11,8 +11,14 @@ when its listeners are up, before the first request. Each part was measured on t
   Python ran a full pass after every 10 middle-generation passes, nine per burst, each
   0.2-0.3 s with the loop stopped: a third of the burst's CPU. Full passes now come at most
   every 100 middle-generation passes (`FULL_PASS_AFTER`): the request path makes next to no
-  cyclic garbage (tests/proxy/test_stream_garbage.py), so little waits for them. The young
-  generation's threshold stays Python's: a larger one collects less often but pauses longer.
+  cyclic garbage (tests/proxy/test_stream_garbage.py, tests/test_presence.py), so little
+  waits for them. For the same reason a young pass finds nothing to free, yet at Python's
+  threshold (700 more objects alive than after the last pass) the in-flight requests' own
+  objects, rising and falling, set one off every ~6 requests at c=50, each walking them all:
+  ~8 % of the CPU, with nothing collected. At `YOUNG_PASS_AFTER` (20,000) a young pass comes
+  when the heap has really grown (a burst, or garbage piling up): a few in 30,000 requests,
+  ~3 ms each. Paired, c=50: +9 % requests per CPU-second streaming or not; bursts of 2,000
+  streams 6 % less CPU; c=1 tails unchanged (bench/README.md).
 - The GIL switch interval. Work in threads beside the event loop (the request log's writer,
   sync_to_async ORM calls) holds the GIL for up to the interval (5 ms by default) before the
   loop's thread gets it back; 1 ms bounds that wait at a negligible switching cost.
@@ -57,6 +63,7 @@ log = logging.getLogger(__name__)
 SWITCH_INTERVAL_SECONDS = 0.001
 # Middle-generation passes before the collector considers a full one (Python's default: 10).
 FULL_PASS_AFTER = 100
+YOUNG_PASS_AFTER = 20_000  # more container objects alive than after the last young pass
 
 
 def media_type(line: bytes) -> bytes:
@@ -212,7 +219,7 @@ def tune_for_serving() -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     gc.collect()
     gc.freeze()
-    young, middle, _full = gc.get_threshold()
-    gc.set_threshold(young, middle, FULL_PASS_AFTER)
+    _young, middle, _full = gc.get_threshold()
+    gc.set_threshold(YOUNG_PASS_AFTER, middle, FULL_PASS_AFTER)
     log.info("serving tuned: %d start-up objects frozen for the garbage collector",
              gc.get_freeze_count())

@@ -1,0 +1,66 @@
+"""The request path leaves no reference cycles: what a request made is freed when it ends, by
+reference counting, not by a pass of the cyclic garbage collector. `serve` counts on it: its
+young-generation threshold is high (iflow2api_site/tuning.py, YOUNG_PASS_AFTER), so a cycle
+per request would pile up thousands of requests' objects between passes.
+
+A real gateway, with a probe loaded at its start (tests/fixtures/gc_probe) that keeps what the
+collector finds between two signals, serves every API, streaming and not, and some refusals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import FAKE_KEY
+from tests.servers import GatewayServer
+
+PROBE = Path(__file__).resolve().parents[1] / "fixtures" / "gc_probe"
+MESSAGES = [{"role": "user", "content": "hi"}]
+CALLS = [
+    ("/v1/chat/completions", {"model": "glm-5", "messages": MESSAGES}),
+    ("/v1/chat/completions", {"model": "glm-5", "stream": True, "messages": MESSAGES}),
+    ("/v1/messages", {"model": "glm-5", "max_tokens": 16, "messages": MESSAGES}),
+    ("/v1/messages", {"model": "glm-5", "max_tokens": 16, "stream": True, "messages": MESSAGES}),
+    ("/v1/responses", {"model": "glm-5", "input": "hi", "store": False}),
+    ("/v1/responses", {"model": "glm-5", "input": "hi", "stream": True, "store": False}),
+    ("/v1/chat/completions", {"model": "no-such-model", "messages": MESSAGES}),  # 404
+    ("/v1/chat/completions", {"model": "glm-5"}),  # 400: no messages
+]
+ROUNDS = 25
+
+
+def serve_all(client: httpx.Client, server: GatewayServer) -> int:
+    served = 0
+    for path, body in CALLS:
+        answer = client.post(server.url + path, json=body)
+        assert answer.status_code in (200, 400, 404), (path, answer.status_code, answer.text)
+        served += 1
+    return served
+
+
+def test_requests_leave_no_cyclic_garbage(fake_iflow, tmp_path):
+    out = tmp_path / "garbage.json"
+    existing = os.environ.get("PYTHONPATH")
+    env = {"IFLOW_API_KEY": FAKE_KEY, "IFLOW_BASE_URL": fake_iflow.base_url,
+           "GC_PROBE_FILE": str(out),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(PROBE), existing]))}
+    with GatewayServer(env) as server, httpx.Client(timeout=30) as client:
+        assert server.process is not None
+        serve_all(client, server)  # first use: snapshots, connections, caches made once
+        server.process.send_signal(signal.SIGUSR1)
+        time.sleep(0.3)
+        served = sum(serve_all(client, server) for _ in range(ROUNDS))
+        time.sleep(0.5)  # the request log's writer and the last stream cleanups
+        server.process.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while not out.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    found = json.loads(out.read_text())
+    # A cycle in the request path would be at least one object per request of its kind.
+    assert found["total"] < served // 10, found
