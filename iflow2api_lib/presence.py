@@ -2,7 +2,8 @@
 
 ASGI says a client has gone with an `http.disconnect` message on `receive`; the usual way to
 learn of it while the answer is being made is a task that awaits `receive` until then. That task
-(made, first step, cancelled, its callback) was ~8 % of a short request's CPU at c=50.
+(made, first step, cancelled, its callback, and a wake-up by the server's own disconnect after
+the answer) was ~2 % of a short request's CPU at c=50 (docs/benchmarks.md, seventh sitting).
 
 `ClientPresence` is the `receive` the outermost wrapper hands down (iflow2api_lib/logs.py): reads
 pass through it, and it remembers a disconnect that came before the answer was complete (the

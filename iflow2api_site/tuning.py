@@ -4,21 +4,21 @@ when its listeners are up, before the first request. Each part was measured on t
 
 - Python's cyclic garbage collector. After start-up the heap holds ~140k long-lived objects
   (Django, the apps, the URL resolver, translations). A generation-2 pass walks all of them:
-  50-130 ms with the event loop stopped, every thousand or so requests, which was the p99.9
-  at c=1. `gc.freeze()` moves what start-up made to the permanent generation, which the
-  collector never scans: a full pass then takes ~2 ms. What is frozen does not shrink what
-  many open streams keep alive, though: in a burst of 2,000 streams (~1.5 million objects)
-  Python ran a full pass after every 10 middle-generation passes, nine per burst, each
-  0.2-0.3 s with the loop stopped: a third of the burst's CPU. Full passes now come at most
-  every 100 middle-generation passes (`FULL_PASS_AFTER`): the request path makes next to no
-  cyclic garbage (tests/proxy/test_stream_garbage.py, tests/test_presence.py), so little
-  waits for them. For the same reason a young pass finds nothing to free, yet at Python's
-  threshold (700 more objects alive than after the last pass) the in-flight requests' own
-  objects, rising and falling, set one off every ~6 requests at c=50, each walking them all:
-  ~8 % of the CPU, with nothing collected. At `YOUNG_PASS_AFTER` (20,000) a young pass comes
-  when the heap has really grown (a burst, or garbage piling up): a few in 30,000 requests,
-  ~3 ms each. Paired, c=50: +9 % requests per CPU-second streaming or not; bursts of 2,000
-  streams 6 % less CPU; c=1 tails unchanged (bench/README.md).
+  50-130 ms with the event loop stopped, every thousand or so requests, which was the p99.9 at
+  c=1. `gc.freeze()` moves what start-up made to the permanent generation, which the collector
+  never scans: a full pass then takes ~2 ms. What is frozen does not shrink what many open streams
+  keep alive, though: in a burst of 2,000 streams (~1.5 million objects) Python ran a full pass
+  after every 10 middle-generation passes, nine per burst, each 0.2-0.3 s with the loop stopped: a
+  third of the burst's CPU. Full passes now come at most every 100 middle-generation passes
+  (`FULL_PASS_AFTER`): the request path makes next to no cyclic garbage
+  (tests/proxy/test_request_garbage.py through a real server, and
+  tests/proxy/test_stream_garbage.py), so little waits for them. For the same reason a young pass
+  finds nothing to free, yet at Python's threshold (700 more objects alive than after the last
+  pass) the in-flight requests' own objects, rising and falling, set one off every ~6 requests at
+  c=50, each walking them all: ~8 % of the CPU, with nothing collected. At `YOUNG_PASS_AFTER`
+  (20,000) a young pass comes when the heap has really grown (a burst, or garbage piling up): a
+  few in 30,000 requests, ~3 ms each. Paired, c=50: +9 % requests per CPU-second streaming or not;
+  bursts of 2,000 streams 6 % less CPU; c=1 tails unchanged (docs/benchmarks.md, seventh sitting).
 - The GIL switch interval. Work in threads beside the event loop (the request log's writer,
   sync_to_async ORM calls) holds the GIL for up to the interval (5 ms by default) before the
   loop's thread gets it back; 1 ms bounds that wait at a negligible switching cost.
