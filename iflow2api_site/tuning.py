@@ -19,10 +19,14 @@ when its listeners are up, before the first request. Each part was measured on t
   (20,000) a young pass comes when the heap has really grown (a burst, or garbage piling up): a
   few in 30,000 requests, ~3 ms each. Paired, c=50: +9 % requests per CPU-second streaming or not;
   bursts of 2,000 streams 6 % less CPU; c=1 tails unchanged (docs/benchmarks.md, seventh sitting).
-  Only on the fast path (the default): through Django's carrier (FAST_PATH=false) a refused big
-  body is left in reference cycles (where exactly was not traced), which would stay until the next
-  young pass (tests/proxy/test_bad_input.py's 600k-message body: 90 MiB kept instead of the 4x
-  body allowed), so that carrier keeps Python's threshold.
+  Error paths do make cycles (~58 objects per failed upstream call: the exception's frames,
+  aiohttp's response, our prepared upstream body), which would then wait hundreds of failed
+  requests for a pass: once a second the young and middle generations are collected if Python's
+  own threshold was passed meanwhile (`young_passes_each_second`). Only on the fast path (the
+  default): through Django's carrier (FAST_PATH=false) a refused big body is left in reference
+  cycles (where exactly was not traced), which would stay until the next young pass
+  (tests/proxy/test_bad_input.py's 600k-message body: 90 MiB kept instead of the 4x body allowed),
+  so that carrier keeps Python's threshold.
 - The GIL switch interval. Work in threads beside the event loop (the request log's writer,
   sync_to_async ORM calls) holds the GIL for up to the interval (5 ms by default) before the
   loop's thread gets it back; 1 ms bounds that wait at a negligible switching cost.
@@ -56,6 +60,8 @@ when its listeners are up, before the first request. Each part was measured on t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import sys
@@ -68,6 +74,10 @@ SWITCH_INTERVAL_SECONDS = 0.001
 # Middle-generation passes before the collector considers a full one (Python's default: 10).
 FULL_PASS_AFTER = 100
 YOUNG_PASS_AFTER = 20_000  # more container objects alive than after the last young pass
+# ...and at most a second after Python's own trigger (700) was passed: garbage made on error
+# paths (exception cycles holding a request's upstream body) is not kept longer than that.
+YOUNG_PASS_TICK_SECONDS = 1.0
+YOUNG_PASS_DUE = 700
 
 
 def media_type(line: bytes) -> bytes:
@@ -205,6 +215,25 @@ def reap_finished_requests() -> None:
     Server.protocol_disconnected = protocol_disconnected  # type: ignore[method-assign]
 
 
+def young_passes_each_second(loop: asyncio.AbstractEventLoop) -> None:
+    """With young passes left to YOUNG_PASS_AFTER, cyclic garbage (an upstream error's
+    exception cycle holds its frames and the prepared upstream body) could wait hundreds of
+    failed requests for one. Once a second the young and middle generations are collected
+    if Python's own threshold was passed meanwhile (and everything, after FULL_PASS_AFTER such
+    passes, as Python would): at most one pass a second (~1-2 ms at c=50), and young garbage
+    lives about a second at most."""
+
+    def tick() -> None:
+        young, _middle, middle_passes = gc.get_count()
+        if middle_passes >= FULL_PASS_AFTER:  # as Python would, on its own young passes
+            gc.collect()
+        elif young >= YOUNG_PASS_DUE:
+            gc.collect(1)
+        loop.call_later(YOUNG_PASS_TICK_SECONDS, tick)
+
+    loop.call_later(YOUNG_PASS_TICK_SECONDS, tick)
+
+
 def lean_log_records() -> None:
     logging._srcfile = None  # type: ignore[attr-defined]  # no caller look-up (HOWTO, optimisation)
     logging.logThreads = False
@@ -228,6 +257,8 @@ def tune_for_serving() -> None:
     young, middle, _full = gc.get_threshold()
     if settings.IFLOW2API["FAST_PATH"]:  # Django's carrier leaves cycles: Python's threshold
         young = YOUNG_PASS_AFTER
+        with contextlib.suppress(RuntimeError):  # no loop running: a test calling this
+            young_passes_each_second(asyncio.get_running_loop())
     gc.set_threshold(young, middle, FULL_PASS_AFTER)
     log.info("serving tuned: %d start-up objects frozen for the garbage collector",
              gc.get_freeze_count())

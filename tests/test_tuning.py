@@ -8,6 +8,7 @@ import gc
 import logging
 import sys
 import types
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -150,3 +151,29 @@ def test_an_open_connection_is_left_to_daphnes_checker(reaping):
 
     asyncio.run(main())
     assert protocol in server.connections
+
+
+class Cycle:
+    """Two objects that hold each other: freed only by the cyclic collector."""
+
+    def __init__(self) -> None:
+        self.other = [self]
+
+
+def test_young_garbage_is_collected_within_about_a_second_of_being_due() -> None:
+    # The young threshold is high on the fast path; the tick keeps garbage (an upstream
+    # error's exception cycle, holding the upstream body) from waiting for it.
+    thresholds = gc.get_threshold()
+    gc.set_threshold(10**9, thresholds[1], thresholds[2])  # no automatic pass in this test
+    try:
+        async def main() -> list[weakref.ref[Cycle]]:
+            tuning.young_passes_each_second(asyncio.get_running_loop())
+            refs = [weakref.ref(Cycle()) for _ in range(tuning.YOUNG_PASS_DUE)]
+            assert all(ref() is not None for ref in refs)  # garbage, not yet collected
+            await asyncio.sleep(tuning.YOUNG_PASS_TICK_SECONDS * 1.5)
+            return refs
+
+        refs = asyncio.run(main())
+        assert all(ref() is None for ref in refs)
+    finally:
+        gc.set_threshold(*thresholds)
