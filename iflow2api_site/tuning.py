@@ -19,14 +19,16 @@ when its listeners are up, before the first request. Each part was measured on t
   (20,000) a young pass comes when the heap has really grown (a burst, or garbage piling up): a
   few in 30,000 requests, ~3 ms each. Paired, c=50: +9 % requests per CPU-second streaming or not;
   bursts of 2,000 streams 6 % less CPU; c=1 tails unchanged (docs/benchmarks.md, seventh sitting).
-  Error paths do make cycles (~58 objects per failed upstream call: the exception's frames,
-  aiohttp's response, our prepared upstream body), which would then wait hundreds of failed
-  requests for a pass: once a second the young and middle generations are collected if Python's
-  own threshold was passed meanwhile (`young_passes_each_second`). Only on the fast path (the
-  default): through Django's carrier (FAST_PATH=false) a refused big body is left in reference
-  cycles (where exactly was not traced), which would stay until the next young pass
-  (tests/proxy/test_bad_input.py's 600k-message body: 90 MiB kept instead of the 4x body allowed),
-  so that carrier keeps Python's threshold.
+  Failed upstream calls made cycles too (~90 objects each: an exception kept in a frame its own
+  traceback holds, with the request, the upstream response and body); those are broken where
+  they were made (tests/proxy/test_error_garbage.py). What is left (asyncio's transport of a
+  connection the upstream broke, ~7 objects) and whatever a path not yet traced makes must not
+  wait hundreds of requests for a pass: once a second the young and middle generations are
+  collected if Python's own threshold was passed meanwhile (`young_passes_each_second`). Only
+  on the fast path (the default): through Django's carrier (FAST_PATH=false) a refused big body
+  is left in reference cycles (where exactly was not traced), which would stay until the next
+  young pass (tests/proxy/test_bad_input.py's 600k-message body: 90 MiB kept instead of the 4x
+  body allowed), so that carrier keeps Python's threshold.
 - The GIL switch interval. Work in threads beside the event loop (the request log's writer,
   sync_to_async ORM calls) holds the GIL for up to the interval (5 ms by default) before the
   loop's thread gets it back; 1 ms bounds that wait at a negligible switching cost.
@@ -216,9 +218,9 @@ def reap_finished_requests() -> None:
 
 
 def young_passes_each_second(loop: asyncio.AbstractEventLoop) -> None:
-    """With young passes left to YOUNG_PASS_AFTER, cyclic garbage (an upstream error's
-    exception cycle holds its frames and the prepared upstream body) could wait hundreds of
-    failed requests for one. Once a second the young and middle generations are collected
+    """With young passes left to YOUNG_PASS_AFTER, cyclic garbage (the request path makes
+    none that it knows of; a cycle on a path not yet traced could hold a request's body) could
+    wait hundreds of requests for one. Once a second the young and middle generations are collected
     if Python's own threshold was passed meanwhile (and everything, after FULL_PASS_AFTER such
     passes, as Python would): at most one pass a second (~1-2 ms at c=50), and young garbage
     lives about a second at most."""

@@ -159,7 +159,10 @@ class _Relay:
                     await pool.recovered(lease.account)  # served while cooling: limit is over
                 return result
         assert failed is not None
-        raise failed
+        try:
+            raise failed
+        finally:
+            del failed  # this frame is in the error's traceback: no cycle through it
 
     async def call(self, lease: Lease) -> JsonResult | StreamResult:
         """One upstream call on `lease`'s account. A stream owns the lease from here (released

@@ -113,6 +113,7 @@ class UpstreamClient:
                 body = await response.read()
                 status, headers = response.status, _lower_headers(response.headers)
         except (TimeoutError, aiohttp.ClientError) as exc:
+            _forget_frames(exc)
             raise _transport_error(exc) from exc
         if status != 200:
             raise provider.error_from_response(status, headers, body)
@@ -159,6 +160,7 @@ class UpstreamClient:
                             count += len(batch)
                             yield batch
         except (TimeoutError, aiohttp.ClientError) as exc:
+            _forget_frames(exc)
             if not ended:
                 raise _transport_error(exc, started=count > 0) from exc
         if count == 0:
@@ -204,6 +206,7 @@ class UpstreamClient:
                         if batch:
                             yield batch
         except (TimeoutError, aiohttp.ClientError) as exc:
+            _forget_frames(exc)
             if not end.complete:
                 raise _transport_error(exc, started=count > 0) from exc
             # The answer is whole; only what follows its finish_reason (usage, [DONE]) is lost.
@@ -386,6 +389,14 @@ def _chunks_from_json(provider: Provider, body: bytes) -> list[dict[str, Any]]:
     chunk["object"] = "chat.completion.chunk"
     chunk["choices"] = choices
     return [chunk]
+
+
+def _forget_frames(exc: BaseException) -> None:
+    """Drops a transport error's traceback. aiohttp keeps the exception a broken connection
+    raised on that connection's reader, and the traceback's frames hold the reader: a
+    reference cycle, with the request's response and upstream body in it, left to the garbage
+    collector (tests/proxy/test_error_garbage.py). Its type and message are what we report."""
+    exc.__traceback__ = None
 
 
 def _transport_error(exc: BaseException, *, started: bool = False) -> UpstreamError:
