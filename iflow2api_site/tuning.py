@@ -220,10 +220,10 @@ def reap_finished_requests() -> None:
 def young_passes_each_second(loop: asyncio.AbstractEventLoop) -> None:
     """With young passes left to YOUNG_PASS_AFTER, cyclic garbage (the request path makes
     none that it knows of; a cycle on a path not yet traced could hold a request's body) could
-    wait hundreds of requests for one. Once a second the young and middle generations are collected
-    if Python's own threshold was passed meanwhile (and everything, after FULL_PASS_AFTER such
-    passes, as Python would): at most one pass a second (~1-2 ms at c=50), and young garbage
-    lives about a second at most."""
+    wait hundreds of requests for one. Once a second the young and middle generations are
+    collected if Python's own threshold was passed meanwhile (and everything, after
+    FULL_PASS_AFTER such passes, as Python would): at most one pass a second (~1-2 ms at c=50),
+    and young garbage lives about a second at most."""
 
     def tick() -> None:
         young, _middle, middle_passes = gc.get_count()
