@@ -46,7 +46,12 @@ when its listeners are up, before the first request. Each part was measured on t
   per paced event) in cProfile. A write with nothing waiting before it now goes to the socket
   at once, as asyncio's transports do; the rest takes Twisted's buffered path
   (`write_through_tcp`). Client sockets get TCP_NODELAY (iflow2api_site/listener.py), since a
-  head and a body can then be two sends.
+  head and a body could then be two sends. They are not: Twisted's Request writes a response's
+  head, its body and a chunked response's terminator with a write each, and a reply that
+  starts or ends a response is corked (`corked_replies`), so a JSON answer is one send and a
+  stream's first and last chunks carry its head and its end (strace: 2 sends per JSON answer
+  and 3 per one-read stream before, 1 after; paired, c=50, +2.6 % non-streaming and +2.5 %
+  streaming requests per CPU-second).
 - Daphne's finished requests. Daphne keeps each request's entry (the request, its scope, its
   application task) until a checker walks them once a second: ~1,000 finished requests alive
   at any moment at c=50, walked and promoted by the garbage collector's young passes. An entry
@@ -139,6 +144,10 @@ def write_through_tcp() -> None:
     buffered_write_sequence = tcp.Connection.writeSequence
 
     def write(self: Any, data: bytes) -> None:
+        held = self.held_writes
+        if held is not None:  # corked: sent with the rest when the cork comes off
+            held.append(data)
+            return
         if data and _writes_idle(self):
             data = _unsent(self, data)
             if not data:
@@ -146,6 +155,10 @@ def write_through_tcp() -> None:
         buffered_write(self, data)
 
     def write_sequence(self: Any, iovec: Any) -> None:
+        held = self.held_writes
+        if held is not None:
+            held.extend(iovec)
+            return
         if iovec and _writes_idle(self):
             data = _unsent(self, b"".join(iovec))
             if data:
@@ -153,8 +166,59 @@ def write_through_tcp() -> None:
             return
         buffered_write_sequence(self, iovec)
 
+    tcp.Connection.held_writes = None  # type: ignore[attr-defined]  # a list while corked
     tcp.Connection.write = write  # type: ignore[method-assign]
     tcp.Connection.writeSequence = write_sequence  # type: ignore[method-assign]
+
+
+def corked(conn: Any) -> contextlib.AbstractContextManager[None]:
+    """`with corked(connection):` the writes made inside go to the socket as one, at the end
+    (write_through_tcp's writes; Twisted's own, unpatched, are not held). A response's head
+    and body, or its last chunk and the chunked terminator, are then one send instead of two
+    or three: a system call each, and a segment each for the client to wake up for."""
+    return _Cork(conn)
+
+
+class _Cork:
+    __slots__ = ("_conn", "_held")
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._held: list[bytes] | None = None
+
+    def __enter__(self) -> None:
+        if getattr(self._conn, "held_writes", True) is None:  # TCP, not corked already
+            self._held = self._conn.held_writes = []
+
+    def __exit__(self, *exc_info: object) -> None:
+        held = self._held
+        if held is None:
+            return
+        self._conn.held_writes = None
+        if held:  # after an error too: what was written is sent, as it would have been
+            self._conn.write(b"".join(held))
+
+
+def corked_replies() -> None:
+    """Daphne writes a response's head, its body and, for a chunked one, the terminator with
+    a write each (Twisted's Request.write and finish). A body message that starts or ends the
+    response is corked (`corked`): a JSON answer is one send, a stream's head goes with its
+    first chunk and its last chunk with the terminator. Chunks in between are one write
+    already and are not touched."""
+    from daphne.http_protocol import WebRequest
+
+    reply = WebRequest.handle_reply
+
+    def handle_reply(self: Any, message: dict[str, Any]) -> None:
+        channel = self.channel
+        if (message.get("type") == "http.response.body" and channel is not None
+                and (not self.startedWriting or not message.get("more_body"))):
+            with corked(channel.transport):
+                reply(self, message)
+            return
+        reply(self, message)
+
+    WebRequest.handle_reply = handle_reply  # type: ignore[method-assign]
 
 
 def daphne_without_module_proxy() -> None:
@@ -250,6 +314,7 @@ def tune_for_serving() -> None:
     patch_twisted_content_type()
     skip_twisted_access_line()
     write_through_tcp()
+    corked_replies()
     daphne_without_module_proxy()
     reap_finished_requests()
     lean_log_records()

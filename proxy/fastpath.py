@@ -15,7 +15,7 @@ import contextlib
 
 from iflow2api_lib.presence import ClientPresence
 from proxy.adapter import Exchange, Receive, Scope, Send, encode_headers, send_json
-from proxy.http import SSE_HEADERS, JsonResult, StreamResult, call_handler
+from proxy.http import SSE_HEADERS, FinalChunk, JsonResult, StreamResult, call_handler
 
 SSE_START_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"),
                      *((k.encode(), v.encode()) for k, v in SSE_HEADERS)]
@@ -80,11 +80,18 @@ class _ClientWatch:
 
 
 async def _relay(send: Send, result: StreamResult) -> None:
-    """Relays the stream; its cleanup is the adapter's (started or not, it runs)."""
+    """Relays the stream; its cleanup is the adapter's (started or not, it runs). The last
+    chunk waits for the stream's own cleanup (the account's lease, the request log, the rate
+    rule's slot) and goes with the end of the response: a client that has the whole answer
+    finds the request settled, and the server sends it in one write (tuning.corked_replies)."""
     extra = [h for h in result.headers if h not in SSE_HEADERS]
     await send({"type": "http.response.start", "status": result.status,
                 "headers": [*SSE_START_HEADERS, *encode_headers(extra)]})
+    last = b""
     async with contextlib.aclosing(result.chunks) as chunks:
         async for chunk in chunks:
+            if type(chunk) is FinalChunk:
+                last = chunk
+                continue
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    await send({"type": "http.response.body", "body": b""})
+    await send({"type": "http.response.body", "body": last})

@@ -59,6 +59,13 @@ SSE_HEADERS = [
 ]
 
 
+class FinalChunk(bytes):
+    """The last chunk of a stream's `chunks`: nothing but its end follows. A carrier may hold
+    it until the stream's cleanup ran and send it with the end of the response (one write)."""
+
+    __slots__ = ()
+
+
 @dataclass
 class StreamResult:
     chunks: AsyncIterator[bytes]

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from django.utils.translation import gettext
 
 from proxy.errors import ApiError
-from proxy.http import SSE_HEADERS, StreamResult
+from proxy.http import SSE_HEADERS, FinalChunk, StreamResult
 from proxy.lifecycle import Lifecycle
 from upstream.types import FinalBatch, UpstreamError
 
@@ -193,7 +193,7 @@ def stream_body(
                 if stop.done() and not stop.cancelled():
                     error = ApiError(503, gettext("the server is shutting down; retry the "
                                                   "request"), "server_shutting_down")
-                    yield b"".join(session.fail(error))
+                    yield FinalChunk(b"".join(session.fail(error)))
                     return
                 batch = reads.take()
                 if batch is None:
@@ -206,19 +206,19 @@ def stream_body(
                     error = _as_api_error(failure)  # every failure becomes an in-band event
                     out = session.fail(error)
                     if out:
-                        yield b"".join(out)
+                        yield FinalChunk(b"".join(out))
                     return
                 out = [data for chunk in batch for data in session.feed(chunk)]
                 if isinstance(batch, FinalBatch):  # nothing follows: the ending goes out
                     out += ending()                 # in the same write
                     if out:
-                        yield b"".join(out)
+                        yield FinalChunk(b"".join(out))
                     return
                 if out:
                     yield b"".join(out)
             out = ending()
             if out:
-                yield b"".join(out)
+                yield FinalChunk(b"".join(out))
         finally:
             await cleanup()
 

@@ -15,7 +15,10 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from proxy import fastpath
 from proxy.chat import OpenAIStreamSession
+from proxy.errors import ApiError
+from proxy.http import FinalChunk
 from proxy.lifecycle import Lifecycle
 from proxy.streaming import open_stream, stream_body
 from proxy.translate.openai_chat import OpenAIStreamNormalizer
@@ -57,7 +60,7 @@ def test_a_final_batch_and_the_ending_are_one_write_and_the_upstream_is_not_aske
             seen.append("closed")
 
     writes = asyncio.run(relay(upstream()))
-    assert len(writes) == 1
+    assert len(writes) == 1 and type(writes[0]) is FinalChunk
     sent = payloads(writes)
     assert sent[-1] == "[DONE]"
     assert [c["choices"][0]["finish_reason"] for c in sent[:-1]] == [None, "stop"]
@@ -72,7 +75,47 @@ def test_an_ordinary_batch_is_followed_by_another_read():
 
     writes = asyncio.run(relay(upstream()))
     assert len(writes) == 2  # the last read's chunks, then the ending once the iterator ended
+    assert [type(w) for w in writes] == [bytes, FinalChunk]
     assert payloads(writes)[-1] == "[DONE]"
+
+
+def test_an_in_band_error_is_the_final_chunk():
+    async def upstream() -> AsyncIterator[list[dict[str, Any]]]:
+        yield [CONTENT]
+        raise ApiError(502, "upstream connection lost mid-stream", "upstream_disconnected")
+
+    writes = asyncio.run(relay(upstream()))
+    assert [type(w) for w in writes] == [bytes, FinalChunk]
+    assert payloads(writes)[-2]["error"]["code"] == "upstream_disconnected"
+
+
+def test_the_fast_path_sends_the_final_chunk_with_the_end_once_the_stream_settled():
+    # One write for the server (tuning.corked_replies), and a client that has the whole answer
+    # finds its request settled (the account's lease, the request log, the rate rule's slot).
+    events: list[Any] = []
+
+    async def upstream() -> AsyncIterator[list[dict[str, Any]]]:
+        yield [CONTENT]
+        yield FinalBatch([FINISH])
+
+    async def settled(error: ApiError | None) -> None:
+        events.append("settled")
+
+    async def send(message: dict[str, Any]) -> None:
+        events.append(message)
+
+    async def scenario() -> None:
+        reads = await open_stream(upstream(), prelude_seconds=5)
+        result = stream_body(reads, session(), lifecycle=Lifecycle(), keepalive_seconds=5,
+                             on_finish=settled)
+        await fastpath._relay(send, result)
+
+    asyncio.run(scenario())
+    start, first, settle, end = events
+    assert start["type"] == "http.response.start"
+    assert first["more_body"] is True and payloads([first["body"]])[0]["choices"]
+    assert settle == "settled"
+    assert "more_body" not in end and payloads([end["body"]])[-1] == "[DONE]"
 
 
 def test_done_marks_the_batch_final():
