@@ -68,7 +68,7 @@ class BudgetCheck:
             start, end = period_window(budget.period)
             try:
                 spent = await self.store.add(budget, start, end, money, tokens)
-            except Exception:  # Redis away: the request is over, its answer already sent
+            except Exception:  # Redis away: the request is over, its answer whole
                 log.warning("budget %s: could not count a request", budget.id, exc_info=True)
                 continue
             self._warn(budget, spent, int(start.timestamp()))

@@ -88,10 +88,15 @@ async def _relay(send: Send, result: StreamResult) -> None:
     await send({"type": "http.response.start", "status": result.status,
                 "headers": [*SSE_START_HEADERS, *encode_headers(extra)]})
     last = b""
-    async with contextlib.aclosing(result.chunks) as chunks:
-        async for chunk in chunks:
-            if type(chunk) is FinalChunk:
-                last = chunk
-                continue
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    try:
+        async with contextlib.aclosing(result.chunks) as chunks:
+            async for chunk in chunks:
+                if type(chunk) is FinalChunk:
+                    last = chunk
+                    continue
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except Exception:
+        if last:  # the cleanup failed once the answer was whole: the client still gets it all
+            await send({"type": "http.response.body", "body": last, "more_body": True})
+        raise
     await send({"type": "http.response.body", "body": last})

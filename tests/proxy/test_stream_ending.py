@@ -15,6 +15,8 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+
 from proxy import fastpath
 from proxy.chat import OpenAIStreamSession
 from proxy.errors import ApiError
@@ -168,3 +170,28 @@ def test_the_upstream_client_yields_the_read_with_done_as_final_and_closes_clean
     assert [len(b) for b in batches] == [2, 2]
     # Closed at its last batch, the response had been read whole: the connection is reused.
     assert len(requests) == 2 and requests[0] == requests[1]
+
+
+def test_a_cleanup_that_fails_does_not_keep_the_last_chunk_from_the_client():
+    sent: list[dict[str, Any]] = []
+
+    async def upstream() -> AsyncIterator[list[dict[str, Any]]]:
+        yield FinalBatch([CONTENT, FINISH])
+
+    async def broken(error: ApiError | None) -> None:
+        raise RuntimeError("the rate rule's store went away")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def scenario() -> None:
+        reads = await open_stream(upstream(), prelude_seconds=5)
+        result = stream_body(reads, session(), lifecycle=Lifecycle(), keepalive_seconds=5,
+                             on_finish=broken)
+        await fastpath._relay(send, result)
+
+    with pytest.raises(RuntimeError, match="went away"):
+        asyncio.run(scenario())
+    start, whole = sent  # the answer went out; the response is not ended as if all were well
+    assert start["type"] == "http.response.start"
+    assert whole["more_body"] is True and payloads([whole["body"]])[-1] == "[DONE]"
