@@ -351,7 +351,10 @@ def read_http_answer(sock: socket.socket) -> tuple[bytes, bytes]:
 def test_a_client_reading_slowly_gets_every_byte_in_order(server, upstream):
     # Sends meet a full socket buffer: what the socket does not take at once must follow in
     # order, after what it took, whatever the mix of sent-at-once and buffered writes.
-    content = "".join(f"{i:07d} " for i in range(300_000))  # 2.4 MB, every word distinct
+    # 600 KB, every word distinct: more than the kernel's buffers take while the client does
+    # not read (strace: Twisted's own 128 KiB sends drain the rest), and read through a 4 KiB
+    # window at ~40 KB/s (2.4 MB took a minute)
+    content = "".join(f"{i:07d} " for i in range(75_000))
     upstream.script(sc.text(content, chunks=48))
     request = json.dumps({"model": "glm-5", "stream": True,
                           "messages": [{"role": "user", "content": "hi"}]}).encode()
