@@ -9,21 +9,15 @@ socket, ~7 objects, nothing of the request's): it is allowed for, by name.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import time
 from typing import Any
 
 import httpx
 
-from tests.conftest import FAKE_KEY
 from tests.fakes import scenarios as sc
 from tests.fakes.upstream import FakeUpstream
-from tests.proxy.test_request_garbage import MESSAGES, PROBE
+from tests.proxy.test_request_garbage import MESSAGES, garbage_of
 from tests.servers import GatewayServer
 
-ROUNDS = 20
 BODIES: dict[str, dict[str, Any]] = {
     "/v1/chat/completions": {"model": "glm-5", "messages": MESSAGES},
     "/v1/messages": {"model": "glm-5", "max_tokens": 16, "messages": MESSAGES},
@@ -54,27 +48,12 @@ def failing_calls(client: httpx.Client, server: GatewayServer, upstream: FakeUps
 
 
 def test_failed_upstream_calls_leave_no_cyclic_garbage(fake_iflow, tmp_path):
-    out = tmp_path / "garbage.json"
-    existing = os.environ.get("PYTHONPATH")
-    env = {"IFLOW_API_KEY": FAKE_KEY, "IFLOW_BASE_URL": fake_iflow.base_url,
-           "GC_PROBE_FILE": str(out), "FAST_PATH": "true",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(PROBE), existing]))}
     fake_iflow.reset()
     try:
-        with GatewayServer(env) as server, httpx.Client(timeout=30) as client:
-            assert server.process is not None
-            failing_calls(client, server, fake_iflow)  # first use: what is made once
-            server.process.send_signal(signal.SIGUSR1)
-            time.sleep(0.3)
-            broken = sum(failing_calls(client, server, fake_iflow) for _ in range(ROUNDS))
-            time.sleep(0.5)  # the request log's writer and the last stream cleanups
-            server.process.send_signal(signal.SIGUSR1)
-            deadline = time.monotonic() + 10
-            while not out.exists() and time.monotonic() < deadline:
-                time.sleep(0.1)
+        found, broken = garbage_of(
+            fake_iflow, tmp_path, lambda client, server: failing_calls(client, server, fake_iflow))
     finally:
         fake_iflow.reset()
-    found = json.loads(out.read_text())
     assert not found["frames"], found  # no exception keeps a request's frames
     assert set(found["kinds"]) <= ASYNCIO_TRANSPORT_CYCLE, found
     assert found["total"] <= 8 * broken, found

@@ -15,11 +15,14 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from tests.conftest import FAKE_KEY
+from tests.fakes.upstream import FakeUpstream
 from tests.servers import GatewayServer
 
 PROBE = Path(__file__).resolve().parents[1] / "fixtures" / "gc_probe"
@@ -46,7 +49,11 @@ def serve_all(client: httpx.Client, server: GatewayServer) -> int:
     return served
 
 
-def test_requests_leave_no_cyclic_garbage(fake_iflow, tmp_path):
+def garbage_of(fake_iflow: FakeUpstream, tmp_path: Path,
+               calls: Callable[[httpx.Client, GatewayServer], int]) -> tuple[dict[str, Any], int]:
+    """A gateway on `fake_iflow` with the probe: `calls` once (what is made once: snapshots,
+    connections, caches), then ROUNDS times while the probe keeps what the collector finds.
+    What it found, and the sum of what `calls` returned over those rounds."""
     out = tmp_path / "garbage.json"
     existing = os.environ.get("PYTHONPATH")
     env = {"IFLOW_API_KEY": FAKE_KEY, "IFLOW_BASE_URL": fake_iflow.base_url,
@@ -54,15 +61,19 @@ def test_requests_leave_no_cyclic_garbage(fake_iflow, tmp_path):
            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROBE), existing]))}
     with GatewayServer(env) as server, httpx.Client(timeout=30) as client:
         assert server.process is not None
-        serve_all(client, server)  # first use: snapshots, connections, caches made once
+        calls(client, server)
         server.process.send_signal(signal.SIGUSR1)
         time.sleep(0.3)
-        served = sum(serve_all(client, server) for _ in range(ROUNDS))
+        counted = sum(calls(client, server) for _ in range(ROUNDS))
         time.sleep(0.5)  # the request log's writer and the last stream cleanups
         server.process.send_signal(signal.SIGUSR1)
         deadline = time.monotonic() + 10
         while not out.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-    found = json.loads(out.read_text())
+    return json.loads(out.read_text()), counted
+
+
+def test_requests_leave_no_cyclic_garbage(fake_iflow, tmp_path):
+    found, served = garbage_of(fake_iflow, tmp_path, serve_all)
     # A cycle in the request path would be at least one object per request of its kind.
     assert found["total"] < served // 10, found

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -91,6 +91,22 @@ def test_an_in_band_error_is_the_final_chunk():
     assert payloads(writes)[-2]["error"]["code"] == "upstream_disconnected"
 
 
+def relay_by_fast_path(batches: AsyncIterator[list[dict[str, Any]]],
+                       on_finish: Callable[[ApiError | None], Awaitable[None]],
+                       sent: list[Any]) -> None:
+    """The stream relayed by the fast path's carrier; each message it sends goes to `sent`."""
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def scenario() -> None:
+        reads = await open_stream(batches, prelude_seconds=5)
+        result = stream_body(reads, session(), lifecycle=Lifecycle(), keepalive_seconds=5,
+                             on_finish=on_finish)
+        await fastpath._relay(send, result)
+
+    asyncio.run(scenario())
+
+
 def test_the_fast_path_sends_the_final_chunk_with_the_end_once_the_stream_settled():
     # One write for the server (tuning.corked_replies), and a client that has the whole answer
     # finds its request settled (the account's lease, the request log, the rate rule's slot).
@@ -103,16 +119,7 @@ def test_the_fast_path_sends_the_final_chunk_with_the_end_once_the_stream_settle
     async def settled(error: ApiError | None) -> None:
         events.append("settled")
 
-    async def send(message: dict[str, Any]) -> None:
-        events.append(message)
-
-    async def scenario() -> None:
-        reads = await open_stream(upstream(), prelude_seconds=5)
-        result = stream_body(reads, session(), lifecycle=Lifecycle(), keepalive_seconds=5,
-                             on_finish=settled)
-        await fastpath._relay(send, result)
-
-    asyncio.run(scenario())
+    relay_by_fast_path(upstream(), settled, events)
     start, first, settle, end = events
     assert start["type"] == "http.response.start"
     assert first["more_body"] is True and payloads([first["body"]])[0]["choices"]
@@ -181,17 +188,8 @@ def test_a_cleanup_that_fails_does_not_keep_the_last_chunk_from_the_client():
     async def broken(error: ApiError | None) -> None:
         raise RuntimeError("the rate rule's store went away")
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    async def scenario() -> None:
-        reads = await open_stream(upstream(), prelude_seconds=5)
-        result = stream_body(reads, session(), lifecycle=Lifecycle(), keepalive_seconds=5,
-                             on_finish=broken)
-        await fastpath._relay(send, result)
-
     with pytest.raises(RuntimeError, match="went away"):
-        asyncio.run(scenario())
+        relay_by_fast_path(upstream(), broken, sent)
     start, whole = sent  # the answer went out; the response is not ended as if all were well
     assert start["type"] == "http.response.start"
     assert whole["more_body"] is True and payloads([whole["body"]])[-1] == "[DONE]"
