@@ -12,6 +12,9 @@ from tests.servers import GatewayServer
 # account (/v1/messages, count_tokens).
 OPENAI_MODEL = "gemma-openai"
 ANTHROPIC_MODEL = "gemma-anthropic"
+# The OpenAI account's model for the token-calibration test alone: a model's fit is learnt from
+# its own recent requests, so other tests' requests (tools, system prompts) must not feed it.
+CALIBRATION_MODEL = "gemma-calibration"
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +34,7 @@ def llama_gateway(llama: LlamaServer) -> Iterator[GatewayServer]:
     # A small model on two shared cores: a prompt near the context takes seconds.
     gateway = GatewayServer({"UPSTREAM_READ_TIMEOUT": "120"})
     gateway.cli("addaccount", "--label", "llama.cpp (OpenAI)", "--base-url", llama.url + "/v1",
-                "--models", OPENAI_MODEL)
+                "--models", f"{OPENAI_MODEL},{CALIBRATION_MODEL}")
     gateway.cli("addaccount", "--provider", "anthropic", "--label", "llama.cpp (Anthropic)",
                 "--base-url", llama.url, "--models", ANTHROPIC_MODEL)
     with gateway:
