@@ -7,7 +7,9 @@ IFLOW2API_KEEP_TEST_DIRS=1 keeps them all, to look into a failed test's database
 from __future__ import annotations
 
 import atexit
+import itertools
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -42,7 +44,40 @@ def migrated_database() -> Path:
     return _migrated["db"]
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+PORT_BLOCK = 1000
+_port_turn = itertools.count(random.randrange(PORT_BLOCK))
+
+
+def _worker_block() -> range | None:
+    """This test process's ports: a block of its own (pytest-xdist's PYTEST_XDIST_WORKER gwN),
+    below the kernel's ephemeral range; None where there is no room for it."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    top = _ephemeral_low() - index * PORT_BLOCK
+    return range(top - PORT_BLOCK, top) if top - PORT_BLOCK >= 10000 else None
+
+
 def free_port() -> int:
+    """A loopback port nothing listens on, for a server that binds it a moment later. Not one
+    the kernel hands out: outgoing connections take their local ports from the ephemeral
+    range, and with test processes running side by side one of theirs took such a port before
+    our server bound it. Each process takes its own block's ports in turn."""
+    block = _worker_block()
+    for _ in range(len(block) if block else 0):
+        port = block[next(_port_turn) % len(block)]  # type: ignore[index]
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
