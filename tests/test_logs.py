@@ -481,7 +481,9 @@ def test_a_celery_worker_logs_json_with_the_task_id(tmp_path):
         stderr=err_path.open("wb"))
     try:
         # The worker's database is not migrated: the task fails with a traceback, logged.
-        task_id = Celery(broker=redis_url).send_task(
+        # An app of its own, not made the current one: the tasks of later tests in this
+        # process must still find the configured app (eager without Redis).
+        task_id = Celery(broker=redis_url, set_as_current=False).send_task(
             "accounts.tasks.refresh_account_task", args=[999999]).id
         deadline = time.monotonic() + 20
         while "raised unexpected" not in err_path.read_text():
