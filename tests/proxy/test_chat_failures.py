@@ -107,7 +107,11 @@ def test_envelope_errors_map_to_status_before_the_stream(gateway, upstream, code
 
 @pytest.mark.parametrize("code", ["434", "438"])
 def test_blocked_key_envelopes_are_401_and_take_the_account_out(fake_iflow, upstream, code):
-    env = {"IFLOW_API_KEY": FAKE_KEY, "IFLOW_BASE_URL": fake_iflow.base_url}
+    # The first request of a new server, streaming: a busy machine (the suite runs on several
+    # workers) can take longer than the test servers' 0.3 s prelude to bring the upstream's
+    # answer in, and the error would go in-band; this test is about the error before that.
+    env = {"IFLOW_API_KEY": FAKE_KEY, "IFLOW_BASE_URL": fake_iflow.base_url,
+           "STREAM_PRELUDE_SECONDS": "5"}
     with GatewayServer(env) as server:
         upstream.script(sc.envelope_error(code, "Access to the current AK has been blocked"))
         first = post_raw(server, json.dumps({"model": "glm-5", "messages": MESSAGES,
