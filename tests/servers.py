@@ -7,6 +7,7 @@ IFLOW2API_KEEP_TEST_DIRS=1 keeps them all, to look into a failed test's database
 from __future__ import annotations
 
 import atexit
+import functools
 import itertools
 import os
 import random
@@ -55,6 +56,7 @@ PORT_BLOCK = 1000
 _port_turn = itertools.count(random.randrange(PORT_BLOCK))
 
 
+@functools.cache
 def _worker_block() -> range | None:
     """This test process's ports: a block of its own (pytest-xdist's PYTEST_XDIST_WORKER gwN),
     below the kernel's ephemeral range; None where there is no room for it."""

@@ -173,7 +173,7 @@ def test_count_tokens_learns_the_real_tokenizer(llama_gateway, client):
     for size in (3, 8, 5):
         client.chat.completions.create(model=CALIBRATION_MODEL, messages=messages(size),
                                        max_tokens=1)
-    time.sleep(0.5)  # the calibration is recorded after the response
+    # Each answer's prompt_tokens was learnt before the answer went out (RelayTrace.answered).
     counted = httpx.post(  # a size it has not seen, counted before the upstream sees it
         llama_gateway.url + "/v1/messages/count_tokens", timeout=30,
         headers={"anthropic-version": "2023-06-01"},
