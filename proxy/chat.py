@@ -31,6 +31,7 @@ from proxy.translate.openai_chat import (
 )
 from proxy.translate.tokens import estimate_chat_parts
 from proxy.vision import model_for_images
+from upstream.text_lane import TextRun, TextTemplate
 from upstream.types import UpstreamError
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
@@ -95,8 +96,12 @@ class OpenAIStreamSession:
 
     def __init__(self, normalizer: OpenAIStreamNormalizer) -> None:
         self.normalizer = normalizer
-        self._text_frame: tuple[bytes, bytes] | None = None
+        self._text_frame: tuple[bytes, bytes, str, str] | None = None
         self._frame_fingerprint: str | None = None
+        # The upstream's text template whose chunks are plain text here, and the fingerprint
+        # such a chunk notes (None: it has none, the normaliser keeps its own).
+        self._plain_template: TextTemplate | None = None
+        self._plain_fingerprint: str | None = None
 
     def start(self) -> list[bytes]:
         return []  # the first chunk carries the role: nothing to send before it
@@ -107,18 +112,49 @@ class OpenAIStreamSession:
             return [self._text_event(text)]
         return [sse_data(c) for c in self.normalizer.feed(chunk)]
 
+    def feed_text(self, run: TextRun) -> list[bytes]:
+        """A TextRun (upstream/text_lane.py): what feed() gives for each of its chunks. Once
+        its template is known to be plain text here, and while the answer is in plain text
+        (no reasoning open, not closed), its literals go into the text frame all at once."""
+        literals = run.literals
+        if run.template is not self._plain_template or not self.normalizer.in_plain_text():
+            chunk = run.template.chunk_with(run.text(0))
+            text = self.normalizer.plain_text(chunk)
+            if text is None:  # not plain text (here, or not now): the long way, every one
+                return [sse_data(c) for chunk in run.chunks() for c in self.normalizer.feed(chunk)]
+            fingerprint = chunk.get("system_fingerprint")
+            self._plain_template = run.template
+            self._plain_fingerprint = fingerprint if isinstance(fingerprint, str) else None
+            literals = literals[1:]
+            out = [self._text_event(text)]
+            if not literals:
+                return out
+        else:
+            out = []
+            if self._plain_fingerprint is not None:
+                self.normalizer.system_fingerprint = self._plain_fingerprint
+        before, after = self._text_frame_for_now()[2:]
+        # Each event is before + literal + after; a literal is what dumps(text) writes.
+        out.append((before + (after + before).join(literals) + after).encode())
+        return out
+
     def _text_event(self, text: str) -> bytes:
         """The bytes sse_data gives for a text-only chunk of choice 0, without building and
-        serialising the chunk each time: the frame is cut from those very bytes, once (again
-        when the system_fingerprint changes)."""
+        serialising the chunk each time."""
+        before, after = self._text_frame_for_now()[:2]
+        return before + dumps(text) + after
+
+    def _text_frame_for_now(self) -> tuple[bytes, bytes, str, str]:
+        """A text chunk's event around its text literal, as bytes and as text: cut from the
+        bytes sse_data gives for one, once (again when the system_fingerprint changes)."""
         fingerprint = self.normalizer.system_fingerprint
         if self._text_frame is None or fingerprint != self._frame_fingerprint:
             whole = sse_data(self.normalizer.text_chunk(""))
             before, _, after = whole.partition(b'"content":""')
-            self._text_frame = (before + b'"content":', after)
+            before += b'"content":'
+            self._text_frame = (before, after, before.decode(), after.decode())
             self._frame_fingerprint = fingerprint
-        before, after = self._text_frame
-        return before + dumps(text) + after
+        return self._text_frame
 
     def close(self) -> list[bytes]:
         return [*(sse_data(c) for c in self.normalizer.close()), SSE_DONE]

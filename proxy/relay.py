@@ -180,7 +180,9 @@ class _Relay:
                                 answer_usage(completion), result.body)
             await self.settle()
             return result
-        batches = exchange.open(client, route, prepared, proxy)
+        session = self.trace.observe(exchange.session(route))
+        batches = exchange.open(client, route, prepared, proxy,
+                                text_runs=session.takes_text_runs)
         reads = await open_stream(batches, prelude_seconds=self.opts.prelude_seconds)
 
         async def finish(error: ApiError | None) -> None:
@@ -189,8 +191,7 @@ class _Relay:
             await self.settle()
 
         self.trace.stream_started()
-        return stream_body(reads, self.trace.observe(exchange.session(route)),
-                           lifecycle=self.runtime.lifecycle,
+        return stream_body(reads, session, lifecycle=self.runtime.lifecycle,
                            keepalive_seconds=self.opts.keepalive_seconds, on_finish=finish)
 
     async def account_failed(self, account: AccountRef, err: UpstreamError) -> None:

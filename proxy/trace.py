@@ -23,6 +23,7 @@ from proxy.translate.tokens import TokenParts
 from proxy.translate.usage import chunk_usage, read_usage
 from proxy.wire import MessagesUsage
 from upstream.sse import SSEEvent
+from upstream.text_lane import TextRun
 from upstream.types import UpstreamError
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ class RelayTrace:
     def cost(self) -> Decimal | None:
         return request_cost(read_usage(self.usage), self.prices)
 
-    def observe(self, session: StreamSession) -> StreamSession:
+    def observe(self, session: StreamSession) -> _ObservedSession:
         return _ObservedSession(session, self)
 
     def stream_started(self) -> None:
@@ -209,12 +210,18 @@ class _ObservedSession:
         self.trace = trace
         self.keepalive = inner.keepalive
         self.messages_usage: MessagesUsage | None = None
+        # A session with feed_text takes the upstream's TextRuns (upstream/text_lane.py).
+        self._feed_text = getattr(inner, "feed_text", None)
+        self.takes_text_runs = self._feed_text is not None
 
     def start(self) -> list[bytes]:
         start = getattr(self.inner, "start", None)  # sessions without an opening send none
         return self._kept(start()) if start is not None else []
 
-    def feed(self, chunk: dict) -> list[bytes]:
+    def feed(self, chunk: dict | TextRun | SSEEvent) -> list[bytes]:
+        if type(chunk) is TextRun:
+            # Neither usage nor the first token: its template's chunk came before it.
+            return self._kept(self._feed_text(chunk))
         if isinstance(chunk, SSEEvent):  # an Anthropic upstream's event (proxy/wire.py)
             return self._kept(self.inner.feed(self._see_event(chunk)))
         usage = chunk_usage(chunk)

@@ -67,9 +67,11 @@ class Exchange:
                                          client_betas=self.betas, client_version=self.version)
 
     def open(self, client: UpstreamClient, route: Route, prepared: PreparedRequest,
-             proxy: str | None) -> AsyncIterator[list[Any]]:
+             proxy: str | None, *, text_runs: bool = False) -> AsyncIterator[list[Any]]:
+        """The upstream's stream; `text_runs` when the session takes TextRuns."""
         if self.wire == CHAT:
-            return client.stream_batches(route.provider, prepared, proxy=proxy)
+            return client.stream_batches(route.provider, prepared, proxy=proxy,
+                                         text_runs=text_runs)
         return client.stream_events(route.provider, prepared, proxy=proxy)
 
 

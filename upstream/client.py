@@ -21,6 +21,7 @@ from upstream.deadline import ReadDeadline
 from upstream.images import ImageFetcher
 from upstream.providers.base import Provider
 from upstream.sse import SSEDataParser, SSEEvent, SSEEventParser
+from upstream.text_lane import TextLane, TextRun
 from upstream.types import FinalBatch, PreparedRequest, UpstreamError
 
 log = logging.getLogger(__name__)
@@ -171,13 +172,16 @@ class UpstreamClient:
 
     async def stream_batches(
         self, provider: Provider, prepared: PreparedRequest, *, proxy: str | None = None,
-    ) -> AsyncIterator[list[dict[str, Any]]]:
+        text_runs: bool = False,
+    ) -> AsyncIterator[list[Any]]:
         """Yields the chunk objects of each network read as one batch (relaying a batch costs
         one write instead of one per event); raises UpstreamError for errors before or during
         the stream, for a stream that ends without a single chunk, and for one that ends before
-        the upstream said it was done (see StreamEnd)."""
+        the upstream said it was done (see StreamEnd). With `text_runs`, a chunk that is an
+        earlier text chunk with other text comes in a TextRun (upstream/text_lane.py)."""
         count = 0
         end = StreamEnd()
+        lane = TextLane() if text_runs else None
         try:
             async with self._send(prepared, proxy=proxy) as response:
                 if response.status != 200:
@@ -194,14 +198,14 @@ class UpstreamClient:
                                      aiohttp.ServerTimeoutError) as deadline:
                     async for raw in response.content.iter_any():
                         deadline.touch()
-                        batch, end.done = _parse_batch(provider, parser.feed(raw))
+                        batch, end.done = _parse_batch(provider, parser.feed(raw), lane)
                         count += end.see(batch)
                         if batch:
                             yield batch  # a FinalBatch when [DONE] came: may be closed there
                         if end.done:
                             break
                     else:
-                        batch, end.done = _parse_batch(provider, parser.close())
+                        batch, end.done = _parse_batch(provider, parser.close(), lane)
                         count += end.see(batch)
                         if batch:
                             yield batch
@@ -259,10 +263,12 @@ class StreamEnd:
         self.open: set[int] = set()  # choices started, no finish_reason yet
         self.closed: set[int] = set()  # choices with their finish_reason
 
-    def see(self, batch: list[dict[str, Any]]) -> int:
+    def see(self, batch: list[Any]) -> int:
         """Notes the batch's choices; returns its size. Called before the batch is yielded
         (the relay may close the stream at its last batch)."""
         for chunk in batch:
+            if type(chunk) is TextRun:
+                continue  # its template's chunk, seen before it, opened choice 0
             choices = chunk.get("choices")
             for choice in choices if isinstance(choices, list) else ():
                 if not isinstance(choice, dict):
@@ -287,10 +293,21 @@ class StreamEnd:
         return self.done or self.finished
 
 
-def _parse_batch(provider: Provider, payloads: list[str]) -> tuple[list[dict[str, Any]], bool]:
-    """The chunks of some data payloads, and whether [DONE] came."""
-    batch: list[dict[str, Any]] = []
-    for data in payloads:
+def _parse_batch(provider: Provider, payloads: list[str],
+                 lane: TextLane | None = None) -> tuple[list[Any], bool]:
+    """The chunks of some data payloads, and whether [DONE] came. With a lane, payloads that
+    are its template around other text come as one TextRun; other text chunks teach it."""
+    batch: list[Any] = []
+    at, count = 0, len(payloads)
+    while at < count:
+        if lane is not None:
+            run = lane.take_run(payloads, at)
+            if run is not None:
+                batch.append(run)
+                at += len(run.literals)
+                continue
+        data = payloads[at]
+        at += 1
         try:  # the usual payload: one JSON object, parsed in one step
             value = loads(data) if data[:1] == "{" else None
         except ValueError:
@@ -300,6 +317,8 @@ def _parse_batch(provider: Provider, payloads: list[str]) -> tuple[list[dict[str
             if error is not None:
                 raise error
             batch.append(value)
+            if lane is not None:
+                lane.learn(data, value)
             continue
         for chunk in _parse_data(provider, data):
             if chunk is None:

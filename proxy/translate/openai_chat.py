@@ -140,12 +140,14 @@ class OpenAIStreamNormalizer:
         reasoning, tools, another choice, the role not yet sent), which feed() must take.
         Most chunks of an answer are such text, so it is read in as few steps as will do."""
         choices = upstream.get("choices")
+        # `"usage": null` on every chunk (OpenAI's own streams with include_usage) is none.
         if (self._closed or type(choices) is not list or len(choices) != 1
-                or "usage" in upstream):
+                or upstream.get("usage") is not None):
             return None
         choice = choices[0]
-        if (type(choice) is not dict or choice.get("index", 0) != 0 or "usage" in choice
-                or choice.get("finish_reason") or choice.get("logprobs") is not None):
+        if (type(choice) is not dict or choice.get("index", 0) != 0
+                or choice.get("usage") is not None or choice.get("finish_reason")
+                or choice.get("logprobs") is not None):
             return None
         state = self._choices.get(0)
         fragment = choice.get("delta")
@@ -157,6 +159,13 @@ class OpenAIStreamNormalizer:
             if isinstance(fingerprint, str):
                 self.system_fingerprint = fingerprint
         return text
+
+    def in_plain_text(self) -> bool:
+        """Whether plain_text() reads a chunk by its shape alone: choice 0's answer is under
+        way, no reasoning open, not closed (the state plain_text() also checks)."""
+        state = self._choices.get(0)
+        return (not self._closed and state is not None and state.role_sent
+                and not state.in_reasoning and state.content_sent)
 
     def _delta(self, state: _ChoiceState, upstream: dict[str, Any]) -> dict[str, Any]:
         delta: dict[str, Any] = {}
