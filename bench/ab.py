@@ -4,7 +4,8 @@ moment, each by its own client; the kernel shares the core between them, and eac
 request under the same conditions as the other's is compared, round by round. On a machine whose
 speed moves from second to second this is the figure that holds still (bench/paired.py).
 
-  python bench/ab.py A B [--kind chat|chat_stream] [--rounds 6] [--duration 4]
+  python bench/ab.py A B [--kind chat|chat_stream|responses_stream|messages_stream]
+                         [--rounds 6] [--duration 4]
   python bench/ab.py A B --burst 500 [--hold 5] [--rounds 5]
 
 A and B are checkouts (e.g. `git worktree add /tmp/before <commit>`; `.` for this one),
@@ -32,19 +33,25 @@ import paired
 import procs
 import run_bench
 
+GATEWAY_ONLY = ("responses_stream", "messages_stream")
+
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("a", help="a checkout (DIR or DIR?VAR=value,...) or `bare`")
     p.add_argument("b", help="the same for B")
-    p.add_argument("--kind", default="chat", choices=paired.KINDS, help="wrk case (default chat)")
+    p.add_argument("--kind", default="chat", choices=(*paired.KINDS, *GATEWAY_ONLY),
+                   help="wrk case (default chat; responses_stream and messages_stream: two "
+                        "gateways, the bare proxy has no such API)")
     p.add_argument("--burst", type=int, default=0, metavar="N",
                    help="paced bursts of N streams instead of wrk rounds")
     p.add_argument("--hold", type=float, default=5.0, help="seconds per paced stream (--burst)")
     p.add_argument("--rounds", type=int, default=6, help="rounds (default 6)")
     p.add_argument("--duration", type=float, default=4.0, help="seconds per wrk round")
     a = p.parse_args()
+    if a.kind in GATEWAY_ONLY and "bare" in (a.a, a.b):
+        p.error(f"--kind {a.kind} compares two gateways: the bare proxy has no such API")
     a.rounds = max(1, min(a.rounds, 30))
     a.burst = max(0, min(a.burst, 5000))
     return a

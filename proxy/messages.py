@@ -27,6 +27,7 @@ from proxy.trace import log_refused
 from proxy.translate.anthropic_request import anthropic_to_openai
 from proxy.translate.anthropic_response import openai_to_anthropic
 from proxy.translate.anthropic_stream import AnthropicStreamTranslator
+from proxy.translate.text_runs import TextRuns
 from proxy.translate.tokens import estimate_parts
 from proxy.translate.types import (
     TranslatedRequest,
@@ -44,6 +45,7 @@ from proxy.wire import (
     thinking_within,
     wires_for,
 )
+from upstream.text_lane import TextRun
 from upstream.types import UpstreamError
 
 PING = sse_event("ping", {"type": "ping"})
@@ -73,12 +75,17 @@ class AnthropicStreamSession:
                  context_length: int | None = None) -> None:
         self.translator = translator
         self.context_length = context_length
+        self._runs = TextRuns(translator)
 
     def start(self) -> list[bytes]:
         return [sse_event(name, data) for name, data in self.translator.start()]
 
     def feed(self, chunk: dict) -> list[bytes]:
         return [sse_event(name, data) for name, data in self.translator.feed(chunk)]
+
+    def feed_text(self, run: TextRun) -> list[bytes]:
+        """A run of text chunks (upstream/text_lane.py), as feed() gives them."""
+        return [sse_event(name, data) for name, data in self._runs.events(run)]
 
     def close(self) -> list[bytes]:
         return [sse_event(name, data) for name, data in self.translator.close()]

@@ -52,8 +52,10 @@ from proxy.translate.responses_request import (
 )
 from proxy.translate.responses_response import openai_to_responses
 from proxy.translate.responses_stream import KEEPALIVE, ResponsesStream
+from proxy.translate.text_runs import TextRuns
 from proxy.translate.types import TranslateOptions, TranslationError, UpstreamResponseError
 from proxy.vision import model_for_images
+from upstream.text_lane import TextRun
 from upstream.types import UpstreamError
 
 log = logging.getLogger(__name__)
@@ -88,12 +90,17 @@ class ResponsesStreamSession:
     def __init__(self, stream: ResponsesStream | CompactionStream) -> None:
         self.stream = stream
         self.to_store: dict[str, Any] | None = None
+        self._runs = TextRuns(stream)
 
     def start(self) -> list[bytes]:
         return [_sse(event) for event in self.stream.start()]
 
     def feed(self, chunk: dict) -> list[bytes]:
         return [_sse(event) for event in self.stream.feed(chunk)]
+
+    def feed_text(self, run: TextRun) -> list[bytes]:
+        """A run of text chunks (upstream/text_lane.py), as feed() gives them."""
+        return [_sse(event) for event in self._runs.events(run)]
 
     def close(self) -> list[bytes]:
         if not self.stream.finished:

@@ -69,9 +69,15 @@ class TextRun:
         assert type(text) is str
         return text
 
+    def texts(self) -> list[str]:
+        literals = self.literals
+        if "\\" in "".join(literals):  # escapes: each literal decoded
+            return [self.text(i) for i in range(len(literals))]
+        return [literal[1:-1] for literal in literals]
+
     def chunks(self) -> list[dict[str, Any]]:
         """The chunks a parse would have given."""
-        return [self.template.chunk_with(self.text(i)) for i in range(len(self.literals))]
+        return [self.template.chunk_with(text) for text in self.texts()]
 
 
 class TextLane:
@@ -169,13 +175,15 @@ def _leading_literals(pieces: list[str]) -> list[str]:
 
 def _cut(payload: str, text: str) -> tuple[str, str] | None:
     """The payload before and after the text's JSON string, found as the value of a
-    `content` key, written as orjson or as Python's json module would (raw or ASCII-escaped);
-    None when it is not found exactly once."""
-    for literal in {dumps(text).decode(), json.dumps(text)}:
+    `content` key, written as orjson or as Python's json module would (raw or ASCII-escaped;
+    the same for ASCII text); None when it is not found exactly once."""
+    literal = dumps(text).decode()
+    spellings = (literal,) if text.isascii() else (literal, json.dumps(text))
+    for spelt in spellings:
         for key in _KEYS:
-            needle = key + literal
+            needle = key + spelt
             at = payload.find(needle)
             if at >= 0 and payload.find(needle, at + 1) < 0:
                 start = at + len(key)
-                return payload[:start], payload[start + len(literal):]
+                return payload[:start], payload[start + len(spelt):]
     return None

@@ -119,6 +119,16 @@ class AnthropicStreamTranslator:
             self._matched = matched_stop({}, chunk)  # llama.cpp: maybe before finish_reason
         return events
 
+    def feed_texts(self, texts: list[str]) -> list[Event]:
+        """What feed() gives for text-only chunks of these texts (proxy/translate/
+        text_runs.py): their text, nothing else."""
+        if self._done:
+            return []
+        events = self._message_start()
+        for text in texts:
+            self._piece("text", text, events)
+        return events
+
     def close(self) -> list[Event]:
         if self._done:
             return []

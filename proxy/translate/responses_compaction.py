@@ -137,6 +137,9 @@ class CompactionStream:
     def feed(self, chunk: dict[str, Any]) -> list[Event]:
         return self._pass(self.inner.feed(chunk))
 
+    def feed_texts(self, texts: list[str]) -> list[Event]:
+        return self._pass(self.inner.feed_texts(texts))
+
     def close(self) -> list[Event]:
         return self._pass(self.inner.close())
 

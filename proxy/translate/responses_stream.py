@@ -124,6 +124,16 @@ class ResponsesStream:
                 self._finish = step.finish_reason
         return events
 
+    def feed_texts(self, texts: list[str]) -> list[Event]:
+        """What feed() gives for text-only chunks of these texts (proxy/translate/
+        text_runs.py): the message's text, nothing else."""
+        if self._done:
+            return []
+        events = self._start()
+        for text in texts:
+            self._text_piece("message", text, events)
+        return events
+
     def close(self) -> list[Event]:
         if self._done:
             return []

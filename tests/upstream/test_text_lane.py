@@ -1,24 +1,35 @@
 """upstream/text_lane.py: payloads read as runs of a template's text stand for exactly the
-chunks a parse gives, and the chat session writes exactly the bytes it writes for those chunks
-(proxy/chat.py OpenAIStreamSession.feed_text), whatever the upstream's spelling, whatever
-comes between the runs and however the stream is cut into reads."""
+chunks a parse gives, and every session that takes runs (chat, Responses, compaction, Anthropic
+Messages: their feed_text) writes exactly the bytes it writes for those chunks, whatever the
+upstream's spelling, whatever comes between the runs and however the stream is cut into
+reads."""
 
 from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from proxy.chat import OpenAIStreamSession
+from proxy.errors import ApiError
+from proxy.messages import AnthropicStreamSession
+from proxy.responses import ResponsesStreamSession
+from proxy.translate.anthropic_stream import AnthropicStreamTranslator
 from proxy.translate.openai_chat import OpenAIStreamNormalizer
+from proxy.translate.responses_compaction import CompactionStream
+from proxy.translate.responses_request import responses_to_openai
+from proxy.translate.responses_stream import ResponsesStream
+from proxy.translate.types import TranslateOptions
 from upstream.client import StreamEnd, _parse_batch
 from upstream.providers import openai
 from upstream.text_lane import TextLane, TextRun
 
 TEXTS = ["tok", " the", "日本語 é", "🙂", 'a "quote"', "back\\slash", "line\nbreak", "tab\t",
-         "\x01 control", "\u2028", "</script>", "a/b", '"content":"x"', "\u00a7probe\u00a7"]
+         "\x01 control", "\u2028", "</script>", "a/b", '"content":"x"', "\u00a7probe\u00a7",
+         "the END of the wörld"]  # (the stop sequences of messages_session)
 
 
 def chunk(delta: dict[str, Any], *, index: int = 0, **top: Any) -> dict[str, Any]:
@@ -56,13 +67,38 @@ def expanded(items: list[Any]) -> list[dict[str, Any]]:
             for c in (item.chunks() if type(item) is TextRun else [item])]
 
 
-def session_bytes(items: list[Any], **options: Any) -> bytes:
-    session = OpenAIStreamSession(OpenAIStreamNormalizer(
+def chat_session(**options: Any) -> OpenAIStreamSession:
+    return OpenAIStreamSession(OpenAIStreamNormalizer(
         model="alias", completion_id="chatcmpl-ours", created=7, include_usage=True,
         **options))
+
+
+def responses_session(compaction: bool = False) -> ResponsesStreamSession:
+    translation = responses_to_openai({"model": "m", "input": "hi"},
+                                      TranslateOptions(upstream_model="u"))
+    stream = ResponsesStream(translation, response_id="resp_1", created_at=7)
+    return ResponsesStreamSession(CompactionStream(stream) if compaction else stream)
+
+
+def messages_session() -> AnthropicStreamSession:
+    return AnthropicStreamSession(AnthropicStreamTranslator(
+        message_id="msg_1", model="m", input_tokens=3, stop_sequences=["wörld", "END"]))
+
+
+SESSIONS: list[Callable[[], Any]] = [
+    chat_session, lambda: chat_session(preserve_reasoning=True), responses_session,
+    lambda: responses_session(compaction=True), messages_session]
+
+
+def session_bytes(items: list[Any], session: Any) -> bytes:
+    """What a session writes for the items; a run through feed_text, as the relay does."""
     out = [data for item in items for data in (
         session.feed_text(item) if type(item) is TextRun else session.feed(item))]
-    return b"".join(out + session.close())
+    try:
+        out += session.close()
+    except ApiError as error:  # the Responses session's stream ended without its finish
+        out += session.fail(error)
+    return b"".join(out)
 
 
 def assert_same(batches: list[list[str]]) -> list[Any]:
@@ -72,8 +108,8 @@ def assert_same(batches: list[list[str]]) -> list[Any]:
     assert expanded(laned) == plain
     assert (laned_done, laned_end.open, laned_end.closed, laned_end.complete) == (
         plain_done, plain_end.open, plain_end.closed, plain_end.complete)
-    for options in ({}, {"preserve_reasoning": True}):
-        assert session_bytes(laned, **options) == session_bytes(plain, **options)
+    for make in SESSIONS:
+        assert session_bytes(laned, make()) == session_bytes(plain, make())
     return laned
 
 
@@ -113,7 +149,7 @@ def test_openai_usage_null_on_every_chunk_and_a_fingerprint() -> None:
                chunk({"content": "y"}, usage=None, system_fingerprint="fp2")]
     items = assert_same([[spell(e, "orjson") for e in events]])
     assert runs(items) == [len(TEXTS) - 1, 1]
-    assert b'"system_fingerprint":"fp2"' in session_bytes(items)
+    assert b'"system_fingerprint":"fp2"' in session_bytes(items, chat_session())
 
 
 def test_a_payload_that_differs_outside_the_text_ends_the_run() -> None:
