@@ -133,7 +133,7 @@ class OpenAIStreamSession:
             out = []
             if self._plain_fingerprint is not None:
                 self.normalizer.system_fingerprint = self._plain_fingerprint
-        before, after = self._text_frame_for_now()[2:]
+        _, _, before, after = self._text_frame_for_now()
         # Each event is before + literal + after; a literal is what dumps(text) writes.
         out.append((before + (after + before).join(literals) + after).encode())
         return out
@@ -141,7 +141,7 @@ class OpenAIStreamSession:
     def _text_event(self, text: str) -> bytes:
         """The bytes sse_data gives for a text-only chunk of choice 0, without building and
         serialising the chunk each time."""
-        before, after = self._text_frame_for_now()[:2]
+        before, after, _, _ = self._text_frame_for_now()
         return before + dumps(text) + after
 
     def _text_frame_for_now(self) -> tuple[bytes, bytes, str, str]:

@@ -95,22 +95,26 @@ class TextLane:
     def take_run(self, payloads: list[str], start: int) -> TextRun | None:
         """The run of payloads from `start` that are the template around a non-empty JSON
         string; None when the payload at `start` is not one."""
-        prefix, suffix = self._prefix, self._suffix
-        if self._template is None or not payloads[start].startswith(prefix):
+        template, prefix, suffix = self._template, self._prefix, self._suffix
+        first = payloads[start]
+        if template is None or not (first.startswith(prefix) and first.endswith(suffix)):
             return None
         cut = slice(len(prefix), -len(suffix) if suffix else None)
-        pieces: list[str] = []
-        for payload in payloads[start:] if start else payloads:
-            if not (payload.startswith(prefix) and payload.endswith(suffix)):
-                break
-            pieces.append(payload[cut])
-        literals = pieces if pieces and _all_plain(pieces) else _leading_literals(pieces)
+        if start == len(payloads) - 1:  # one payload (a paced stream's every read): no loop
+            literals = _leading_literals([first[cut]])
+        else:
+            pieces: list[str] = []
+            for payload in payloads[start:] if start else payloads:
+                if not (payload.startswith(prefix) and payload.endswith(suffix)):
+                    break
+                pieces.append(payload[cut])
+            literals = pieces if _all_plain(pieces) else _leading_literals(pieces)
         if not literals:
             return None
-        if not self._template.matched:
-            self._template.matched = True
+        if not template.matched:
+            template.matched = True
             self._idle = 0
-        return TextRun(self._template, literals)
+        return TextRun(template, literals)
 
     def learn(self, payload: str, chunk: dict[str, Any]) -> None:
         """Takes a parsed chunk that did not match as the new template, when it is a text
@@ -159,7 +163,7 @@ def _leading_literals(pieces: list[str]) -> list[str]:
     orjson writes them; one that is not ends the run."""
     literals: list[str] = []
     for piece in pieces:
-        if len(piece) >= 3 and piece[0] == '"' == piece[-1] and '"' not in piece[1:-1] \
+        if piece.count('"') == 2 and len(piece) >= 3 and piece[0] == '"' == piece[-1] \
                 and _ESCAPE_OR_CONTROL.search(piece) is None:
             literals.append(piece)
             continue
