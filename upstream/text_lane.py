@@ -45,6 +45,15 @@ class TextTemplate:
         self.sample = sample  # the parsed chunk it was learnt from (never changed)
         self.matched = False
 
+    def proven(self) -> bool:
+        """Whether the cut is the text's place: another text there, parsed back, is the chunk
+        with that text (the same text elsewhere in the payload would fail it)."""
+        try:
+            probe = loads(self.prefix + dumps(_PROBE).decode() + self.suffix)
+        except ValueError:
+            return False
+        return bool(probe == self.chunk_with(_PROBE))
+
     def chunk_with(self, text: str) -> dict[str, Any]:
         """The chunk a parse of this template around `text` gives."""
         chunk = dict(self.sample)
@@ -111,7 +120,11 @@ class TextLane:
             literals = pieces if _all_plain(pieces) else _leading_literals(pieces)
         if not literals:
             return None
-        if not template.matched:
+        if not template.matched:  # its first match: the proof, once
+            if not template.proven():
+                self._template = None
+                self._idle += 1
+                return None
             template.matched = True
             self._idle = 0
         return TextRun(template, literals)
@@ -135,16 +148,12 @@ class TextLane:
         if cut is None:
             return
         prefix, suffix = cut
-        template = TextTemplate(prefix, suffix, chunk)
-        try:  # the proof that the cut is the text's place: another text there, parsed back
-            probe = loads(prefix + dumps(_PROBE).decode() + suffix)
-        except ValueError:
-            return
-        if probe != template.chunk_with(_PROBE):
-            return
         if self._template is not None and not self._template.matched:
             self._idle += 1
-        self._template, self._prefix, self._suffix = template, prefix, suffix
+        # Proven when a payload first matches it (most streams' first text chunk differs from
+        # the rest: it carries the role, so its template never matches and is never proven).
+        self._template = TextTemplate(prefix, suffix, chunk)
+        self._prefix, self._suffix = prefix, suffix
 
 
 def _all_plain(pieces: list[str]) -> bool:
