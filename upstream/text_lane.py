@@ -2,14 +2,15 @@
 
 An OpenAI-compatible upstream repeats, in every event, the same id, created time, model and
 choice fields; only `choices[0].delta.content` changes. Parsing each event into a dict that the
-relay then takes apart again, event by event, was most of what a stream cost the gateway
+relay then takes apart again, event by event, was a good part of what a stream cost the gateway
 beyond a JSON answer. Here a parsed text chunk of the stream becomes a template: its payload
-with the text's JSON string cut out, proven by parsing it back around other text. Payloads
-that follow and are that template around another JSON string come as one `TextRun`: the
-template and each text's literal, found with a few string operations per payload and no
-parse. A run stands for exactly the chunks a parse would have given (`TextRun.chunks()`), so
-nothing is lost; a session that knows the template (proxy/chat.py) writes its own events
-around the literals at once.
+with the text's JSON string cut out, proven (once, when a payload first matches it) by parsing
+it back around other text. Payloads that follow and are that template around another JSON
+string come as one `TextRun`: the template and each text's literal, found with a few string
+operations per payload and no parse. A run stands for exactly the chunks a parse would have
+given (`TextRun.chunks()`), so nothing is lost; the sessions that take runs write their events
+around the literals at once (proxy/chat.py) or hand the texts to their translator
+(proxy/translate/text_runs.py).
 
 A payload that differs anywhere but in the text, or whose "string" is not one JSON string of
 non-empty text, ends the run and is parsed as before (and may become the next template). One
