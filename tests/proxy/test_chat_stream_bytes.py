@@ -102,3 +102,34 @@ def test_the_request_logs_trace_sees_the_first_token_the_usage_and_the_bytes() -
     assert trace.first_token == first
     assert trace.usage == {**usage, "completion_tokens": 4}  # the last one sent
     assert b"".join(trace.response_parts) == b"".join(ours + ending)  # every byte sent
+
+
+def test_usage_null_on_every_chunk_takes_the_shortcut_to_the_same_bytes() -> None:
+    """OpenAI's own streams with include_usage send `"usage": null` on every chunk: plain text
+    all the same (plain_text), and what the long way (feed() without the shortcut) gives."""
+
+    class LongWay(OpenAIStreamNormalizer):
+        def plain_text(self, upstream: dict[str, Any]) -> str | None:
+            return None
+
+    chunks = [upstream({"role": "assistant", "content": ""}, usage=None)]
+    chunks += [upstream({"content": text}, usage=None) for text in TEXTS]
+    chunks += [{"id": "up", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2,
+                                                      "total_tokens": 3}}]
+    class Counted(OpenAIStreamNormalizer):
+        plain = 0
+
+        def plain_text(self, upstream: dict[str, Any]) -> str | None:
+            text = super().plain_text(upstream)
+            self.plain += text is not None
+            return text
+
+    options = {"model": "m", "completion_id": "chatcmpl-1", "created": 7, "include_usage": True}
+    session, long_way = OpenAIStreamSession(Counted(**options)), LongWay(**options)
+    ours = [data for chunk in chunks for data in session.feed(chunk)] + session.close()
+    theirs = [sse_data(c) for chunk in chunks for c in long_way.feed(chunk)]
+    theirs += [sse_data(c) for c in long_way.close()] + [b"data: [DONE]\n\n"]
+    assert ours == theirs
+    # Every text chunk took the shortcut, but the first: it carries the role the empty first
+    # chunk did not send.
+    assert session.normalizer.plain == len(TEXTS) - 1
