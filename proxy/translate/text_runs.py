@@ -38,8 +38,8 @@ class Translator(Protocol):
 
 
 class TextRuns:
-    """One stream's translation of runs: its events for each run, the text-only templates
-    known by the last one checked (a stream rarely has more than a couple)."""
+    """One stream's runs through its translator; remembers the last template found
+    text-only (a stream rarely has more than one or two)."""
 
     __slots__ = ("_text_only", "translator")
 
