@@ -94,20 +94,20 @@ class TextLane:
     """One stream's template, learnt from its parsed text chunks, and the runs of payloads
     that match it."""
 
-    __slots__ = ("_idle", "_prefix", "_suffix", "_template")
+    __slots__ = ("_idle", "_template")
 
     def __init__(self) -> None:
         self._template: TextTemplate | None = None
-        self._prefix = ""
-        self._suffix = ""
         self._idle = 0  # templates learnt in a row that nothing matched
 
     def take_run(self, payloads: list[str], start: int) -> TextRun | None:
         """The run of payloads from `start` that are the template around a non-empty JSON
         string; None when the payload at `start` is not one."""
-        template, prefix, suffix = self._template, self._prefix, self._suffix
-        first = payloads[start]
-        if template is None or not (first.startswith(prefix) and first.endswith(suffix)):
+        template = self._template
+        if template is None:
+            return None
+        prefix, suffix, first = template.prefix, template.suffix, payloads[start]
+        if not (first.startswith(prefix) and first.endswith(suffix)):
             return None
         cut = slice(len(prefix), -len(suffix) if suffix else None)
         if start == len(payloads) - 1:  # one payload (a paced stream's every read): no loop
@@ -154,7 +154,6 @@ class TextLane:
         # Proven when a payload first matches it (most streams' first text chunk differs from
         # the rest: it carries the role, so its template never matches and is never proven).
         self._template = TextTemplate(prefix, suffix, chunk)
-        self._prefix, self._suffix = prefix, suffix
 
 
 def _all_plain(pieces: list[str]) -> bool:
