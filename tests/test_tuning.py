@@ -177,3 +177,31 @@ def test_young_garbage_is_collected_within_about_a_second_of_being_due() -> None
         assert all(ref() is None for ref in refs)
     finally:
         gc.set_threshold(*thresholds)
+
+
+def test_the_tick_leaves_a_second_alone_in_which_the_collector_ran_by_itself() -> None:
+    # In a burst of streams the collector's own young passes come many times a second; a
+    # middle pass from the tick on top walked every open stream (~100 ms with the loop
+    # stopped) for nothing. A second with no pass of its own gets the tick's as before.
+    thresholds = gc.get_threshold()
+    gc.set_threshold(10**9, thresholds[1], thresholds[2])  # passes only where this test says
+    try:
+        async def main() -> tuple[int, list[weakref.ref[Cycle]], int]:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            tuning.young_passes_each_second(loop)
+            gc.collect(0)  # the collector's own pass, within the tick's first second
+            refs = [weakref.ref(Cycle()) for _ in range(tuning.YOUNG_PASS_DUE)]
+            middle = gc.get_stats()[1]["collections"]
+            await asyncio.sleep(start + tuning.YOUNG_PASS_TICK_SECONDS * 1.5 - loop.time())
+            after_busy_second = gc.get_stats()[1]["collections"] - middle
+            alive = sum(ref() is not None for ref in refs)
+            await asyncio.sleep(tuning.YOUNG_PASS_TICK_SECONDS)  # a second with no pass
+            return after_busy_second, refs, alive
+
+        after_busy_second, refs, alive = asyncio.run(main())
+        assert after_busy_second == 0  # no middle pass from the tick in the busy second
+        assert alive == tuning.YOUNG_PASS_DUE
+        assert all(ref() is None for ref in refs)  # the quiet second after it collected them
+    finally:
+        gc.set_threshold(*thresholds)
