@@ -497,3 +497,120 @@ def test_a_celery_worker_logs_json_with_the_task_id(tmp_path):
     [failure] = [e for e in entries if "raised unexpected" in e["message"]]
     assert failure["request_id"] == task_id and failure["level"] == "ERROR"
     assert "Traceback" in failure["exc_info"]
+
+
+_SOLE_CONSOLE_HANDLER = logs._sole_console_handler
+
+
+class _Clock:
+    """time.time() for both ways of writing an access line: the same instants in turn."""
+
+    def __init__(self, instants: list[float]) -> None:
+        self.instants = instants
+        self.at = 0
+
+    def __call__(self) -> float:
+        value = self.instants[self.at % len(self.instants)]
+        self.at += 1
+        return value
+
+
+def _access_lines(monkeypatch: pytest.MonkeyPatch, *, direct: bool,
+                  cases: list[tuple[str, str, int | None, float]]) -> tuple[str, int]:
+    """The console lines `serve`'s set-up writes for these access lines (method, path,
+    status, seconds), and how many went the direct way."""
+    stream = io.StringIO()
+    handler = LoopBatchedStreamHandler(stream)
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(PlainFormatter())
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [handler])  # pytest's own handlers out of the way
+    monkeypatch.setattr(logs.access_log, "level", logging.NOTSET)
+    monkeypatch.setattr(root, "level", logging.DEBUG)  # the /health line is DEBUG
+    monkeypatch.setattr(logging.getLogger("asyncio"), "level", logging.WARNING)
+    logging.Logger.manager._clear_cache()  # type: ignore[attr-defined]
+    monkeypatch.setattr(time, "time", _Clock([1765000000.0, 1765000000.9994, 1765000001.0501]))
+    taken = [0]
+    sole = _SOLE_CONSOLE_HANDLER  # not a patched one left by an earlier call in the test
+
+    def counted(level: int) -> LoopBatchedStreamHandler | None:
+        found = sole(level) if direct else None
+        taken[0] += found is not None
+        return found
+
+    monkeypatch.setattr(logs, "_sole_console_handler", counted)
+
+    async def main() -> None:
+        for n, (method, path, status, seconds) in enumerate(cases):
+            token = request_id.set(f"req_{n:024x}")
+            try:
+                logs._log_access({"method": method, "path": path}, status, seconds)
+            finally:
+                request_id.reset(token)
+        await asyncio.sleep(0)
+
+    try:
+        asyncio.run(main())
+    finally:
+        logging.Logger.manager._clear_cache()  # type: ignore[attr-defined]
+    return stream.getvalue(), taken[0]
+
+
+ACCESS_CASES = [
+    ("POST", "/v1/chat/completions", 200, 0.0123),
+    ("GET", "/health", 200, 0.0004),  # DEBUG
+    ("POST", "/v1/messages", 502, 1.5),  # WARNING
+    ("POST", "/v1/responses", None, 0.0),  # no answer started
+    ("DELETE", "/v1/x/token=" + FAKE_KEY, 404, 0.002),  # masked path
+    ("GET", "/v1/caf\u00e9\n", 404, 0.002),  # escaped control character
+    ("BREW", "/v1/models", 405, 0.001),  # another method: logging's way, masked whole
+]
+
+
+def test_the_access_line_written_directly_is_the_line_logging_writes(monkeypatch):
+    through_logging, none = _access_lines(monkeypatch, direct=False, cases=ACCESS_CASES)
+    direct, taken = _access_lines(monkeypatch, direct=True, cases=ACCESS_CASES)
+    assert none == 0 and taken == len(ACCESS_CASES) - 1  # all but BREW went the direct way
+    assert direct == through_logging
+    lines = direct.splitlines()
+    assert len(lines) == len(ACCESS_CASES) and FAKE_KEY not in direct
+    second = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(1765000000))
+    assert lines[0] == (f"{second},000 INFO iflow2api.access [req_{'0' * 24}] "
+                        "POST /v1/chat/completions 200 12ms")
+    assert lines[1].startswith(f"{second},999 DEBUG iflow2api.access ")
+    assert " WARNING iflow2api.access " in lines[2]
+    assert lines[3].endswith("POST /v1/responses - 0ms")
+
+
+def test_the_access_line_goes_through_logging_where_the_set_up_is_not_serves(monkeypatch):
+    handler = LoopBatchedStreamHandler(io.StringIO())
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(PlainFormatter())
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [handler])
+    assert logs._sole_console_handler(logging.INFO) is handler
+    assert logs._sole_console_handler(logging.DEBUG) is handler
+    monkeypatch.setattr(handler, "level", logging.WARNING)
+    assert logs._sole_console_handler(logging.INFO) is None  # the handler would drop it
+    monkeypatch.setattr(handler, "level", logging.NOTSET)
+    for change in (lambda: root.handlers.append(logging.NullHandler()),  # caplog, a file...
+                   lambda: logs.access_log.addHandler(logging.NullHandler()),
+                   lambda: logs.access_log.addFilter(logging.Filter("x")),
+                   lambda: handler.addFilter(logging.Filter("x")),
+                   lambda: handler.setFormatter(JsonFormatter()),
+                   lambda: handler.setFormatter(PlainFormatter("%(message)s")),
+                   lambda: handler.setFormatter(PlainFormatter(datefmt="%H:%M")),
+                   lambda: handler.setFormatter(logging.Formatter())):
+        saved = (list(root.handlers), list(logs.access_log.handlers),
+                 list(logs.access_log.filters), list(handler.filters), handler.formatter)
+        change()
+        try:
+            assert logs._sole_console_handler(logging.INFO) is None
+        finally:
+            root.handlers[:] = saved[0]
+            logs.access_log.handlers[:] = saved[1]
+            logs.access_log.filters[:] = saved[2]
+            handler.filters[:] = saved[3]
+            handler.setFormatter(saved[4])
+    monkeypatch.setattr(logs.access_log, "propagate", False)  # reaches no handler at all
+    assert logs._sole_console_handler(logging.INFO) is None
