@@ -582,7 +582,7 @@ def test_the_access_line_written_directly_is_the_line_logging_writes(monkeypatch
     assert lines[3].endswith("POST /v1/responses - 0ms")
 
 
-def test_the_access_line_goes_through_logging_where_the_set_up_is_not_serves(monkeypatch):
+def test_the_access_line_goes_through_logging_under_any_other_logging_set_up(monkeypatch):
     handler = LoopBatchedStreamHandler(io.StringIO())
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(PlainFormatter())
