@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable
 
 from iflow2api_lib.presence import ClientPresence
 from proxy.adapter import Exchange, Receive, Scope, Send, encode_headers, send_json
@@ -88,6 +89,12 @@ async def _relay(send: Send, result: StreamResult) -> None:
     await send({"type": "http.response.start", "status": result.status,
                 "headers": [*SSE_START_HEADERS, *encode_headers(extra)]})
     last = b""
+
+    def write(chunk: bytes) -> Awaitable[None]:  # the server's own coroutine: no extra frame
+        return send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    if result.write_directly is not None:
+        result.write_directly(write)
     try:
         async with contextlib.aclosing(result.chunks) as chunks:
             async for chunk in chunks:

@@ -74,6 +74,11 @@ class StreamResult:
     # Idempotent; the server calls it when the response ends however it ends, also when the
     # client left before the first chunk (a generator never started runs no `finally`).
     cleanup: Callable[[], Awaitable[None]] | None = None
+    # A carrier that can write a chunk at any moment (the lean one) hands its writer here: a
+    # chunk the upstream sent while `chunks` waited then goes out without waking its reader
+    # (proxy/streaming.py). The stream's first chunk and its ending (the session's close or
+    # fail, the one a wrapper of `chunks` may hold) always come through `chunks`.
+    write_directly: Callable[[Callable[[bytes], Awaitable[None]]], None] | None = None
 
 
 def to_django(result: JsonResult | StreamResult) -> HttpResponse:

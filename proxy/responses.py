@@ -271,7 +271,8 @@ async def _store(response: dict[str, Any], owner: Owner, own_items: list[dict[st
 
 def _store_before_the_end(result: StreamResult, sessions: list[ResponsesStreamSession],
                           keep: Any) -> None:
-    """The stream's bytes, held at the final event until its response is stored."""
+    """The stream's bytes, held at the final event until its response is stored (the event
+    close() made: it comes through `chunks`, never by the direct writer)."""
     inner = result.chunks
 
     async def chunks() -> AsyncIterator[bytes]:

@@ -69,6 +69,21 @@ def test_previous_response_id_after_a_streamed_answer_sent_at_once(client, upstr
     assert assistant["reasoning_content"] == "The user says hello."
 
 
+def test_previous_response_id_after_a_streamed_answer_sent_event_by_event(client, upstream):
+    # Paced, the events come while the relay waits, and the lean carrier writes such chunks
+    # from the reading task (proxy/streaming.py): a stored response's final event must still
+    # wait for the store, though [DONE] is 0.3 s behind it.
+    upstream.script(sc.slow(sc.text("Hello!", chunks=2), chunk_delay=0.3), sc.text("Again."))
+    with client.responses.stream(model="glm-5", input="hello") as stream:
+        for event in stream:
+            if event.type == "response.completed":
+                follow_up = client.responses.create(model="glm-5", input="again",
+                                                    previous_response_id=event.response.id)
+                break
+    assert follow_up.output_text == "Again."
+    assert sent_messages(upstream)[-2] == {"role": "assistant", "content": "Hello!"}
+
+
 def test_a_chain_of_three_and_a_tool_round_trip(client, upstream):
     upstream.script(sc.tool_calls([("get_weather", {"city": "Oslo"})]),
                     sc.text("Cold in Oslo."), sc.text("You asked about Oslo."))
