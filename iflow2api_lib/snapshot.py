@@ -1,8 +1,11 @@
 """A value the hot path reads from memory, reloaded from the database at most every few
 seconds (in a thread: the ORM is synchronous).
 
-Never older than its TTL: past the TTL, or once marked stale, the next caller reloads it and
-every caller waits for that one load. Under steady traffic the load happens before that: a
+Never older than its TTL: past the TTL, or once marked stale, the next caller starts a reload
+and every caller waits for that one load, all of them woken together when it is done. (They
+used to queue on a lock, each woken by the one before it a loop pass later: in a burst of 500
+new streams after a quiet moment, admission took ~270 ms for a load of ~60 ms.) Under steady
+traffic the load happens before that: a
 call in the second half of the TTL starts one reload in the background and gets the current
 value, so requests do not queue behind a reload every TTL (a c=50 tail of the benchmark).
 Nobody waits for that reload, so it runs in a thread of its own at the lowest CPU priority
@@ -53,7 +56,8 @@ class Snapshot(Generic[T]):
         # Bumped by invalidate(): a load that began before the mark must not make its (older)
         # value look fresh.
         self.generation = 0
-        self.lock = asyncio.Lock()
+        self.lock = asyncio.Lock()  # one reload at a time: a caller's or the background's
+        self.loading: asyncio.Task[None] | None = None  # the reload callers wait for, if one runs
         self.refresh: asyncio.Task[None] | None = None  # the background reload, if one runs
         self.background: ThreadPoolExecutor | None = None  # its thread, made on first use
         # The loaded_at of a value whose background reload failed: not tried again for it (a
@@ -76,11 +80,23 @@ class Snapshot(Generic[T]):
                 self._refresh_ahead()
             assert self.value is not None
             return self.value
-        async with self.lock:
-            if not self.fresh():
-                await self._reload()
+        loop = asyncio.get_running_loop()
+        loading = self.loading
+        if loading is None or loading.done() or loading.get_loop() is not loop:
+            # A task of its own, in a context of its own: a caller that goes away (its client
+            # left) does not cancel the load the others wait for.
+            loading = self.loading = loop.create_task(
+                self._reload_when_stale(), name="snapshot-load", context=contextvars.Context())
+            loading.add_done_callback(_retrieved)
+        await asyncio.shield(loading)
+        # Marked stale while it loaded: the callers waiting now still get what it read.
         assert self.value is not None
         return self.value
+
+    async def _reload_when_stale(self) -> None:
+        async with self.lock:
+            if not self.fresh():  # a background reload may have finished meanwhile
+                await self._reload()
 
     def invalidate(self) -> None:
         self.loaded_at = None
@@ -94,7 +110,7 @@ class Snapshot(Generic[T]):
                 self.background = low_priority_executor("snapshot-refresh")
             loaded = await asyncio.get_running_loop().run_in_executor(
                 self.background, with_released_connections, self._fetch, full)
-        else:
+        else:  # the process's thread for sync code: the load's context is no request's
             loaded = await sync_to_async(self._fetch)(full)
         if loaded is not None:
             self.value, self.loaded_version, self.fully_loaded_at = loaded
@@ -134,3 +150,10 @@ class Snapshot(Generic[T]):
             # The value stays; past the TTL a caller reloads it and sees the error itself.
             self.refresh_failed_for = self.loaded_at
             log.warning("reloading a snapshot in the background failed", exc_info=True)
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    """Its failure reaches the callers waiting for it; none left (all gone) is not an error to
+    log as never retrieved."""
+    if not task.cancelled():
+        task.exception()
