@@ -84,7 +84,7 @@ class UpstreamReads:
                 if (waiter is not None and self._write is not None and not self._ready
                         and not waiter.done() and not isinstance(batch, FinalBatch)):
                     await self._write(batch)
-                    # The client heard from the upstream: no keep-alive due before the interval.
+                    # The interval counts from the last batch, as the relay's next wait would.
                     self._deadline = self._time() + self._timeout
                     continue
                 self._ready.append(batch)
