@@ -58,6 +58,7 @@ class Snapshot(Generic[T]):
         self.generation = 0
         self.lock = asyncio.Lock()  # one reload at a time: a caller's or the background's
         self.loading: asyncio.Task[None] | None = None  # the reload callers wait for, if one runs
+        self.loading_generation = 0  # the generation it began at
         self.refresh: asyncio.Task[None] | None = None  # the background reload, if one runs
         self.background: ThreadPoolExecutor | None = None  # its thread, made on first use
         # The loaded_at of a value whose background reload failed: not tried again for it (a
@@ -82,11 +83,14 @@ class Snapshot(Generic[T]):
             return self.value
         loop = asyncio.get_running_loop()
         loading = self.loading
-        if loading is None or loading.done() or loading.get_loop() is not loop:
+        if (loading is None or loading.done() or loading.get_loop() is not loop
+                or self.loading_generation != self.generation):
             # A task of its own, in a context of its own: a caller that goes away (its client
-            # left) does not cancel the load the others wait for.
+            # left) does not cancel the load the others wait for. Marked stale since that load
+            # began (a change made here), a caller waits for a load that began after the mark.
             loading = self.loading = loop.create_task(
                 self._reload_when_stale(), name="snapshot-load", context=contextvars.Context())
+            self.loading_generation = self.generation
             loading.add_done_callback(_retrieved)
         await asyncio.shield(loading)
         # Marked stale while it loaded: the callers waiting now still get what it read.

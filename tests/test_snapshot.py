@@ -94,6 +94,33 @@ def test_a_caller_that_goes_away_does_not_cancel_the_load_the_others_wait_for() 
     assert loads == [1]
 
 
+def test_a_caller_after_an_invalidation_does_not_get_the_load_that_began_before_it() -> None:
+    """A load is running when this process changes the data (an admin change marks the
+    snapshot stale): those already waiting get what it reads, a caller that comes after the
+    mark waits for a load that began after it."""
+    snapshot: Snapshot[int]
+    loads: list[int] = []
+    reading = threading.Event()
+
+    def load() -> int:
+        loads.append(len(loads) + 1)
+        if len(loads) == 1:
+            reading.set()
+            time.sleep(0.1)
+        return loads[-1]
+
+    async def scenario() -> tuple[int, int]:
+        before = asyncio.ensure_future(snapshot.get())
+        while not reading.is_set():
+            await asyncio.sleep(0.005)
+        snapshot.invalidate()
+        after = await snapshot.get()
+        return await before, after
+
+    snapshot = Snapshot(load, ttl_seconds=3600)
+    assert asyncio.run(scenario()) == (1, 2)
+
+
 def test_invalidation_holds_on_a_young_monotonic_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """A machine up for less than the TTL (a fresh CI machine): the monotonic clock is small,
     and a stale mark must not read as "loaded at 0, still fresh"."""
