@@ -53,15 +53,20 @@ def test_previous_response_id_after_a_non_streamed_answer(client, upstream):
     assert messages[3]["content"] == "What is my name?"
 
 
-def test_previous_response_id_after_a_streamed_answer_sent_at_once(client, upstream):
-    upstream.script(sc.reasoning("The user says hello.", "Hello!"), sc.text("Again."))
+def follow_up_at_completed(client):
+    """Streams an answer to "hello" and, the moment response.completed arrives, asks again
+    naming it: it was stored before that event was sent, so the follow-up finds it."""
     with client.responses.stream(model="glm-5", input="hello") as stream:
         for event in stream:
             if event.type == "response.completed":
-                # Stored before this event was sent: a follow-up right now finds it.
-                follow_up = client.responses.create(model="glm-5", input="again",
-                                                    previous_response_id=event.response.id)
-                break
+                return client.responses.create(model="glm-5", input="again",
+                                               previous_response_id=event.response.id)
+    raise AssertionError("the stream ended without response.completed")
+
+
+def test_previous_response_id_after_a_streamed_answer_sent_at_once(client, upstream):
+    upstream.script(sc.reasoning("The user says hello.", "Hello!"), sc.text("Again."))
+    follow_up = follow_up_at_completed(client)
     assert follow_up.output_text == "Again."
     assistant = sent_messages(upstream)[-2]
     assert assistant["role"] == "assistant" and assistant["content"] == "Hello!"
@@ -74,12 +79,7 @@ def test_previous_response_id_after_a_streamed_answer_sent_event_by_event(client
     # from the reading task (proxy/streaming.py): a stored response's final event must still
     # wait for the store, though [DONE] is 0.3 s behind it.
     upstream.script(sc.slow(sc.text("Hello!", chunks=2), chunk_delay=0.3), sc.text("Again."))
-    with client.responses.stream(model="glm-5", input="hello") as stream:
-        for event in stream:
-            if event.type == "response.completed":
-                follow_up = client.responses.create(model="glm-5", input="again",
-                                                    previous_response_id=event.response.id)
-                break
+    follow_up = follow_up_at_completed(client)
     assert follow_up.output_text == "Again."
     assert sent_messages(upstream)[-2] == {"role": "assistant", "content": "Hello!"}
 
