@@ -118,7 +118,7 @@ class UpstreamReads:
         if self._ready or self.stopped:
             return
         self._timeout = timeout
-        self._deadline = self._loop.time() + timeout
+        self._deadline = self._time() + timeout
         if self._timer is None or self._timer.when() > self._deadline:  # none, or too late
             if self._timer is not None:
                 self._timer.cancel()
@@ -133,7 +133,7 @@ class UpstreamReads:
         self._timer = None
         if self._waiter is None:
             return  # nobody waits; the next wait arms the timer again
-        if self._loop.time() >= self._deadline:
+        if self._time() >= self._deadline:
             self._wake()
         else:  # the deadline moved on since the timer was set
             self._timer = self._loop.call_at(self._deadline, self._tick)
