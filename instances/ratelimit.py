@@ -27,7 +27,7 @@ import functools
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -127,6 +127,37 @@ def buckets_for(rules: Iterable[RuleRef], *, instance_id: int, key_id: int | Non
     return buckets
 
 
+class RuleSet:
+    """The enabled rules of one directory snapshot, and the buckets each request touches.
+
+    The same few combinations (instance, key, client IP for IP rules) come again and again:
+    their buckets are made once per snapshot, with their windows (`Bucket.windows`) worked
+    out once, instead of on every request. Buckets are frozen, so requests share them."""
+
+    MEMO_MAX = 4096  # per-IP combinations come and go: start afresh past this many
+
+    def __init__(self, rules: Iterable[RuleRef] = ()) -> None:
+        self.rules = tuple(rules)
+        self._per_ip = any(rule.scope == "ip" for rule in self.rules)
+        self._memo: dict[tuple[int, int | None, str], tuple[Bucket, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def buckets(self, *, instance_id: int, key_id: int | None,
+                client_ip: str) -> tuple[Bucket, ...]:
+        if not self.rules:
+            return ()
+        memo_key = (instance_id, key_id, client_ip if self._per_ip else "")
+        found = self._memo.get(memo_key)
+        if found is None:
+            if len(self._memo) >= self.MEMO_MAX:
+                self._memo.clear()
+            found = self._memo[memo_key] = tuple(buckets_for(
+                self.rules, instance_id=instance_id, key_id=key_id, client_ip=client_ip))
+        return found
+
+
 @dataclass
 class Admission:
     allowed: bool
@@ -141,11 +172,11 @@ ADMITTED = Admission(True)  # shared: it holds nothing, so releasing it is a no-
 
 
 class Limiter(Protocol):
-    async def admit(self, buckets: list[Bucket], *, stream: bool) -> Admission: ...
+    async def admit(self, buckets: Sequence[Bucket], *, stream: bool) -> Admission: ...
 
     async def release(self, admission: Admission) -> None: ...
 
-    async def add_tokens(self, buckets: list[Bucket], tokens: int) -> None: ...
+    async def add_tokens(self, buckets: Sequence[Bucket], tokens: int) -> None: ...
 
 
 def window_start(now: float, period: int) -> int:
@@ -246,27 +277,37 @@ class LocalLimiter:
         for bucket_id in [b for b in self._leases if not self._live(b, now)]:
             del self._leases[bucket_id]
 
-    async def admit(self, buckets: list[Bucket], *, stream: bool) -> Admission:
+    async def admit(self, buckets: Sequence[Bucket], *, stream: bool) -> Admission:
         relevant = [b for b in buckets if b.concerns(stream)]
         if not relevant:
             return ADMITTED
         now = self.clock()
-        minute = window_start(now, MINUTE)
+        second = int(now)  # window_start(now, period) is second - second % period
+        counts = self._counts
         with self._lock:
             self._sweep(now)
-            blocks = []
+            blocks: list[tuple[Bucket, str]] = []
+            passed: list[tuple[tuple[str, str], int]] = []  # (counter, window start) to count
             for b in relevant:
-                blocks += [(b, kind) for kind, period, limit in b.windows
-                           if self._used(b.id, kind, window_start(now, period)) >= limit]
-                if b.tpm is not None and self._used(b.id, "t", minute) >= b.tpm:
+                for kind, period, limit in b.windows:
+                    key, start = (b.id, kind), second - second % period
+                    entry = counts.get(key)
+                    if (entry[1] if entry is not None and entry[0] == start else 0) >= limit:
+                        blocks.append((b, kind))
+                    else:
+                        passed.append((key, start))
+                if b.tpm is not None and self._used(b.id, "t", second - second % MINUTE) >= b.tpm:
                     blocks.append((b, "t"))
                 if stream and b.streams is not None and self._at_limit(b.id, b.streams, now):
                     blocks.append((b, "s"))
             if blocks:
                 return refusal(blocks, now)
-            for b in relevant:
-                for kind, period, _limit in b.windows:
-                    self._add(b.id, kind, window_start(now, period), 1)
+            for key, start in passed:  # as _add(bucket, kind, start, 1)
+                entry = counts.get(key)
+                if entry is None or entry[0] != start:
+                    counts[key] = [start, 1]
+                else:
+                    entry[1] += 1
             slots = tuple(b.id for b in relevant if stream and b.streams is not None)
             if not slots:
                 return ADMITTED
@@ -283,7 +324,7 @@ class LocalLimiter:
             for bucket_id in admission.slots:
                 self._leases.get(bucket_id, {}).pop(admission.lease or "", None)
 
-    async def add_tokens(self, buckets: list[Bucket], tokens: int) -> None:
+    async def add_tokens(self, buckets: Sequence[Bucket], tokens: int) -> None:
         if tokens <= 0:
             return
         counted = [b for b in buckets if b.tpm is not None]

@@ -18,6 +18,7 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Sequence
 
 import redis as redis_errors
 
@@ -128,7 +129,7 @@ class RedisLimiter:
             log.warning("rate limiter: Redis unreachable, could not %s (limits not enforced)",
                         action, exc_info=True)
 
-    async def admit(self, buckets: list[Bucket], *, stream: bool) -> Admission:
+    async def admit(self, buckets: Sequence[Bucket], *, stream: bool) -> Admission:
         relevant = [b for b in buckets if b.concerns(stream)]
         if not relevant:
             return ADMITTED
@@ -176,7 +177,7 @@ class RedisLimiter:
         except redis_errors.RedisError:
             self._failed("release a stream slot")  # the lease expires by itself
 
-    async def add_tokens(self, buckets: list[Bucket], tokens: int) -> None:
+    async def add_tokens(self, buckets: Sequence[Bucket], tokens: int) -> None:
         counted = [b for b in buckets if b.tpm is not None]
         if tokens <= 0 or not counted:
             return

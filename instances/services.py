@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from django.conf import settings
 from django.db import close_old_connections, transaction
@@ -22,9 +22,7 @@ from accounts import config_version
 from iflow2api_lib.scope import runtime_of
 from iflow2api_lib.snapshot import Snapshot
 from instances.models import DEFAULT_INSTANCE, ClientKey, Instance, hash_key
-
-if TYPE_CHECKING:
-    from instances.ratelimit import RuleRef
+from instances.ratelimit import RuleSet
 
 DIRECTORY_TTL_SECONDS = 2.0
 ENV_KEY_NAME = "from IFLOW2API_API_KEYS"
@@ -125,7 +123,7 @@ def config_of(instance: Instance, account_ids: frozenset[int], has_keys: bool) -
 class Directory:
     instances: dict[int, InstanceConfig] = field(default_factory=dict)  # by id
     keys: dict[str, KeyRef] = field(default_factory=dict)  # by key hash
-    rules: tuple[RuleRef, ...] = ()
+    rules: RuleSet = field(default_factory=RuleSet)
 
     def instance(self, instance_id: int | None) -> InstanceConfig | None:
         """The instance a listener serves (runtime.instance_for_port), or None when it cannot
@@ -156,7 +154,7 @@ def load_directory() -> Directory:
             expires_at=key.expires_at.timestamp() if key.expires_at else None)
     from instances.ratelimit import rule_refs
 
-    directory.rules = tuple(rule_refs())
+    directory.rules = RuleSet(rule_refs())
     return directory
 
 

@@ -18,7 +18,7 @@ from accounts.pool import AccountPool, Lease, NoAccount, PoolExhausted, PoolUnav
 from accounts.refresh import request_refresh
 from accounts.services import AccountRef, ModelRef, target_for
 from iflow2api_lib.wire import loads
-from instances.ratelimit import RuleRef
+from instances.ratelimit import RuleSet
 from instances.services import InstanceConfig, KeyRef
 from proxy.affinity import Affinity
 from proxy.bodies import BodyLimits, check_before_parsing, check_parsed, too_deep_error
@@ -40,7 +40,7 @@ class GatewayOptions:
     instance: InstanceConfig
     key: KeyRef | None
     client_ip: str
-    rules: tuple[RuleRef, ...]
+    rules: RuleSet
     keepalive_seconds: float
     prelude_seconds: float
     runtime: Runtime  # the process's: upstream client, pool, limiter, request log, status

@@ -24,7 +24,7 @@ from django.conf import settings
 
 from accounts.pool import Lease
 from accounts.services import AccountRef, ModelRef
-from instances.ratelimit import Admission, Bucket, buckets_for
+from instances.ratelimit import Admission, Bucket
 from proxy.affinity import Affinity
 from proxy.budgets import BudgetCheck, budget_check
 from proxy.errors import ApiError, hide_secrets
@@ -91,8 +91,8 @@ class _Relay:
         self.model, self.body, self.opts, self.trace = model, body, opts, trace
         self.stream, self.chat, self.native = stream, chat, native
         self.runtime = opts.runtime
-        self.buckets: list[Bucket] = buckets_for(
-            opts.rules, instance_id=opts.instance.id or 0,
+        self.buckets: tuple[Bucket, ...] = opts.rules.buckets(
+            instance_id=opts.instance.id or 0,
             key_id=opts.key.id if opts.key else None, client_ip=opts.client_ip)
         self.admission: Admission | None = None
         self.conversation: str | None = None

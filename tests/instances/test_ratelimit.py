@@ -24,6 +24,7 @@ from instances.ratelimit import (
     Bucket,
     LocalLimiter,
     RuleRef,
+    RuleSet,
     buckets_for,
     rule_refs,
     window_start,
@@ -125,6 +126,35 @@ def test_buckets_carry_the_rules_limits():
     [bucket] = buckets_for([rule(1, "ip", rpm=1, rph=2, rpd=3, streams=4, tpm=5)],
                            instance_id=1, key_id=None, client_ip="1.2.3.4")
     assert (bucket.rpm, bucket.rph, bucket.rpd, bucket.streams, bucket.tpm) == (1, 2, 3, 4, 5)
+
+
+def test_a_rule_set_makes_the_buckets_of_each_combination_once():
+    rules = RuleSet([rule(1, "key", rpm=5), rule(5, "ip", rpm=5)])
+
+    def of(key_id, ip):
+        return rules.buckets(instance_id=1, key_id=key_id, client_ip=ip)
+
+    first = of(7, "10.0.0.1")
+    assert [b.id for b in first] == ["1:k7", "5:i1:ip:10.0.0.1"]
+    assert of(7, "10.0.0.1") is first  # shared, windows and all
+    assert [b.id for b in of(7, "10.0.0.2")] == ["1:k7", "5:i1:ip:10.0.0.2"]
+    assert [b.id for b in of(8, "10.0.0.1")] == ["1:k8", "5:i1:ip:10.0.0.1"]
+    assert [b.id for b in of(None, "10.0.0.1")] == ["5:i1:ip:10.0.0.1"]
+    # Without an IP rule the client's address does not matter, nor make new entries.
+    by_key = RuleSet([rule(1, "key", rpm=5)])
+    assert by_key.buckets(instance_id=1, key_id=7, client_ip="10.0.0.1") is by_key.buckets(
+        instance_id=1, key_id=7, client_ip="10.0.0.2")
+    assert RuleSet().buckets(instance_id=1, key_id=7, client_ip="10.0.0.1") == ()
+
+
+def test_a_rule_set_keeps_a_bounded_memo(monkeypatch):
+    monkeypatch.setattr(RuleSet, "MEMO_MAX", 3)
+    rules = RuleSet([rule(5, "ip", rpm=5)])
+    for n in range(10):
+        ip = f"10.0.0.{n}"
+        found = rules.buckets(instance_id=1, key_id=None, client_ip=ip)
+        assert [b.id for b in found] == [f"5:i1:ip:{ip}"]
+        assert len(rules._memo) <= 3
 
 
 @pytest.mark.django_db
