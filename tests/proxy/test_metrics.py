@@ -212,8 +212,8 @@ def test_each_runtime_counts_in_a_registry_of_its_own(settings):
 
 
 def test_series_are_made_once_and_only_when_first_counted(settings):
-    """observe() keeps each labelled series it made (prometheus_client's labels() costs a lock
-    and conversions per call); a series still appears only once something counted in it."""
+    """observe() keeps each labelled series it made and counts into it; a series appears only
+    once something counted in it."""
     settings.METRICS_ENABLED = True
     counters = metrics.Metrics()
     tokens = {"instance": "unit", "model": "unit-model"}
@@ -232,3 +232,56 @@ def test_series_are_made_once_and_only_when_first_counted(settings):
         "iflow2api_tokens_total", {**tokens, "direction": "in"}) == 11
     assert counters.registry.get_sample_value(
         "iflow2api_request_duration_seconds_count", {**tokens, "stream": "false"}) == 3
+
+
+def test_the_exposition_is_what_prometheus_client_counters_give(settings):
+    """The counts kept as plain numbers read out as prometheus_client's own Counter and
+    Histogram fed the same requests would (every bucket edge, the sums, the _created series),
+    in both exposition formats."""
+    import re
+    from decimal import Decimal
+
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
+
+    settings.METRICS_ENABLED = True
+    counters = metrics.Metrics()
+    reference = CollectorRegistry()
+    kinds = {family: (Histogram(family.name, family.doc, family.labels, registry=reference,
+                                buckets=family.buckets) if family.buckets else
+                      Counter(family.name, family.doc, family.labels, registry=reference))
+             for family in metrics.FAMILIES}
+    records = [  # edges of the buckets (0.1, 0.25, 600; 0.05, 64), beyond them, nothing
+        record(latency_ms=100, tokens_in=10, tokens_out=5),
+        record(latency_ms=250, stream=True, ttft_ms=50, tokens_cached=2, cost=Decimal("0.5"),
+               currency="USD"),
+        record(latency_ms=600_000, ttft_ms=64_000, stream=True, status=502, account_id=3),
+        record(latency_ms=600_001, ttft_ms=64_001, stream=True, api="openai"),
+        record(latency_ms=0, status=499, account_id=1), record(latency_ms=101, model="other"),
+    ]
+    for one in records:
+        counters.observe(one)
+        instance, model = one.instance, one.model
+        kinds[metrics.REQUESTS].labels(one.api, instance, model, str(one.status)).inc()
+        kinds[metrics.LATENCY].labels(instance, model, str(one.stream).lower()).observe(
+            one.latency_ms / 1000)
+        if one.ttft_ms is not None:
+            kinds[metrics.TTFT].labels(instance, model).observe(one.ttft_ms / 1000)
+        for direction, tokens in (("in", one.tokens_in), ("out", one.tokens_out)):
+            if tokens:
+                kinds[metrics.TOKENS].labels(instance, model, direction).inc(tokens)
+        if one.tokens_cached:
+            kinds[metrics.CACHED_TOKENS].labels(instance, model).inc(one.tokens_cached)
+        if one.cost:
+            kinds[metrics.SPEND].labels(instance, model, one.currency).inc(float(one.cost))
+        if one.status == 502:
+            kinds[metrics.UPSTREAM_ERRORS].labels("unknown", "502").inc()
+
+    def ours_of(text: bytes) -> list[str]:
+        lines = [line for line in text.decode().splitlines() if "iflow2api_" in line]
+        return [re.sub(r"(_created\{.*\}) \S+$", r"\1 <time>", line) for line in lines]
+
+    for exposition in (generate_latest, openmetrics):
+        ours = ours_of(exposition(counters.registry))
+        assert ours == ours_of(exposition(reference))
+        assert any('le="0.25"' in line and line.endswith(" 2.0") for line in ours)
