@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from django.conf import settings
 from django.utils import translation
 from django.utils.translation import gettext
 
+from iflow2api_lib.conf import gateway
 from iflow2api_lib.i18n import api_language
 from proxy.errors import ApiError, this_request_id
 from proxy.http import ApiRequest, JsonResult, StreamResult, body_too_large
@@ -115,7 +115,7 @@ async def read_body(scope: Scope, receive: Receive) -> bytes | ApiError | None:
     """The whole body; an ApiError (413) past MAX_BODY_BYTES; None if the client left. The
     listener refuses larger bodies before reading them (iflow2api_site/listener.py); this holds
     under any other server."""
-    limit = settings.IFLOW2API["MAX_BODY_BYTES"]
+    limit = gateway()["MAX_BODY_BYTES"]
     for name, value in scope["headers"]:
         if name == b"content-length" and value.isdigit() and int(value) > limit:
             return body_too_large()

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
 from django.utils.translation import gettext
 
+from iflow2api_lib.conf import gateway
 from proxy.errors import ApiError
 
 LIMIT_CODE = "request_limit_exceeded"
@@ -31,7 +31,7 @@ class BodyLimits:
 
     @classmethod
     def configured(cls) -> BodyLimits:
-        conf = settings.IFLOW2API
+        conf = gateway()
         return cls(
             nodes=conf["MAX_JSON_NODES"],
             depth=min(conf["MAX_JSON_DEPTH"], DEPTH_CEILING),

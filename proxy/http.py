@@ -8,12 +8,12 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, StreamingHttpResponse
 from django.utils import translation
 from django.utils.translation import gettext
 
+from iflow2api_lib.conf import gateway
 from iflow2api_lib.i18n import api_language
 from iflow2api_lib.wire import dumps
 from proxy.errors import ApiError
@@ -97,7 +97,7 @@ def to_django(result: JsonResult | StreamResult) -> HttpResponse:
 
 
 def body_too_large() -> ApiError:
-    limit = settings.IFLOW2API["MAX_BODY_BYTES"]
+    limit = gateway()["MAX_BODY_BYTES"]
     size = f"{limit / 2**20:g} MiB" if limit >= 2**20 else f"{limit} B"
     return ApiError(413, gettext("request body too large (the limit is %(size)s)")
                     % {"size": size}, "request_too_large")

@@ -42,6 +42,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
+from iflow2api_lib.conf import setting
 from iflow2api_lib.scope import RUNTIME_SCOPE_KEY
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ def _label(value: str | None) -> str:
 
 
 def enabled() -> bool:
-    return bool(getattr(settings, "METRICS_ENABLED", False))
+    return bool(setting("METRICS_ENABLED", False))
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.utils.translation import gettext
 
 from accounts.pool import AccountPool, Lease, NoAccount, PoolExhausted, PoolUnavailable
 from accounts.refresh import request_refresh
 from accounts.services import AccountRef, ModelRef, target_for
+from iflow2api_lib.conf import gateway, setting
 from iflow2api_lib.wire import loads
 from instances.ratelimit import RuleSet
 from instances.services import InstanceConfig, KeyRef
@@ -72,7 +72,7 @@ def client_keys(request: ApiRequest) -> list[str]:
 def client_ip(request: ApiRequest) -> str:
     """The client's address for per-IP rate rules: behind a reverse proxy that overwrites
     X-Forwarded-For (BEHIND_PROXY=true), its last hop."""
-    if settings.BEHIND_PROXY:
+    if setting("BEHIND_PROXY"):
         hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",")]
         hops = [h for h in hops if h]
         if hops:
@@ -105,7 +105,7 @@ async def admit(request: ApiRequest) -> GatewayOptions:
             raise ApiError(401, gettext("this API key is disabled"), "invalid_api_key")
         if key.expired():
             raise ApiError(401, gettext("this API key has expired"), "expired_api_key")
-    conf = settings.IFLOW2API
+    conf = gateway()
     return GatewayOptions(
         instance=instance, key=key, client_ip=client_ip(request), rules=found.rules,
         keepalive_seconds=conf["KEEPALIVE_SECONDS"],
@@ -206,7 +206,7 @@ async def resolve_model(model_name: str, opts: GatewayOptions, *,
 def output_limit(model: ModelRef) -> int | None:
     """The most a request may ask `model` to write: its catalogue limit, else
     DEFAULT_MAX_OUTPUT_TOKENS (0: none), never more than its context length when known."""
-    limit = model.max_output_tokens or settings.IFLOW2API["DEFAULT_MAX_OUTPUT_TOKENS"] or None
+    limit = model.max_output_tokens or gateway()["DEFAULT_MAX_OUTPUT_TOKENS"] or None
     if limit and model.context_length:
         limit = min(limit, model.context_length)
     return limit
@@ -252,7 +252,7 @@ async def take_account(pool: AccountPool, candidates: list[AccountRef], model: M
     account) or 429 (all busy or cooling down)."""
     try:
         prefer = await affinity.preferred() if affinity is not None else None
-        lease = await pool.acquire(candidates, timeout=settings.IFLOW2API["POOL_QUEUE_TIMEOUT"],
+        lease = await pool.acquire(candidates, timeout=gateway()["POOL_QUEUE_TIMEOUT"],
                                    prefer=prefer)
         if affinity is not None:
             await affinity.served_by(lease.account.id)
@@ -275,7 +275,7 @@ async def take_account(pool: AccountPool, candidates: list[AccountRef], model: M
 async def account_failed(runtime: Runtime, account: AccountRef, err: UpstreamError) -> None:
     """What an upstream failure means for the account that got it (in `runtime`'s pool; a
     refresh runs in its worker threads)."""
-    conf = settings.IFLOW2API
+    conf = gateway()
     pool = runtime.pool
     reason = f"{err.status} {err.message}"[:500]
     if err.account_action == "disable":

@@ -20,10 +20,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
-
 from accounts.pool import Lease
 from accounts.services import AccountRef, ModelRef
+from iflow2api_lib.conf import gateway
 from instances.ratelimit import Admission, Bucket
 from proxy.affinity import Affinity
 from proxy.budgets import BudgetCheck, budget_check
@@ -137,7 +136,7 @@ class _Relay:
                                instance_id=self.opts.instance.id or 0,
                                key_id=self.opts.key.id if self.opts.key else None,
                                model=self.model.id, accounts=accounts) \
-            if settings.IFLOW2API["AFFINITY_TTL_SECONDS"] > 0 else None
+            if gateway()["AFFINITY_TTL_SECONDS"] > 0 else None
         for _ in range(min(len(accounts), MAX_ATTEMPTS)):
             candidates = [a for a in accounts if a.id not in tried]
             lease = await take_account(pool, candidates, self.model, self.opts, failed,

@@ -242,6 +242,8 @@ ALLOWED_STATE = {
     "proxy/cors.py:policy_of": "memo: the CorsPolicy of an instance's origins (hot path)",
     "proxy/requestlog.py:insert_sql": "memo: the request log's INSERT per database vendor",
     "proxy/docs_pages.py:_patched_redoc": "memo: the packaged ReDoc script, patched once",
+    "iflow2api_lib/conf.py:_read": "memo: settings as read from Django, forgotten whenever a "
+                                   "setting changes (setting_changed)",
     "iflow2api_lib/logs.py:_clean_paths": "memo: access-line paths the masking leaves as they "
                                           "are (bounded; a path with a secret is never kept)",
 }
