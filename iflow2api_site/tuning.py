@@ -241,6 +241,17 @@ def daphne_without_module_proxy() -> None:
         http_protocol.http = object.__getattribute__(proxy, "_module")
 
 
+def identity_hashed_requests() -> None:
+    """Daphne's WebRequest hashes and compares by identity in Python (`hash(id(self))`,
+    `id(self) == id(other)`), and the server looks a request up in its `connections` by it
+    some sixteen times per request: a Python call each. object's own slots give the same
+    identity semantics in C."""
+    from daphne.http_protocol import WebRequest
+
+    WebRequest.__hash__ = object.__hash__  # type: ignore[method-assign,assignment]
+    WebRequest.__eq__ = object.__eq__  # type: ignore[method-assign,assignment]
+
+
 def _reap(server: Any, protocol: object, _instance: object = None) -> None:
     """Drops the entry of a request that is over (disconnected, its application finished
     without error or cancellation); anything else stays for Daphne's checker."""
@@ -330,6 +341,7 @@ def tune_for_serving() -> None:
     write_through_tcp()
     corked_replies()
     daphne_without_module_proxy()
+    identity_hashed_requests()
     reap_finished_requests()
     lean_log_records()
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)

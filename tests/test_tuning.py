@@ -69,6 +69,11 @@ def test_tune_for_serving_freezes_start_up_objects_and_patches_twisted(settings)
         assert http_protocol.http.Request is http.Request
         assert http_protocol.http.HTTPFactory is http.HTTPFactory
         assert (Server.create_application, Server.protocol_disconnected) != DAPHNES_SERVER
+        # Requests hash and compare by identity, as Daphne's own methods did, in C.
+        one, two = (object.__new__(http_protocol.WebRequest) for _ in range(2))
+        assert http_protocol.WebRequest.__hash__ is object.__hash__
+        assert one == one and one != two and {one: 1, two: 2}[one] == 1
+        assert hash(one) == hash(one) and len({one, two, one}) == 2
     finally:
         (Server.create_application,  # type: ignore[method-assign]
          Server.protocol_disconnected) = DAPHNES_SERVER
