@@ -15,6 +15,7 @@ is read, before any of it reaches the application (issue 13).
 from __future__ import annotations
 
 import io
+import logging
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,16 +23,19 @@ from typing import Any
 from urllib.parse import unquote
 
 from daphne.http_protocol import WebRequest
-from django.conf import settings
+from daphne.utils import HEADER_NAME_RE, INVALID_HEADER_VALUE_BYTES
 from django.utils import translation
 from django.utils.translation import gettext
 from twisted.web.http import HTTPChannel
 
+from iflow2api_lib.conf import gateway
 from iflow2api_lib.i18n import api_language
 from iflow2api_lib.logs import accept_request_id, log_answered_by_listener, request_id
 from proxy import chat, routes
 from proxy.errors import ApiError
 from proxy.http import JsonResult, body_too_large
+
+log = logging.getLogger(__name__)
 
 # Bodies up to this size stay in memory; larger ones (within the limit) are spooled to a
 # temporary file, as Twisted does.
@@ -42,7 +46,7 @@ LINGER_SECONDS = 5.0
 
 
 def _limits() -> dict[str, Any]:
-    return settings.IFLOW2API
+    return gateway()
 
 
 def request_timeout() -> ApiError:
@@ -86,7 +90,75 @@ class GuardedRequest(WebRequest):
     def process(self) -> Any:
         if self.refused:  # answered already; the connection is closing
             return None
-        return super().process()
+        if self.requestHeaders.hasHeader(b"upgrade") or self.server.proxy_forwarded_address_header:
+            return super().process()  # WebSockets (the live status), Daphne's proxy headers
+        self._start_application()
+        return None
+
+    def _start_application(self) -> None:
+        """Daphne's WebRequest.process for a plain HTTP request: the same checks (400 for a bad
+        header, path or query string), the same scope and body messages, without the Deferred
+        machinery Daphne wraps around them (inlineCallbacks, and maybeDeferred around
+        create_application, which returns at once) and with one pass over the headers."""
+        try:
+            self.request_start = time.time()
+            clean, root_path = [], None
+            for name, values in self.requestHeaders.getAllRawHeaders():
+                if not HEADER_NAME_RE.fullmatch(name):
+                    self.basic_error(400, b"Bad Request", "Invalid header name")
+                    return
+                lower, kept = name.lower(), b"_" not in name  # Daphne drops those (CVE-2015-0219)
+                for value in values:
+                    if INVALID_HEADER_VALUE_BYTES.intersection(value):
+                        self.basic_error(400, b"Bad Request", "Invalid header value")
+                        return
+                    if not kept:
+                        continue
+                    if lower == b"daphne-root-path":
+                        root_path = value
+                    else:
+                        clean.append((lower, value))
+            if hasattr(self.client, "host") and hasattr(self.client, "port"):
+                self.client_addr = [str(self.client.host), self.client.port]
+                self.server_addr = [str(self.host.host), self.host.port]
+            self.client_scheme = "https" if self.isSecure() else "http"
+            try:
+                path = self.path.decode("ascii")
+            except UnicodeDecodeError:
+                self.path = b"/"
+                self.basic_error(400, b"Bad Request", "Invalid characters in path")
+                return
+            self.query_string = b""
+            if b"?" in self.uri:
+                self.query_string = self.uri.split(b"?", 1)[1]
+                try:
+                    self.query_string.decode("ascii")
+                except UnicodeDecodeError:
+                    self.basic_error(400, b"Bad Request", "Invalid query string")
+                    return
+            self.clean_headers = clean
+            self.root_path = (self.server.root_path if root_path is None
+                              else unquote(root_path.decode("ascii")))
+            self.content.seek(0, 0)
+            self.application_queue = queue = self.server.create_application(self, {
+                "type": "http", "http_version": self.clientproto.split(b"/")[-1].decode("ascii"),
+                "method": self.method.decode("ascii"), "path": unquote(path),
+                "raw_path": self.path, "root_path": self.root_path, "scheme": self.client_scheme,
+                "query_string": self.query_string, "headers": clean, "client": self.client_addr,
+                "server": self.server_addr,
+            })
+            if queue is None or self.content.closed:  # abandoned meanwhile
+                return
+            size = self.server.request_buffer_size
+            while True:
+                chunk = self.content.read(size)
+                more = len(chunk) >= size
+                queue.put_nowait({"type": "http.request", "body": chunk, "more_body": more})
+                if not more:
+                    break
+        except Exception:
+            log.exception("HTTP processing error")
+            self.basic_error(500, b"Internal Server Error", "Daphne HTTP processing error")
 
 
 class GuardedChannel(HTTPChannel):
@@ -108,6 +180,26 @@ class GuardedChannel(HTTPChannel):
         # when the connection is idle, and the one timer that checks it (see setTimeout).
         self._idle_since = 0.0
         self._idle_check: Any = None
+        # The connection's addresses and whether it is TLS do not change: Twisted asked the
+        # socket (getsockname, a system call) and made new address objects for every request.
+        self._host: Any = None
+        self._peer: Any = None
+        self._secure: bool | None = None
+
+    def getHost(self) -> Any:
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
+
+    def getPeer(self) -> Any:
+        if self._peer is None:
+            self._peer = super().getPeer()
+        return self._peer
+
+    def isSecure(self) -> bool:
+        if self._secure is None:
+            self._secure = bool(super().isSecure())
+        return self._secure
 
     def connectionMade(self) -> None:
         super().connectionMade()
