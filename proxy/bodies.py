@@ -41,19 +41,19 @@ class BodyLimits:
         )
 
 
-def estimated_nodes(raw: bytes) -> int:
-    """Objects, arrays and strings in a JSON text, over-estimated at C speed from its `{`, `[`
-    and `"` bytes (those inside strings count too): what parsing it would allocate."""
-    return raw.count(b"{") + raw.count(b"[") + raw.count(b'"') // 2
-
-
-def check_before_parsing(raw: bytes, limits: BodyLimits) -> None:
-    count = estimated_nodes(raw)
+def check_before_parsing(raw: bytes, limits: BodyLimits) -> int:
+    """Refuses a body with too many objects, arrays and strings, over-estimated at C speed from
+    its `{`, `[` and `"` bytes (those inside strings count too): what parsing it would
+    allocate. Returns its `{` and `[` bytes: no value parsed from it nests deeper than that
+    (check_parsed need not walk one that cannot be too deep)."""
+    brackets = raw.count(b"{") + raw.count(b"[")
+    count = brackets + raw.count(b'"') // 2
     if count > limits.nodes:
         raise ApiError(400, gettext(
             "the request body holds about %(count)d JSON objects, arrays and strings; this "
             "gateway accepts at most %(limit)d (MAX_JSON_NODES)")
             % {"count": count, "limit": limits.nodes}, LIMIT_CODE)
+    return brackets
 
 
 def too_deep_error(limit: int) -> ApiError:
@@ -83,8 +83,9 @@ def _count_error(param: str, count: int, limit: int, setting: str) -> ApiError:
         LIMIT_CODE, param)
 
 
-def check_parsed(body: dict[str, Any], limits: BodyLimits) -> None:
-    """The counts first (cheap), then the nesting of everything."""
+def check_parsed(body: dict[str, Any], limits: BodyLimits, brackets: int | None = None) -> None:
+    """The counts first (cheap), then the nesting of everything, unless the body's text has
+    no more `{` and `[` (`brackets`, from check_before_parsing) than the depth allowed."""
     messages = body.get("messages")
     if isinstance(messages, list):
         if len(messages) > limits.messages:
@@ -100,5 +101,5 @@ def check_parsed(body: dict[str, Any], limits: BodyLimits) -> None:
     tools = body.get("tools")
     if isinstance(tools, list) and len(tools) > limits.tools:
         raise _count_error("tools", len(tools), limits.tools, "MAX_REQUEST_TOOLS")
-    if nesting_exceeds(body, limits.depth):
+    if (brackets is None or brackets > limits.depth) and nesting_exceeds(body, limits.depth):
         raise too_deep_error(limits.depth)

@@ -121,7 +121,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         raise ApiError(400, gettext("the request body is empty; send a JSON object"),
                        "invalid_json")
     limits = BodyLimits.configured()
-    check_before_parsing(body, limits)
+    brackets = check_before_parsing(body, limits)
     try:
         data = loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -131,7 +131,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
                        % {"error": exc}, "invalid_json") from exc
     if not isinstance(data, dict):
         raise ApiError(400, gettext("the request body must be a JSON object"), "invalid_json")
-    check_parsed(data, limits)
+    check_parsed(data, limits, brackets)
     return data
 
 

@@ -262,3 +262,22 @@ def test_a_body_with_600k_messages_is_refused_while_health_stays_responsive(
     assert growth_mib < 4 * len(content) / 2**20, growth_mib  # was ~20x the body per request
     assert fake.chat_requests == []
     no_traceback(server)
+
+
+@pytest.mark.parametrize(("text", "too_deep"), [
+    ('{"a":{"b":{"c":1}}}', False),  # three levels, three brackets: not walked
+    ('{"a":{"b":{"c":{}}}}', True),  # four levels, four brackets
+    ('{"a":{"b":[1]},"s":"[[[[{{{{"}', False),  # brackets in a string: walked, and fine
+    ('{"a":[1],"b":[2],"c":[3],"d":{"e":[4]}}', False),  # many brackets, three levels
+    ('{"s":"{{","a":[[[{}]]]}', True),  # five levels: the walk finds them
+])
+def test_the_depth_limit_holds_whether_or_not_the_body_is_walked(settings, text, too_deep):
+    from proxy.errors import ApiError
+    from proxy.pipeline import parse_json_object
+
+    settings.IFLOW2API = {**settings.IFLOW2API, "MAX_JSON_DEPTH": 3}
+    if too_deep:
+        with pytest.raises(ApiError, match="MAX_JSON_DEPTH"):
+            parse_json_object(text.encode())
+    else:
+        assert isinstance(parse_json_object(text.encode()), dict)
