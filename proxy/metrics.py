@@ -31,6 +31,7 @@ from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils.translation import gettext as _
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client import metrics as prometheus_metrics
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -187,6 +188,9 @@ class Metrics:
         with self._lock:
             taken = [(family, labels, list(series))
                      for (family, labels), series in self._series.items()]
+        # As prometheus_client's own counters: no _created series once they are disabled
+        # (PROMETHEUS_DISABLE_CREATED_SERIES, disable_created_metrics()).
+        with_created = getattr(prometheus_metrics, "_use_created", True)
         out: dict[Family, Metric] = {}
         for family in FAMILIES:
             if family.buckets:
@@ -197,15 +201,17 @@ class Metrics:
         for family, labels, series in taken:
             metric = out[family]
             if not family.buckets:
-                metric.add_metric(labels, series[0], created=series[1])  # type: ignore[call-arg]
+                metric.add_metric(labels, series[0],  # type: ignore[call-arg]
+                                  created=series[1] if with_created else None)
                 continue
             cumulative, buckets = 0.0, []
             for bound, count in zip((*family.buckets, math.inf), series[2:], strict=True):
                 cumulative += count
                 buckets.append((floatToGoString(bound), cumulative))
             metric.add_metric(labels, buckets, series[0])  # type: ignore[call-arg]
-            metric.samples.append(Sample(family.name + "_created", dict(zip(
-                family.labels, labels, strict=True)), series[1], None, None))
+            if with_created:
+                metric.samples.append(Sample(family.name + "_created", dict(zip(
+                    family.labels, labels, strict=True)), series[1], None, None))
         return list(out.values())
 
 

@@ -242,6 +242,7 @@ def test_the_exposition_is_what_prometheus_client_counters_give(settings):
     from decimal import Decimal
 
     from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+    from prometheus_client.metrics import disable_created_metrics, enable_created_metrics
     from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
 
     settings.METRICS_ENABLED = True
@@ -285,3 +286,10 @@ def test_the_exposition_is_what_prometheus_client_counters_give(settings):
         ours = ours_of(exposition(counters.registry))
         assert ours == ours_of(exposition(reference))
         assert any('le="0.25"' in line and line.endswith(" 2.0") for line in ours)
+    assert any("_created" in line for line in ours_of(generate_latest(counters.registry)))
+    disable_created_metrics()
+    try:
+        ours = ours_of(generate_latest(counters.registry))
+        assert ours and not [line for line in ours if "_created" in line]
+    finally:
+        enable_created_metrics()
