@@ -141,9 +141,6 @@ class RuleSet:
         self._per_ip = any(rule.scope == "ip" for rule in self.rules)
         self._memo: dict[tuple[int, int | None, str], tuple[Bucket, ...]] = {}
 
-    def __len__(self) -> int:
-        return len(self.rules)
-
     def buckets(self, *, instance_id: int, key_id: int | None,
                 client_ip: str) -> tuple[Bucket, ...]:
         if not self.rules:
