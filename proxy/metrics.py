@@ -68,7 +68,7 @@ def enabled() -> bool:
     return bool(setting("METRICS_ENABLED", False))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed as itself: a dict key per count
 class Family:
     """A labelled counter, or a histogram when it has `buckets` (upper bounds; +Inf added)."""
 
