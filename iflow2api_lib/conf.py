@@ -33,10 +33,7 @@ def setting(name: str, default: Any = None) -> Any:
 
 def gateway() -> dict[str, Any]:
     """settings.IFLOW2API."""
-    value = _read.get("IFLOW2API")
-    if value is None:
-        value = setting("IFLOW2API")
-    return value  # type: ignore[no-any-return]
+    return setting("IFLOW2API")  # type: ignore[no-any-return]
 
 
 def _forget(**_: Any) -> None:

@@ -45,10 +45,6 @@ IN_MEMORY_BODY_BYTES = 1024 * 1024
 LINGER_SECONDS = 5.0
 
 
-def _limits() -> dict[str, Any]:
-    return gateway()
-
-
 def request_timeout() -> ApiError:
     return ApiError(408, gettext("the request was not received in time"), "request_timeout")
 
@@ -64,7 +60,7 @@ class GuardedRequest(WebRequest):
         self.refused = False
 
     def gotLength(self, length: int | None) -> None:
-        if length is not None and length > _limits()["MAX_BODY_BYTES"]:
+        if length is not None and length > gateway()["MAX_BODY_BYTES"]:
             self.refused = True
             self.requestHeaders.removeHeader(b"Expect")  # no `100 Continue` after our 413
             self.content = io.BytesIO()  # stays empty
@@ -80,7 +76,7 @@ class GuardedRequest(WebRequest):
         if self.refused:
             return
         self.body_size += len(data)
-        if self.body_size > _limits()["MAX_BODY_BYTES"]:
+        if self.body_size > gateway()["MAX_BODY_BYTES"]:
             self.refused = True
             self.content.truncate(0)
             self.channel.refuse_too_large()
@@ -245,7 +241,7 @@ class GuardedChannel(HTTPChannel):
         if self._read_due is None and not self._handlingRequest and data.strip():
             # The first byte of a request: its head must be complete in time.
             self._request_began = time.monotonic()
-            self._due_in(_limits()["HEADER_TIMEOUT"])
+            self._due_in(gateway()["HEADER_TIMEOUT"])
         super().dataReceived(data)
         if self._read_due is not None and self._read_deadline is None:
             # The read ended with the head or the body incomplete: now the deadline is a timer.
@@ -253,7 +249,7 @@ class GuardedChannel(HTTPChannel):
                                                  self._too_slow)
 
     def allHeadersReceived(self) -> None:
-        self._due_in(_limits()["BODY_TIMEOUT"])
+        self._due_in(gateway()["BODY_TIMEOUT"])
         super().allHeadersReceived()
 
     def allContentReceived(self) -> None:
@@ -332,7 +328,7 @@ class GuardedChannel(HTTPChannel):
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
             b"%sconnection: close\r\n\r\n%s" % (result.status, reason, len(result.body),
                                                  extra, result.body))
-        self._drop_left = 2 * _limits()["MAX_BODY_BYTES"]
+        self._drop_left = 2 * gateway()["MAX_BODY_BYTES"]
         self.dataReceived = self._drop  # type: ignore[method-assign]
         self.rawDataReceived = self._drop  # type: ignore[method-assign]  # rest of this read
         self.transport.loseWriteConnection()  # the client sees the end of our answer
