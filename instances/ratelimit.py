@@ -279,32 +279,25 @@ class LocalLimiter:
         if not relevant:
             return ADMITTED
         now = self.clock()
-        second = int(now)  # window_start(now, period) is second - second % period
-        counts = self._counts
         with self._lock:
             self._sweep(now)
             blocks: list[tuple[Bucket, str]] = []
-            passed: list[tuple[tuple[str, str], int]] = []  # (counter, window start) to count
+            passed: list[tuple[str, str, int]] = []  # (bucket, kind, window start) to count
             for b in relevant:
                 for kind, period, limit in b.windows:
-                    key, start = (b.id, kind), second - second % period
-                    entry = counts.get(key)
-                    if (entry[1] if entry is not None and entry[0] == start else 0) >= limit:
+                    start = window_start(now, period)
+                    if self._used(b.id, kind, start) >= limit:
                         blocks.append((b, kind))
                     else:
-                        passed.append((key, start))
-                if b.tpm is not None and self._used(b.id, "t", second - second % MINUTE) >= b.tpm:
+                        passed.append((b.id, kind, start))
+                if b.tpm is not None and self._used(b.id, "t", window_start(now, MINUTE)) >= b.tpm:
                     blocks.append((b, "t"))
                 if stream and b.streams is not None and self._at_limit(b.id, b.streams, now):
                     blocks.append((b, "s"))
             if blocks:
                 return refusal(blocks, now)
-            for key, start in passed:  # as _add(bucket, kind, start, 1)
-                entry = counts.get(key)
-                if entry is None or entry[0] != start:
-                    counts[key] = [start, 1]
-                else:
-                    entry[1] += 1
+            for bucket_id, kind, start in passed:
+                self._add(bucket_id, kind, start, 1)
             slots = tuple(b.id for b in relevant if stream and b.streams is not None)
             if not slots:
                 return ADMITTED
