@@ -231,7 +231,7 @@ def stream_body(
                     if out:
                         yield FinalChunk(b"".join(out))
                     return
-                out = [data for chunk in batch for data in session.feed(chunk)]
+                out = translated(batch)
                 if isinstance(batch, FinalBatch):  # nothing follows: the ending goes out
                     out += ending()                 # in the same write
                     if out:
@@ -245,6 +245,9 @@ def stream_body(
         finally:
             await cleanup()
 
+    def translated(batch: list[dict]) -> list[bytes]:
+        return [data for chunk in batch for data in session.feed(chunk)]
+
     def ending() -> list[bytes]:
         nonlocal error
         try:
@@ -254,10 +257,8 @@ def stream_body(
             return session.fail(exc)
 
     def write_directly(write: Callable[[bytes], Awaitable[None]]) -> None:
-        feed = session.feed
-
         async def write_batch(batch: list[dict]) -> None:
-            out = [data for chunk in batch for data in feed(chunk)]
+            out = translated(batch)
             if out:
                 await write(b"".join(out))
 
