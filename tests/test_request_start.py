@@ -38,12 +38,17 @@ class RecordingServer:
         pass
 
 
-def run(raw: bytes, daphnes: bool) -> tuple[list[Any], bytes]:
-    """Feeds one request to a GuardedChannel; with `daphnes`, Daphne's own process() runs."""
-    server = RecordingServer()
+def channel_of(server: RecordingServer) -> GuardedChannel:
     channel = GuardedChannel()
     channel.factory = SimpleNamespace(server=server, timeOut=None, log=lambda request: None,
                                       _logDateTime="", _logFormatter=None)
+    return channel
+
+
+def run(raw: bytes, daphnes: bool) -> tuple[list[Any], bytes]:
+    """Feeds one request to a GuardedChannel; with `daphnes`, Daphne's own process() runs."""
+    server = RecordingServer()
+    channel = channel_of(server)
     channel.requestFactory = (type("DaphnesRequest", (GuardedRequest,), {
         "process": lambda self: WebRequest.process(self)}) if daphnes else GuardedRequest)
     transport = StringTransport()
@@ -87,9 +92,7 @@ def test_the_scope_and_body_of_a_plain_request() -> None:
 def test_a_connection_reads_its_addresses_once() -> None:
     """Twisted asked the transport (getsockname) for every request of a connection."""
     server = RecordingServer()
-    channel = GuardedChannel()
-    channel.factory = SimpleNamespace(server=server, timeOut=None, log=lambda request: None,
-                                      _logDateTime="", _logFormatter=None)
+    channel = channel_of(server)
     transport = StringTransport()
     asked = {"host": 0, "peer": 0}
     host, peer = transport.getHost, transport.getPeer
